@@ -194,10 +194,12 @@ mod tests {
 
     #[tokio::test]
     async fn missing_pem_files_are_a_clear_error() {
-        let err = load_pem(Path::new("/nonexistent/cert.pem"), Path::new("/nonexistent/key.pem"))
-            .await
-            .err()
-            .expect("fails");
+        let err = load_pem(
+            Path::new("/nonexistent/cert.pem"),
+            Path::new("/nonexistent/key.pem"),
+        )
+        .await
+        .expect_err("fails");
         assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
     }
 }

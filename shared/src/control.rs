@@ -96,9 +96,13 @@ pub enum ServerMsg {
     /// Answer to `Hello`.
     Welcome(Welcome),
     /// In the queue; `waiting` is how many people are waiting including you.
-    Queued { waiting: u32 },
+    Queued {
+        waiting: u32,
+    },
     Matched(Matched),
-    PeerLeft { reason: LeaveReason },
+    PeerLeft {
+        reason: LeaveReason,
+    },
     /// The partner's connection dropped; the relay is holding the pairing for them.
     PeerReconnecting,
     /// The partner is back on a new connection.

@@ -93,7 +93,10 @@ mod tests {
     fn oversized_prefix_is_refused_before_the_body_arrives() {
         let mut r = FrameReader::new();
         r.push(&[0xff, 0xff]);
-        assert!(matches!(r.next_frame(), Err(DecodeError::TooLarge { len: 65535, .. })));
+        assert!(matches!(
+            r.next_frame(),
+            Err(DecodeError::TooLarge { len: 65535, .. })
+        ));
         assert!(encode_frame(&vec![0u8; MAX_FRAME_BYTES + 1]).is_err());
         assert!(encode_frame(&vec![0u8; MAX_FRAME_BYTES]).is_ok());
     }

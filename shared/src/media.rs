@@ -172,7 +172,11 @@ impl Reassembler {
             Some(i) => i,
             None => {
                 if state.partial.len() >= MAX_FRAMES_IN_REASSEMBLY {
-                    if state.partial.first().is_some_and(|p| p.frame > header.frame) {
+                    if state
+                        .partial
+                        .first()
+                        .is_some_and(|p| p.frame > header.frame)
+                    {
                         // Older than everything in flight while the buffer is full: late.
                         self.stats.fragments_late += 1;
                         return None;
@@ -324,6 +328,9 @@ mod tests {
         assert!(r.push(&header(5, 0, 1), b"a").is_some());
         let mut h = header(0, 0, 1);
         h.match_id = 8;
-        assert!(r.push(&h, b"b").is_some(), "frame 0 of a new pairing is not late");
+        assert!(
+            r.push(&h, b"b").is_some(),
+            "frame 0 of a new pairing is not late"
+        );
     }
 }

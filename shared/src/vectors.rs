@@ -141,13 +141,22 @@ pub fn all() -> Vec<Vector> {
     for code in ErrorCode::ALL {
         v.push(server(
             &format!("error_{}", code.name()),
-            ServerMsg::error(code, format!("{code}: something went wrong"), code.to_code() % 2 == 0),
+            ServerMsg::error(
+                code,
+                format!("{code}: something went wrong"),
+                code.to_code() % 2 == 0,
+            ),
         ));
     }
 
     let chat = |name: &str, f: ChatFrame| vector(name, "ChatFrame", &f, f.encode());
     v.push(chat("chat_open", ChatFrame::Open { match_id: 300 }));
-    v.push(chat("chat_line", ChatFrame::Line { text: "hi 👋 — ça va?".into() }));
+    v.push(chat(
+        "chat_line",
+        ChatFrame::Line {
+            text: "hi 👋 — ça va?".into(),
+        },
+    ));
     v.push(chat(
         "chat_line_at_limit",
         ChatFrame::Line {

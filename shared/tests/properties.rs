@@ -28,12 +28,14 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
             proptest::collection::vec("[a-z]{1,32}", 0..8),
             proptest::option::of(token())
         )
-            .prop_map(|(version, name, interests, resume)| ClientMsg::Hello(Hello {
-                version,
-                name,
-                interests,
-                resume
-            })),
+            .prop_map(
+                |(version, name, interests, resume)| ClientMsg::Hello(Hello {
+                    version,
+                    name,
+                    interests,
+                    resume
+                })
+            ),
         Just(ClientMsg::Next),
         Just(ClientMsg::Leave),
         Just(ClientMsg::RequestKeyframe),
@@ -54,14 +56,19 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             })
         }),
         any::<u32>().prop_map(|waiting| ServerMsg::Queued { waiting }),
-        (any::<u64>(), "\\PC{0,64}", proptest::collection::vec("\\PC{0,8}", 0..4)).prop_map(
-            |(match_id, partner_name, shared_interests)| ServerMsg::Matched(Matched {
-                match_id,
-                partner_name,
-                shared_interests,
-                codec_hints: vec!["vp8".into()],
-            })
-        ),
+        (
+            any::<u64>(),
+            "\\PC{0,64}",
+            proptest::collection::vec("\\PC{0,8}", 0..4)
+        )
+            .prop_map(
+                |(match_id, partner_name, shared_interests)| ServerMsg::Matched(Matched {
+                    match_id,
+                    partner_name,
+                    shared_interests,
+                    codec_hints: vec!["vp8".into()],
+                })
+            ),
         Just(ServerMsg::PeerLeft {
             reason: LeaveReason::Disconnected
         }),

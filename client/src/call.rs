@@ -1,0 +1,345 @@
+//! A synthetic call: join the queue, wait for a partner, exchange media shaped like a real
+//! call (30 fps video at a chosen bitrate, frames larger than one datagram, 50 audio
+//! packets a second) and chat, optionally pressing Next on a schedule, then report.
+//!
+//! Frame contents come from [`crate::synth`], so the receiver checks every byte; capture
+//! timestamps ride in the media header, so on one machine the one-way latency is exact.
+
+use crate::synth;
+use crate::{Client, ClientError, ConnectOptions};
+use duet_proto::media::{Frame, MediaHeader, Reassembler, Track};
+use duet_proto::*;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::{interval, Instant, MissedTickBehavior};
+
+#[derive(Debug, Clone)]
+pub struct CallOptions {
+    pub connect: ConnectOptions,
+    pub name: String,
+    pub interests: Vec<String>,
+    /// How long to stay in the call(s) once first paired.
+    pub duration: Duration,
+    /// Give up if nobody is found by then.
+    pub match_timeout: Duration,
+    pub video_kbps: u32,
+    pub fps: u32,
+    pub audio_pps: u32,
+    pub audio_bytes: usize,
+    /// A keyframe (twice the size) this often, and whenever the partner asks.
+    pub keyframe_every: Duration,
+    pub chat_every: Option<Duration>,
+    pub next_every: Option<Duration>,
+}
+
+impl CallOptions {
+    pub fn new(connect: ConnectOptions, name: impl Into<String>) -> Self {
+        Self {
+            connect,
+            name: name.into(),
+            interests: Vec::new(),
+            duration: Duration::from_secs(5),
+            match_timeout: Duration::from_secs(30),
+            video_kbps: 1000,
+            fps: 30,
+            audio_pps: 50,
+            audio_bytes: 80,
+            keyframe_every: Duration::from_secs(2),
+            chat_every: Some(Duration::from_secs(1)),
+            next_every: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub count: u64,
+}
+
+impl Percentiles {
+    fn from_us(h: &Histogram<u64>) -> Option<Self> {
+        if h.is_empty() {
+            return None;
+        }
+        let ms = |v: u64| (v as f64 / 1000.0 * 1000.0).round() / 1000.0;
+        Some(Self {
+            p50: ms(h.value_at_quantile(0.50)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+            count: h.len(),
+        })
+    }
+}
+
+/// What `duet-client call` prints.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CallReport {
+    pub name: String,
+    pub partner: Option<String>,
+    pub partners: Vec<String>,
+    pub matches: u32,
+    pub time_to_match_ms: Option<f64>,
+    pub codec_hints: Vec<String>,
+    pub video_frames_sent: u64,
+    pub audio_frames_sent: u64,
+    pub frames_sent: u64,
+    pub datagrams_sent: u64,
+    pub video_frames_received: u64,
+    pub audio_frames_received: u64,
+    pub frames_received: u64,
+    pub datagrams_received: u64,
+    pub frames_lost: u64,
+    pub frames_corrupt: u64,
+    pub latency_ms: Option<Percentiles>,
+    pub chat_sent: u64,
+    pub chat_received: u64,
+    pub nexts: u32,
+    /// From pressing Next (or being left) to the first datagram from the new partner.
+    pub next_to_media_ms: Option<Percentiles>,
+    pub keyframes_requested_by_partner: u64,
+    pub rtt_ms: Option<f64>,
+    pub errors: Vec<String>,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 10 min at 3 significant figures: a few tens of KB, fixed.
+    Histogram::new_with_bounds(1, 600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_histogram()))
+}
+
+#[allow(clippy::panic)]
+fn unreachable_histogram() -> Histogram<u64> {
+    // Histogram::new(3) only fails for precision > 5.
+    panic!("hdrhistogram rejected 3 significant figures")
+}
+
+struct Pairing {
+    match_id: u64,
+    reassembler: Reassembler,
+    since_unpaired: Option<Instant>,
+    first_media_seen: bool,
+}
+
+/// Sends one frame as fragments; returns the datagrams sent.
+#[allow(clippy::too_many_arguments)]
+fn send_frame(
+    client: &Client,
+    match_id: u64,
+    track: Track,
+    seq: &mut u32,
+    frame: u32,
+    keyframe: bool,
+    data: &[u8],
+    max_payload: usize,
+    buf: &mut Vec<u8>,
+) -> u64 {
+    let count = data.len().div_ceil(max_payload).max(1);
+    let Ok(frag_count) = u16::try_from(count) else {
+        return 0;
+    };
+    let capture_us = now_us();
+    let mut sent = 0;
+    for (i, chunk) in data.chunks(max_payload).enumerate() {
+        let h = MediaHeader {
+            match_id,
+            track,
+            seq: *seq,
+            frame,
+            frag_index: i as u16,
+            frag_count,
+            keyframe,
+            capture_us,
+        };
+        *seq = seq.wrapping_add(1);
+        h.write_datagram(chunk, buf);
+        if client.send_datagram(buf).is_ok() {
+            sent += 1;
+        }
+    }
+    sent
+}
+
+/// Runs a whole call and reports on it.
+pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
+    let started = Instant::now();
+    let mut report = CallReport {
+        name: opts.name.clone(),
+        ..CallReport::default()
+    };
+    let mut client = Client::connect(&opts.connect).await?;
+    client.hello(&opts.name, &opts.interests, None).await?;
+    let conn = client.connection().clone();
+
+    let mut latency = histogram();
+    let mut rematch = histogram();
+    let mut pairing: Option<Pairing> = None;
+    let mut unpaired_at: Option<Instant> = None;
+    let mut end: Option<Instant> = None;
+    let match_deadline = started + opts.match_timeout;
+
+    let mut video = interval(Duration::from_secs_f64(1.0 / f64::from(opts.fps.max(1))));
+    let mut audio = interval(Duration::from_secs_f64(
+        1.0 / f64::from(opts.audio_pps.max(1)),
+    ));
+    let mut chat = interval(opts.chat_every.unwrap_or(Duration::from_secs(3600)));
+    let mut next = interval(opts.next_every.unwrap_or(Duration::from_secs(3600)));
+    for t in [&mut video, &mut audio, &mut chat, &mut next] {
+        t.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    }
+    next.reset();
+    let frame_bytes = (u64::from(opts.video_kbps) * 1000 / 8 / u64::from(opts.fps.max(1))) as usize;
+    let (mut vbuf, mut abuf, mut dgbuf, mut scratch) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut vseq, mut aseq, mut vframe, mut aframe) = (0u32, 0u32, 0u32, 0u32);
+    let mut keyframe_due = true;
+    let mut last_keyframe = Instant::now();
+    let mut chat_n = 0u64;
+    // After the call time is up, keep receiving briefly so in-flight media is counted.
+    const DRAIN: Duration = Duration::from_millis(300);
+
+    loop {
+        let stop_at = end.map(|e| e + DRAIN).unwrap_or(match_deadline);
+        let sending = pairing.is_some() && end.is_none_or(|e| Instant::now() < e);
+        tokio::select! {
+            _ = tokio::time::sleep_until(stop_at) => {
+                if end.is_none() {
+                    report.errors.push(format!("no partner within {:?}", opts.match_timeout));
+                }
+                break;
+            }
+            msg = client.recv() => {
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => { report.errors.push(e.to_string()); break; }
+                };
+                match msg {
+                    ServerMsg::Matched(m) => {
+                        if report.time_to_match_ms.is_none() {
+                            report.time_to_match_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+                            report.partner = Some(m.partner_name.clone());
+                            report.codec_hints = m.codec_hints.clone();
+                            end = Some(Instant::now() + opts.duration);
+                        }
+                        report.matches += 1;
+                        report.partners.push(m.partner_name.clone());
+                        pairing = Some(Pairing {
+                            match_id: m.match_id,
+                            reassembler: Reassembler::new(),
+                            since_unpaired: unpaired_at.take(),
+                            first_media_seen: false,
+                        });
+                        keyframe_due = true;
+                        vframe = 0;
+                        aframe = 0;
+                    }
+                    ServerMsg::PeerLeft { .. } => {
+                        pairing = None;
+                        unpaired_at.get_or_insert_with(Instant::now);
+                    }
+                    ServerMsg::KeyframeRequested => {
+                        report.keyframes_requested_by_partner += 1;
+                        keyframe_due = true;
+                    }
+                    ServerMsg::Stats(s) => report.rtt_ms = Some(f64::from(s.rtt_us) / 1000.0),
+                    ServerMsg::Error(e) => {
+                        report.errors.push(format!("{}: {}", e.code, e.message));
+                        if e.fatal { break; }
+                    }
+                    _ => {}
+                }
+            }
+            dg = conn.receive_datagram() => {
+                let Ok(dg) = dg else { report.errors.push("connection lost".into()); break; };
+                report.datagrams_received += 1;
+                let bytes = dg.payload();
+                let Ok((h, off)) = MediaHeader::read(&bytes) else { continue; };
+                let Some(p) = pairing.as_mut().filter(|p| p.match_id == h.match_id) else { continue; };
+                if !p.first_media_seen {
+                    p.first_media_seen = true;
+                    if let Some(t) = p.since_unpaired {
+                        let _ = rematch.record(t.elapsed().as_micros().max(1) as u64);
+                    }
+                }
+                let Some(frame): Option<Frame> = p.reassembler.push(&h, &bytes[off..]) else {
+                    if p.reassembler.take_keyframe_request() {
+                        let _ = client.send(&ClientMsg::RequestKeyframe).await;
+                    }
+                    continue;
+                };
+                let tag = if frame.track == Track::Video { 1 } else { 0 };
+                if !synth::verify(tag, frame.frame, &frame.data, &mut scratch) {
+                    report.frames_corrupt += 1;
+                }
+                match frame.track {
+                    Track::Video => report.video_frames_received += 1,
+                    Track::Audio => report.audio_frames_received += 1,
+                }
+                let _ = latency.record(now_us().saturating_sub(frame.capture_us).max(1));
+                if p.reassembler.take_keyframe_request() {
+                    let _ = client.send(&ClientMsg::RequestKeyframe).await;
+                }
+            }
+            _ = video.tick(), if sending => {
+                let Some(p) = &pairing else { continue };
+                let max_payload = MediaHeader::max_payload(conn.max_datagram_size().unwrap_or(1200));
+                if last_keyframe.elapsed() >= opts.keyframe_every { keyframe_due = true; }
+                let key = std::mem::take(&mut keyframe_due);
+                if key { last_keyframe = Instant::now(); }
+                let len = if key { frame_bytes * 2 } else { frame_bytes }.max(1);
+                synth::fill(1, vframe, &mut vbuf, len);
+                report.datagrams_sent += send_frame(&client, p.match_id, Track::Video, &mut vseq, vframe, key, &vbuf, max_payload, &mut dgbuf);
+                report.video_frames_sent += 1;
+                vframe += 1;
+            }
+            _ = audio.tick(), if sending => {
+                let Some(p) = &pairing else { continue };
+                synth::fill(0, aframe, &mut abuf, opts.audio_bytes.max(1));
+                report.datagrams_sent += send_frame(&client, p.match_id, Track::Audio, &mut aseq, aframe, true, &abuf, usize::MAX, &mut dgbuf);
+                report.audio_frames_sent += 1;
+                aframe += 1;
+            }
+            _ = chat.tick(), if sending && opts.chat_every.is_some() => {
+                let Some(m) = pairing.as_ref().map(|p| p.match_id) else { continue };
+                chat_n += 1;
+                if client.send_chat(m, &format!("line {chat_n} from {} ✓", opts.name)).await.is_ok() {
+                    report.chat_sent += 1;
+                }
+            }
+            _ = next.tick(), if sending && opts.next_every.is_some() => {
+                if client.send(&ClientMsg::Next).await.is_ok() {
+                    report.nexts += 1;
+                    pairing = None;
+                    unpaired_at = Some(Instant::now());
+                }
+            }
+        }
+        while client.try_recv_chat().is_some() {
+            report.chat_received += 1;
+        }
+    }
+    while client.try_recv_chat().is_some() {
+        report.chat_received += 1;
+    }
+    for p in pairing.iter() {
+        report.frames_lost += p.reassembler.stats.frames_lost;
+    }
+    report.frames_sent = report.video_frames_sent + report.audio_frames_sent;
+    report.frames_received = report.video_frames_received + report.audio_frames_received;
+    report.latency_ms = Percentiles::from_us(&latency);
+    report.next_to_media_ms = Percentiles::from_us(&rematch);
+    client.close().await;
+    Ok(report)
+}

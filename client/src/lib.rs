@@ -1,0 +1,352 @@
+//! `duet-client`: the native Duet client, speaking the same protocol as the browser.
+//!
+//! [`Client`] is one WebTransport session to a relay: `Hello`, control messages both ways,
+//! media datagrams, and chat streams. [`call`] builds a whole synthetic call on top of it
+//! (the `duet-client call` subcommand, the tests and the benchmarks use it). A mobile app
+//! would wrap the same `Client`.
+
+pub mod call;
+pub mod synth;
+
+use bytes::Bytes;
+use duet_proto::frame::FrameReader;
+use duet_proto::*;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use wtransport::tls::Sha256Digest;
+use wtransport::{ClientConfig, Connection, Endpoint, SendStream};
+
+/// Control messages received but not yet read by the application. The relay sends a few
+/// a second; a full queue applies backpressure through QUIC flow control.
+const CONTROL_QUEUE: usize = 256;
+
+/// Chat lines received but not yet read.
+const CHAT_QUEUE: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the relay: {0}")]
+    Connect(String),
+    #[error("the relay closed the session: {code} ({message})")]
+    Refused { code: String, message: String },
+    #[error("the relay sent an error: {0:?}")]
+    Server(ErrorMsg),
+    #[error("the session is closed: {0}")]
+    Closed(String),
+    #[error("protocol error: {0}")]
+    Protocol(#[from] DecodeError),
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+}
+
+/// How to reach a relay.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// `https://host:port` of the relay's QUIC side (the `/chat` path is added).
+    pub relay: String,
+    /// Trust a development certificate by its SHA-256; `None` uses the system's roots.
+    pub cert_hash: Option<[u8; 32]>,
+    /// Local address to bind; `None` picks one on the relay's address family.
+    pub bind: Option<SocketAddr>,
+    /// QUIC idle timeout; keep-alives go out at a third of it.
+    pub idle_timeout: Duration,
+}
+
+impl ConnectOptions {
+    pub fn new(relay: impl Into<String>, cert_hash: Option<[u8; 32]>) -> Self {
+        Self {
+            relay: relay.into(),
+            cert_hash,
+            bind: None,
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("{}{}", self.relay.trim_end_matches('/'), SESSION_PATH)
+    }
+}
+
+/// Builds a client endpoint for `opts`. Exposed so tests can open raw sessions.
+pub fn endpoint(
+    opts: &ConnectOptions,
+) -> Result<Endpoint<wtransport::endpoint::endpoint_side::Client>, ClientError> {
+    let bind = opts.bind.unwrap_or_else(|| {
+        if opts.relay.contains('[') {
+            "[::]:0"
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([0u8; 16], 0)))
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        }
+    });
+    let builder = ClientConfig::builder().with_bind_address(bind);
+    let builder = match opts.cert_hash {
+        Some(hash) => builder.with_server_certificate_hashes([Sha256Digest::new(hash)]),
+        None => builder.with_native_certs(),
+    };
+    let config = builder
+        .max_idle_timeout(Some(opts.idle_timeout))
+        .map_err(|e| ClientError::Connect(format!("idle timeout: {e}")))?
+        .keep_alive_interval(Some(opts.idle_timeout / 3))
+        .build();
+    Endpoint::client(config).map_err(|e| ClientError::Connect(format!("bind {bind}: {e}")))
+}
+
+/// Opens a bare WebTransport session (no control stream yet).
+pub async fn connect_raw(opts: &ConnectOptions) -> Result<Connection, ClientError> {
+    let endpoint = endpoint(opts)?;
+    endpoint
+        .connect(opts.url())
+        .await
+        .map_err(|e| ClientError::Connect(e.to_string()))
+}
+
+/// Describes why a connection ended, from the relay's close code and reason.
+pub fn close_reason(e: &wtransport::error::ConnectionError) -> ClientError {
+    match e {
+        wtransport::error::ConnectionError::ApplicationClosed(close) => {
+            let code = u32::try_from(close.code().into_inner()).ok();
+            let name = code
+                .and_then(ErrorCode::from_code)
+                .map(|c| c.name().to_string())
+                .unwrap_or_else(|| format!("{}", close.code()));
+            ClientError::Refused {
+                code: name,
+                message: String::from_utf8_lossy(close.reason()).into_owned(),
+            }
+        }
+        other => ClientError::Closed(other.to_string()),
+    }
+}
+
+/// One session with a relay.
+pub struct Client {
+    conn: Connection,
+    control: SendStream,
+    inbox: mpsc::Receiver<Result<ServerMsg, ClientError>>,
+    chat_in: mpsc::Receiver<(u64, String)>,
+    chat_out: Option<(u64, SendStream)>,
+}
+
+impl Client {
+    /// Connects and opens the control stream; call [`Client::hello`] next.
+    pub async fn connect(opts: &ConnectOptions) -> Result<Client, ClientError> {
+        let conn = connect_raw(opts).await?;
+        Self::on_connection(conn).await
+    }
+
+    /// Wraps an open session: opens the control stream and starts the readers.
+    pub async fn on_connection(conn: Connection) -> Result<Client, ClientError> {
+        let opening = conn.open_bi().await.map_err(|e| close_reason(&e))?;
+        let (control, recv) = opening
+            .await
+            .map_err(|e| ClientError::Closed(e.to_string()))?;
+        let (tx, inbox) = mpsc::channel(CONTROL_QUEUE);
+        tokio::spawn(read_control(conn.clone(), recv, tx));
+        let (chat_tx, chat_in) = mpsc::channel(CHAT_QUEUE);
+        tokio::spawn(accept_chat(conn.clone(), chat_tx));
+        Ok(Client {
+            conn,
+            control,
+            inbox,
+            chat_in,
+            chat_out: None,
+        })
+    }
+
+    /// Sends `Hello` and waits for `Welcome`.
+    pub async fn hello(
+        &mut self,
+        name: &str,
+        interests: &[String],
+        resume: Option<ResumeToken>,
+    ) -> Result<Welcome, ClientError> {
+        self.send(&ClientMsg::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            name: name.to_string(),
+            interests: interests.to_vec(),
+            resume,
+        }))
+        .await?;
+        match self.recv().await? {
+            ServerMsg::Welcome(w) => Ok(w),
+            ServerMsg::Error(e) => Err(ClientError::Server(e)),
+            other => Err(ClientError::Closed(format!(
+                "expected Welcome, got {other:?}"
+            ))),
+        }
+    }
+
+    pub async fn send(&mut self, msg: &ClientMsg) -> Result<(), ClientError> {
+        let frame = encode_frame(&msg.encode())?;
+        self.write_control(&frame).await
+    }
+
+    /// Writes raw bytes to the control stream (tests use it to send bad frames).
+    pub async fn write_control(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.control
+            .write_all(bytes)
+            .await
+            .map_err(|e| ClientError::Closed(e.to_string()))
+    }
+
+    /// The next control message. A fatal `Error` from the relay comes back as a message;
+    /// the end of the session as `Err`.
+    pub async fn recv(&mut self) -> Result<ServerMsg, ClientError> {
+        match self.inbox.recv().await {
+            Some(r) => r,
+            None => Err(ClientError::Closed("control stream ended".into())),
+        }
+    }
+
+    /// Like [`Client::recv`], with a deadline.
+    pub async fn recv_timeout(&mut self, d: Duration) -> Result<ServerMsg, ClientError> {
+        tokio::time::timeout(d, self.recv())
+            .await
+            .map_err(|_| ClientError::Timeout("a control message"))?
+    }
+
+    /// Waits for the first message `pick` accepts, skipping others (Stats, Queued…).
+    pub async fn wait_for<T>(
+        &mut self,
+        d: Duration,
+        what: &'static str,
+        mut pick: impl FnMut(&ServerMsg) -> Option<T>,
+    ) -> Result<T, ClientError> {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.recv())
+                .await
+                .map_err(|_| ClientError::Timeout(what))??;
+            if let Some(t) = pick(&msg) {
+                return Ok(t);
+            }
+        }
+    }
+
+    pub fn send_datagram(&self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.conn
+            .send_datagram(bytes)
+            .map_err(|e| ClientError::Closed(e.to_string()))
+    }
+
+    pub async fn recv_datagram(&self) -> Result<Bytes, ClientError> {
+        self.conn
+            .receive_datagram()
+            .await
+            .map(|d| d.payload())
+            .map_err(|e| close_reason(&e))
+    }
+
+    /// Sends a chat line to the partner of pairing `match_id`, on that pairing's stream.
+    pub async fn send_chat(&mut self, match_id: u64, text: &str) -> Result<(), ClientError> {
+        if self.chat_out.as_ref().map(|(m, _)| *m) != Some(match_id) {
+            let opening = self.conn.open_uni().await.map_err(|e| close_reason(&e))?;
+            let mut stream = opening
+                .await
+                .map_err(|e| ClientError::Closed(e.to_string()))?;
+            let open = encode_frame(&ChatFrame::Open { match_id }.encode())?;
+            stream
+                .write_all(&open)
+                .await
+                .map_err(|e| ClientError::Closed(e.to_string()))?;
+            if let Some((_, mut old)) = self.chat_out.replace((match_id, stream)) {
+                let _ = old.finish().await;
+            }
+        }
+        let frame = encode_frame(&ChatFrame::Line { text: text.into() }.encode())?;
+        if let Some((_, stream)) = self.chat_out.as_mut() {
+            stream
+                .write_all(&frame)
+                .await
+                .map_err(|e| ClientError::Closed(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The next chat line from a partner: `(match_id, text)`.
+    pub async fn recv_chat(&mut self) -> Option<(u64, String)> {
+        self.chat_in.recv().await
+    }
+
+    pub fn try_recv_chat(&mut self) -> Option<(u64, String)> {
+        self.chat_in.try_recv().ok()
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Leaves politely: `Leave`, then a normal close.
+    pub async fn close(mut self) {
+        let _ = self.send(&ClientMsg::Leave).await;
+        let _ = self.control.finish().await;
+        self.conn.close(wtransport::VarInt::from_u32(0), b"bye");
+    }
+}
+
+async fn read_control(
+    conn: Connection,
+    mut recv: wtransport::RecvStream,
+    tx: mpsc::Sender<Result<ServerMsg, ClientError>>,
+) {
+    let mut reader = FrameReader::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        loop {
+            match reader.next_frame() {
+                Ok(None) => break,
+                Ok(Some(body)) => {
+                    let msg = ServerMsg::decode(&body).map_err(ClientError::from);
+                    let failed = msg.is_err();
+                    if tx.send(msg).await.is_err() || failed {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            }
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => reader.push(&buf[..n]),
+            Ok(None) | Err(_) => {
+                // The stream ended; report why the connection closed, if it did.
+                let why = tokio::time::timeout(Duration::from_secs(2), conn.closed())
+                    .await
+                    .map(|e| close_reason(&e))
+                    .unwrap_or_else(|_| ClientError::Closed("control stream ended".into()));
+                let _ = tx.send(Err(why)).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn accept_chat(conn: Connection, tx: mpsc::Sender<(u64, String)>) {
+    while let Ok(mut recv) = conn.accept_uni().await {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut reader = FrameReader::new();
+            let mut buf = vec![0u8; 4096];
+            let mut match_id = None;
+            while let Ok(Some(n)) = recv.read(&mut buf).await {
+                reader.push(&buf[..n]);
+                while let Ok(Some(body)) = reader.next_frame() {
+                    match (ChatFrame::decode(&body), match_id) {
+                        (Ok(ChatFrame::Open { match_id: m }), None) => match_id = Some(m),
+                        (Ok(ChatFrame::Line { text }), Some(m)) => {
+                            if tx.send((m, text)).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ => return,
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,278 @@
+//! The matching engine: one task that owns the [`MatchQueue`] and tells sessions what
+//! happened to them.
+//!
+//! Sessions talk to it only through [`Matchmaker`] (join, next, leave, report, gone) and
+//! hear back through their own bounded event channel ([`SessionEvent`]). That small
+//! surface is what a clustered engine replaces. The engine never awaits a session: a
+//! session whose event queue is full is stuck, and is treated as gone.
+//!
+//! Pairing is immediate on every command; the one timer is the earliest moment a waiter's
+//! wait for a shared interest runs out, so nothing polls.
+
+use crate::limits::ENGINE_INBOX;
+use crate::matching::{MatchId, MatchQueue, MatchRules, Pairing, SessionId, Unpaired};
+use crate::metrics::Metrics;
+use duet_proto::{LeaveReason, ServerMsg};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use wtransport::Connection;
+
+/// What a session needs to reach its partner directly, without going through the engine:
+/// the partner's connection (for media datagrams) and event queue (for chat and relayed
+/// control messages).
+#[derive(Clone, Debug)]
+pub struct PeerLink {
+    pub session_id: SessionId,
+    pub name: Arc<str>,
+    pub conn: Connection,
+    pub events: mpsc::Sender<SessionEvent>,
+}
+
+#[derive(Debug)]
+pub enum SessionEvent {
+    Queued {
+        waiting: u32,
+    },
+    Paired {
+        match_id: MatchId,
+        partner: PeerLink,
+        shared_interests: Vec<String>,
+    },
+    PartnerLeft {
+        match_id: MatchId,
+        reason: LeaveReason,
+    },
+    /// A control message from the partner's session (keyframe request, receiver report),
+    /// valid only while `match_id` is still the pairing.
+    FromPartner {
+        match_id: MatchId,
+        msg: ServerMsg,
+    },
+    /// A chat line from the partner, already checked against the limits.
+    Chat {
+        match_id: MatchId,
+        text: String,
+    },
+}
+
+#[derive(Debug)]
+enum Command {
+    Join {
+        link: PeerLink,
+        interests: Vec<String>,
+    },
+    Next {
+        id: SessionId,
+        expected: Option<MatchId>,
+    },
+    Leave {
+        id: SessionId,
+    },
+    Report {
+        id: SessionId,
+    },
+    Gone {
+        id: SessionId,
+    },
+}
+
+/// The handle sessions hold. Cloning is cheap.
+#[derive(Clone, Debug)]
+pub struct Matchmaker {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Matchmaker {
+    /// Starts the engine task. It ends when every handle is dropped.
+    pub fn start(rules: MatchRules, metrics: Arc<Metrics>) -> Self {
+        let (tx, rx) = mpsc::channel(ENGINE_INBOX);
+        let engine = Engine {
+            queue: MatchQueue::new(rules),
+            links: HashMap::new(),
+            metrics,
+        };
+        tokio::spawn(engine.run(rx));
+        Self { tx }
+    }
+
+    pub async fn join(&self, link: PeerLink, interests: Vec<String>) {
+        self.send(Command::Join { link, interests }).await;
+    }
+
+    pub async fn next(&self, id: SessionId, expected: Option<MatchId>) {
+        self.send(Command::Next { id, expected }).await;
+    }
+
+    pub async fn leave(&self, id: SessionId) {
+        self.send(Command::Leave { id }).await;
+    }
+
+    pub async fn report(&self, id: SessionId) {
+        self.send(Command::Report { id }).await;
+    }
+
+    pub async fn gone(&self, id: SessionId) {
+        self.send(Command::Gone { id }).await;
+    }
+
+    async fn send(&self, cmd: Command) {
+        // Fails only when the engine has stopped, i.e. the relay is shutting down.
+        let _ = self.tx.send(cmd).await;
+    }
+}
+
+struct Engine {
+    queue: MatchQueue,
+    links: HashMap<SessionId, PeerLink>,
+    metrics: Arc<Metrics>,
+}
+
+impl Engine {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        loop {
+            let deadline = self.queue.next_deadline(Instant::now().into_std());
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => return,
+                },
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    let pairings = self.queue.tick(Instant::now().into_std());
+                    self.announce(pairings);
+                }
+            }
+            self.metrics
+                .waiting
+                .store(self.queue.waiting() as u64, Relaxed);
+            self.metrics.pairs.store(self.queue.pairs() as u64, Relaxed);
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        let now = Instant::now().into_std();
+        let stuck = match cmd {
+            Command::Join { link, interests } => {
+                let id = link.session_id;
+                self.links.insert(id, link);
+                let pairings = self.queue.join(id, interests, now);
+                let mut stuck = self.announce(pairings);
+                stuck.extend(self.tell_if_waiting(id));
+                stuck
+            }
+            Command::Next { id, expected } => {
+                self.metrics.nexts.fetch_add(1, Relaxed);
+                let (left, pairings) = self.queue.next(id, expected, now);
+                self.after_unpair(id, left, pairings, LeaveReason::Next)
+            }
+            Command::Report { id } => {
+                self.metrics.reports.fetch_add(1, Relaxed);
+                let (left, pairings) = self.queue.report(id, now);
+                self.after_unpair(id, left, pairings, LeaveReason::Reported)
+            }
+            Command::Leave { id } => {
+                let (left, pairings) = self.queue.leave(id, now);
+                self.after_unpair(id, left, pairings, LeaveReason::Left)
+            }
+            Command::Gone { id } => vec![id],
+        };
+        for id in stuck {
+            self.remove(id);
+        }
+    }
+
+    /// Tells the partner who was left, announces new pairings, and tells whoever is
+    /// waiting now. Returns sessions that could not be told.
+    fn after_unpair(
+        &mut self,
+        id: SessionId,
+        left: Option<Unpaired>,
+        pairings: Vec<Pairing>,
+        reason: LeaveReason,
+    ) -> Vec<SessionId> {
+        let mut stuck = Vec::new();
+        if let Some(l) = &left {
+            let event = SessionEvent::PartnerLeft {
+                match_id: l.match_id,
+                reason,
+            };
+            stuck.extend(self.tell(l.partner, event));
+        }
+        stuck.extend(self.announce(pairings));
+        stuck.extend(self.tell_if_waiting(id));
+        if let Some(l) = left {
+            stuck.extend(self.tell_if_waiting(l.partner));
+        }
+        stuck
+    }
+
+    fn remove(&mut self, id: SessionId) {
+        // Removing one session can strand another whose queue is full; handle them all.
+        let mut gone = vec![id];
+        while let Some(id) = gone.pop() {
+            if self.links.remove(&id).is_none() {
+                continue;
+            }
+            let (left, pairings) = self.queue.remove(id, Instant::now().into_std());
+            gone.extend(self.after_unpair(id, left, pairings, LeaveReason::Disconnected));
+        }
+    }
+
+    /// Tells both sides of each pairing. Returns sessions that could not be told.
+    fn announce(&mut self, pairings: Vec<Pairing>) -> Vec<SessionId> {
+        let mut stuck = Vec::new();
+        for p in pairings {
+            self.metrics.matches_made.fetch_add(1, Relaxed);
+            let (Some(a), Some(b)) = (self.links.get(&p.a).cloned(), self.links.get(&p.b).cloned())
+            else {
+                continue;
+            };
+            for (me, partner) in [(&a, b.clone()), (&b, a.clone())] {
+                let event = SessionEvent::Paired {
+                    match_id: p.match_id,
+                    partner,
+                    shared_interests: p.shared_interests.clone(),
+                };
+                stuck.extend(self.tell(me.session_id, event));
+            }
+        }
+        stuck
+    }
+
+    fn tell_if_waiting(&mut self, id: SessionId) -> Option<SessionId> {
+        if self.queue.is_waiting(id) {
+            let waiting = u32::try_from(self.queue.waiting()).unwrap_or(u32::MAX);
+            return self.tell(id, SessionEvent::Queued { waiting });
+        }
+        None
+    }
+
+    /// Queues an event for a session without waiting. A full or closed queue means the
+    /// session cannot keep up; it is returned so the caller can treat it as gone.
+    fn tell(&mut self, id: SessionId, event: SessionEvent) -> Option<SessionId> {
+        let link = self.links.get(&id)?;
+        match link.events.try_send(event) {
+            Ok(()) => None,
+            Err(_) => {
+                tracing::warn!(
+                    session = id,
+                    "session event queue full or closed; dropping it"
+                );
+                link.conn.close(
+                    wtransport::VarInt::from_u32(duet_proto::ErrorCode::Internal.to_code()),
+                    b"session could not keep up",
+                );
+                Some(id)
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}

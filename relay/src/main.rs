@@ -1,0 +1,59 @@
+//! `duet-relay`: parse the configuration, start the relay, print where to find it, and
+//! serve until Ctrl-C or SIGTERM.
+
+use duet_relay::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "duet_relay=info,warn".into()),
+        )
+        .init();
+    let config = Config::load()?;
+    let relay = duet_relay::start(config).await?;
+    let http = relay.http_addr;
+    let open = if http.ip().is_unspecified() {
+        format!("http://localhost:{}/", http.port())
+    } else {
+        format!("http://{http}/")
+    };
+    let fingerprint = relay
+        .fingerprint()
+        .unwrap_or_else(|| "none (real certificate)".into());
+    // One machine-readable line first (tests and scripts parse it), then the human summary.
+    println!(
+        "duet-relay listening http=http://{http} quic={} cert_sha256={fingerprint}",
+        relay.quic_addr
+    );
+    println!("  Open {open} in a Chromium-based browser (two tabs to talk to yourself).");
+    println!("  WebTransport: https://{}/chat (UDP)", relay.quic_addr);
+    println!("  Certificate SHA-256: {fingerprint}");
+    println!("  Status: {open}status   Metrics: {open}metrics");
+    shutdown_signal().await;
+    println!("shutting down");
+    relay.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

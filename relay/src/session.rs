@@ -1,0 +1,856 @@
+//! One user's WebTransport session, from the first byte to the last.
+//!
+//! Phases: admission (total and per-address limits), `Hello` (within the hello timeout;
+//! anything else first is refused), then the session proper. The session proper is a few
+//! tasks, each with one job, so that a slow stream never stalls media:
+//!
+//! * the **main loop** owns the session's state (its pairing, rate limits) and handles
+//!   control messages, chat lines and engine events;
+//! * the **media task** reads datagrams and forwards them straight to the partner's
+//!   connection, checking only the header and the match id ([`Route`] is the one piece of
+//!   state it shares with the main loop: a per-session lock, never a global one);
+//! * a **control reader** and a **control writer** turn the control stream into messages;
+//! * a **chat reader** per incoming chat stream, and one **chat writer** per pairing.
+//!
+//! Every refusal is an [`ErrorCode`] with a message: sent on the control stream when
+//! there is one, and as the close reason too.
+
+use crate::engine::{Matchmaker, PeerLink, SessionEvent};
+use crate::limits::*;
+use crate::matching::{MatchId, SessionId};
+use crate::metrics::{Drop, Metrics};
+use crate::Config;
+use bytes::Bytes;
+use duet_proto::frame::FrameReader;
+use duet_proto::limits::{MAX_CHAT_BYTES, MAX_MEDIA_DATAGRAM_BYTES};
+use duet_proto::media::peek_match_id;
+use duet_proto::*;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+use wtransport::endpoint::IncomingSession;
+use wtransport::{Connection, RecvStream, SendStream, VarInt};
+
+/// Codecs suggested to every pair, best first. Browsers probe with `isConfigSupported`
+/// and fall back along this list; VP8 is the floor every WebCodecs build decodes.
+const CODEC_HINTS: [&str; 4] = ["vp09.00.10.08", "av01.0.04M.08", "vp8", "opus"];
+
+/// State shared by every session of one relay.
+pub struct Shared {
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    pub matchmaker: Matchmaker,
+    next_session_id: AtomicU64,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Shared {
+    pub fn new(config: Config, metrics: Arc<Metrics>, matchmaker: Matchmaker) -> Self {
+        Self {
+            config,
+            metrics,
+            matchmaker,
+            next_session_id: AtomicU64::new(1),
+            per_ip: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a session slot for `ip`, or says why not.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, Fatal> {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = per_ip.values().sum();
+        if total >= self.config.max_sessions {
+            return Err(Fatal::new(
+                ErrorCode::ServerFull,
+                format!(
+                    "The relay is full ({} people). Please try again in a minute.",
+                    self.config.max_sessions
+                ),
+            ));
+        }
+        let mine = per_ip.entry(ip).or_insert(0);
+        if *mine >= self.config.max_sessions_per_ip {
+            return Err(Fatal::new(
+                ErrorCode::TooManyFromAddress,
+                format!(
+                    "Too many sessions from your address (limit {}). Close another tab and retry.",
+                    self.config.max_sessions_per_ip
+                ),
+            ));
+        }
+        *mine += 1;
+        self.metrics.sessions.fetch_add(1, Relaxed);
+        Ok(Admission {
+            shared: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// A taken session slot, given back on drop whatever way the session ends.
+struct Admission {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl std::ops::Drop for Admission {
+    fn drop(&mut self) {
+        let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+        self.shared.metrics.sessions.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A reason to end a session.
+#[derive(Debug, Clone)]
+pub struct Fatal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Fatal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn from_decode(e: &DecodeError, what: &str) -> Self {
+        Fatal::new(e.code(), format!("{what}: {e}"))
+    }
+}
+
+/// Handles one incoming QUIC connection to the end.
+pub async fn handle_incoming(incoming: IncomingSession, shared: Arc<Shared>) {
+    let request = match incoming.await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!("handshake failed: {e}");
+            return;
+        }
+    };
+    if request.path() != SESSION_PATH {
+        request.not_found().await;
+        return;
+    }
+    let admission = shared.admit(request.remote_address().ip());
+    let conn = match request.accept().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!("session accept failed: {e}");
+            return;
+        }
+    };
+    shared.metrics.sessions_opened.fetch_add(1, Relaxed);
+    match admission {
+        Err(fatal) => {
+            shared.metrics.sessions_refused.fetch_add(1, Relaxed);
+            // Give the client a moment to open its control stream so it can read why.
+            let control = timeout(ERROR_FLUSH_TIMEOUT, conn.accept_bi()).await;
+            let send = match control {
+                Ok(Ok((send, _recv))) => Some(send),
+                _ => None,
+            };
+            close_with(&conn, send, &fatal, &shared.metrics).await;
+        }
+        Ok(admission) => run(conn, shared, admission).await,
+    }
+}
+
+/// Sends `fatal` on the control stream (if any), waits briefly for it to arrive, then
+/// closes the connection with the same code and message.
+async fn close_with(conn: &Connection, send: Option<SendStream>, fatal: &Fatal, metrics: &Metrics) {
+    metrics.error_sent(fatal.code);
+    tracing::debug!(code = %fatal.code, "closing session: {}", fatal.message);
+    if let Some(mut send) = send {
+        let msg = ServerMsg::error(fatal.code, fatal.message.clone(), true);
+        if let Ok(frame) = encode_frame(&msg.encode()) {
+            let flushed = async {
+                send.write_all(&frame).await.ok()?;
+                send.finish().await.ok()?;
+                // Resolves once the peer has acknowledged everything written.
+                let _ = send.stopped().await;
+                Some(())
+            };
+            let _ = timeout(ERROR_FLUSH_TIMEOUT, flushed).await;
+        }
+    }
+    close_conn(conn, fatal.code, &fatal.message);
+}
+
+fn close_conn(conn: &Connection, code: ErrorCode, message: &str) {
+    conn.close(VarInt::from_u32(code.to_code()), message.as_bytes());
+}
+
+/// Waits for the control stream and its first frame, which must be `Hello`.
+/// `Err(None)`: the connection went away before saying anything worth answering.
+async fn await_hello(
+    conn: &Connection,
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<(SendStream, RecvStream, FrameReader, Hello), Option<(Fatal, Option<SendStream>)>> {
+    let mut control: Option<(SendStream, RecvStream)> = None;
+    let mut reader = FrameReader::new();
+    let mut buf = vec![0u8; 4096];
+    let deadline = Instant::now() + Duration::from_millis(config.hello_timeout_ms);
+    loop {
+        let step = async {
+            match &mut control {
+                None => tokio::select! {
+                    bi = conn.accept_bi() => match bi {
+                        Ok(streams) => Step::Control(streams),
+                        Err(_) => Step::Gone,
+                    },
+                    dg = conn.receive_datagram() => match dg {
+                        Ok(_) => Step::EarlyMedia,
+                        Err(_) => Step::Gone,
+                    },
+                },
+                Some((_, recv)) => tokio::select! {
+                    n = recv.read(&mut buf) => match n {
+                        Ok(Some(n)) => Step::Read(n),
+                        _ => Step::Gone,
+                    },
+                    dg = conn.receive_datagram() => match dg {
+                        Ok(_) => Step::EarlyMedia,
+                        Err(_) => Step::Gone,
+                    },
+                },
+            }
+        };
+        let step = match tokio::time::timeout_at(deadline, step).await {
+            Ok(s) => s,
+            Err(_) => Step::TimedOut,
+        };
+        let send_of = |c: Option<(SendStream, RecvStream)>| c.map(|(s, _)| s);
+        match step {
+            Step::Control(streams) => control = Some(streams),
+            Step::Read(n) => {
+                reader.push(&buf[..n]);
+                let frame = match reader.next_frame() {
+                    Ok(Some(f)) => f,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        return Err(Some((
+                            Fatal::from_decode(&e, "control frame"),
+                            send_of(control),
+                        )))
+                    }
+                };
+                let msg = match ClientMsg::decode(&frame) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        return Err(Some((
+                            Fatal::from_decode(&e, "first message"),
+                            send_of(control),
+                        )))
+                    }
+                };
+                let ClientMsg::Hello(hello) = msg else {
+                    let fatal = Fatal::new(
+                        ErrorCode::WrongState,
+                        format!("the first message must be Hello, not {}", msg_name(&msg)),
+                    );
+                    return Err(Some((fatal, send_of(control))));
+                };
+                if hello.version != PROTOCOL_VERSION {
+                    let fatal = Fatal::new(
+                        ErrorCode::UnsupportedVersion,
+                        format!(
+                            "This relay speaks protocol version {PROTOCOL_VERSION}, the app sent {}. Reload the page or update the app.",
+                            hello.version
+                        ),
+                    );
+                    return Err(Some((fatal, send_of(control))));
+                }
+                let Some((send, recv)) = control else {
+                    continue;
+                };
+                return Ok((send, recv, reader, hello));
+            }
+            Step::EarlyMedia => {
+                metrics.dropped(Drop::BeforeHello);
+                let fatal = Fatal::new(ErrorCode::WrongState, "media sent before Hello");
+                return Err(Some((fatal, send_of(control))));
+            }
+            Step::TimedOut => {
+                let fatal = Fatal::new(
+                    ErrorCode::HelloTimeout,
+                    format!("no Hello within {} ms", config.hello_timeout_ms),
+                );
+                return Err(Some((fatal, send_of(control))));
+            }
+            Step::Gone => return Err(None),
+        }
+    }
+}
+
+enum Step {
+    Control((SendStream, RecvStream)),
+    Read(usize),
+    EarlyMedia,
+    TimedOut,
+    Gone,
+}
+
+fn msg_name(msg: &ClientMsg) -> &'static str {
+    match msg {
+        ClientMsg::Hello(_) => "Hello",
+        ClientMsg::Next => "Next",
+        ClientMsg::Leave => "Leave",
+        ClientMsg::RequestKeyframe => "RequestKeyframe",
+        ClientMsg::ReceiverReport(_) => "ReceiverReport",
+        ClientMsg::Report(_) => "Report",
+    }
+}
+
+/// Where this session's media goes: the partner's connection, for one pairing.
+struct Route {
+    match_id: MatchId,
+    partner: Connection,
+}
+
+type SharedRoute = Arc<Mutex<Option<Route>>>;
+
+/// What the reader tasks hand the main loop.
+enum Input {
+    Control(ClientMsg),
+    ControlClosed,
+    Chat { match_id: MatchId, text: String },
+    ChatRefused(Fatal),
+    Fatal(Fatal),
+}
+
+struct Current {
+    match_id: MatchId,
+    partner: PeerLink,
+    chat_out: Option<mpsc::Sender<String>>,
+}
+
+async fn run(conn: Connection, shared: Arc<Shared>, admission: Admission) {
+    let metrics = shared.metrics.clone();
+    let (send, recv, reader, hello) = match await_hello(&conn, &shared.config, &metrics).await {
+        Ok(x) => x,
+        Err(Some((fatal, send))) => return close_with(&conn, send, &fatal, &metrics).await,
+        Err(None) => return,
+    };
+    let id: SessionId = shared.next_session_id.fetch_add(1, Relaxed);
+    let span = tracing::debug_span!("session", id);
+    let _enter = span.enter();
+    tracing::debug!(name = %hello.name, "hello");
+
+    let (out_tx, out_rx) = mpsc::channel::<ServerMsg>(CONTROL_OUTBOX);
+    let writer = tokio::spawn(control_writer(send, out_rx));
+    let (in_tx, mut inbox) = mpsc::channel::<Input>(CONTROL_INBOX);
+    tokio::spawn(control_reader(recv, reader, in_tx.clone()));
+    let route: SharedRoute = Arc::new(Mutex::new(None));
+    let media = tokio::spawn(forward_media(
+        conn.clone(),
+        route.clone(),
+        metrics.clone(),
+        shared.config.max_media_kbps,
+    ));
+    let (events_tx, mut events) = mpsc::channel::<SessionEvent>(SESSION_EVENTS);
+
+    let token = ResumeToken(rand::random());
+    let mut session = Session {
+        id,
+        conn: conn.clone(),
+        shared: shared.clone(),
+        out: out_tx,
+        route,
+        current: None,
+        next_bucket: bucket(shared.config.next_burst, shared.config.next_per_minute),
+        chat_bucket: bucket(shared.config.chat_burst, shared.config.chat_per_minute),
+        control_bucket: TokenBucket::new(100.0, 50.0, Instant::now().into_std()),
+    };
+    session.send(ServerMsg::Welcome(Welcome {
+        session_id: id,
+        resume_token: token,
+        resumed: false,
+    }));
+    let link = PeerLink {
+        session_id: id,
+        name: Arc::from(hello.name.as_str()),
+        conn: conn.clone(),
+        events: events_tx,
+    };
+    shared.matchmaker.join(link, hello.interests.clone()).await;
+
+    let mut stats = StatsProbe::new(&conn);
+    let mut stats_tick = tokio::time::interval(Duration::from_millis(
+        shared.config.stats_interval_ms.max(50),
+    ));
+    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let outcome: Option<Fatal> = loop {
+        let step = tokio::select! {
+            input = inbox.recv() => match input {
+                Some(input) => session.on_input(input).await,
+                None => Ok(()),
+            },
+            event = events.recv() => match event {
+                Some(event) => session.on_event(event),
+                None => Ok(()),
+            },
+            uni = conn.accept_uni() => match uni {
+                Ok(stream) => {
+                    tokio::spawn(chat_reader(stream, in_tx.clone()));
+                    Ok(())
+                }
+                Err(_) => break None,
+            },
+            _ = stats_tick.tick() => {
+                session.send(ServerMsg::Stats(stats.sample(&conn)));
+                Ok(())
+            }
+            _ = conn.closed() => break None,
+        };
+        match step {
+            Ok(()) => {}
+            Err(Stop::Normal) => break None,
+            Err(Stop::Fatal(f)) => break Some(f),
+        }
+    };
+
+    shared.matchmaker.gone(id).await;
+    session.set_route(None);
+    media.abort();
+    if let Some(fatal) = outcome {
+        metrics.error_sent(fatal.code);
+        // The writer sends this last message, finishes the stream, and waits for it.
+        let _ = session
+            .out
+            .try_send(ServerMsg::error(fatal.code, fatal.message.clone(), true));
+        drop(session);
+        let _ = timeout(ERROR_FLUSH_TIMEOUT, writer).await;
+        close_conn(&conn, fatal.code, &fatal.message);
+    } else {
+        drop(session);
+        writer.abort();
+        conn.close(VarInt::from_u32(0), b"bye");
+    }
+    drop(admission);
+}
+
+fn bucket(burst: u32, per_minute: u32) -> TokenBucket {
+    TokenBucket::new(
+        f64::from(burst.max(1)),
+        f64::from(per_minute) / 60.0,
+        Instant::now().into_std(),
+    )
+}
+
+enum Stop {
+    Normal,
+    Fatal(Fatal),
+}
+
+struct Session {
+    id: SessionId,
+    conn: Connection,
+    shared: Arc<Shared>,
+    out: mpsc::Sender<ServerMsg>,
+    route: SharedRoute,
+    current: Option<Current>,
+    next_bucket: TokenBucket,
+    chat_bucket: TokenBucket,
+    control_bucket: TokenBucket,
+}
+
+impl Session {
+    /// Queues a message for the control stream. A full queue means the client is not
+    /// reading its control stream; the message is dropped and the next check closes it.
+    fn send(&self, msg: ServerMsg) -> bool {
+        self.out.try_send(msg).is_ok()
+    }
+
+    fn must_send(&self, msg: ServerMsg) -> Result<(), Stop> {
+        if self.send(msg) {
+            Ok(())
+        } else {
+            Err(Stop::Fatal(Fatal::new(
+                ErrorCode::Internal,
+                "the control stream is not being read",
+            )))
+        }
+    }
+
+    fn refuse(&self, code: ErrorCode, message: impl Into<String>) {
+        self.shared.metrics.error_sent(code);
+        self.send(ServerMsg::error(code, message, false));
+    }
+
+    fn set_route(&self, route: Option<Route>) {
+        *self.route.lock().unwrap_or_else(|e| e.into_inner()) = route;
+    }
+
+    async fn on_input(&mut self, input: Input) -> Result<(), Stop> {
+        let now = Instant::now().into_std();
+        match input {
+            Input::Fatal(f) => Err(Stop::Fatal(f)),
+            Input::ControlClosed => Err(Stop::Normal),
+            Input::ChatRefused(f) => {
+                self.refuse(f.code, f.message);
+                Ok(())
+            }
+            Input::Chat { match_id, text } => {
+                let Some(cur) = self.current.as_ref().filter(|c| c.match_id == match_id) else {
+                    return Ok(()); // a line for a pairing that has ended
+                };
+                if !self.chat_bucket.try_take(1.0, now) {
+                    self.refuse(
+                        ErrorCode::RateLimited,
+                        "You are sending messages too fast; that one was not delivered.",
+                    );
+                    return Ok(());
+                }
+                let delivered = cur
+                    .partner
+                    .events
+                    .try_send(SessionEvent::Chat { match_id, text })
+                    .is_ok();
+                if delivered {
+                    self.shared
+                        .metrics
+                        .chat_lines_forwarded
+                        .fetch_add(1, Relaxed);
+                }
+                Ok(())
+            }
+            Input::Control(msg) => self.on_control(msg, now).await,
+        }
+    }
+
+    async fn on_control(&mut self, msg: ClientMsg, now: std::time::Instant) -> Result<(), Stop> {
+        let matchmaker = &self.shared.matchmaker;
+        match msg {
+            ClientMsg::Hello(_) => {
+                return Err(Stop::Fatal(Fatal::new(
+                    ErrorCode::WrongState,
+                    "Hello was already sent on this session",
+                )))
+            }
+            ClientMsg::Next => {
+                if !self.next_bucket.try_take(1.0, now) {
+                    self.refuse(
+                        ErrorCode::RateLimited,
+                        "Too many Next presses; wait a moment and try again.",
+                    );
+                    return Ok(());
+                }
+                let expected = self.current.as_ref().map(|c| c.match_id);
+                matchmaker.next(self.id, expected).await;
+            }
+            ClientMsg::Leave => matchmaker.leave(self.id).await,
+            ClientMsg::Report(report) => {
+                tracing::info!(session = self.id, reason = ?report.reason, "abuse report");
+                matchmaker.report(self.id).await;
+            }
+            ClientMsg::RequestKeyframe | ClientMsg::ReceiverReport(_) => {
+                if !self.control_bucket.try_take(1.0, now) {
+                    return Ok(()); // far above any real client's rate: drop quietly
+                }
+                if let Some(cur) = &self.current {
+                    let relayed = match msg {
+                        ClientMsg::ReceiverReport(r) => ServerMsg::PeerReport(r),
+                        _ => ServerMsg::KeyframeRequested,
+                    };
+                    let _ = cur.partner.events.try_send(SessionEvent::FromPartner {
+                        match_id: cur.match_id,
+                        msg: relayed,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: SessionEvent) -> Result<(), Stop> {
+        match event {
+            SessionEvent::Queued { waiting } => self.must_send(ServerMsg::Queued { waiting }),
+            SessionEvent::Paired {
+                match_id,
+                partner,
+                shared_interests,
+            } => {
+                self.set_route(Some(Route {
+                    match_id,
+                    partner: partner.conn.clone(),
+                }));
+                let msg = ServerMsg::Matched(Matched {
+                    match_id,
+                    partner_name: partner.name.to_string(),
+                    shared_interests,
+                    codec_hints: CODEC_HINTS.iter().map(|c| c.to_string()).collect(),
+                });
+                self.current = Some(Current {
+                    match_id,
+                    partner,
+                    chat_out: None,
+                });
+                self.must_send(msg)
+            }
+            SessionEvent::PartnerLeft { match_id, reason } => {
+                if self
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| c.match_id == match_id)
+                {
+                    self.current = None;
+                    self.set_route(None);
+                }
+                self.must_send(ServerMsg::PeerLeft { reason })
+            }
+            SessionEvent::FromPartner { match_id, msg } => {
+                if self
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| c.match_id == match_id)
+                {
+                    self.send(msg);
+                }
+                Ok(())
+            }
+            SessionEvent::Chat { match_id, text } => {
+                let Some(cur) = self.current.as_mut().filter(|c| c.match_id == match_id) else {
+                    return Ok(());
+                };
+                let tx = cur.chat_out.get_or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(CHAT_OUTBOX);
+                    tokio::spawn(chat_writer(self.conn.clone(), match_id, rx));
+                    tx
+                });
+                // Full: the partner's chat stream is blocked; the line is lost, not queued.
+                let _ = tx.try_send(text);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Reads control frames and hands decoded messages to the main loop. Awaiting the inbox
+/// lets QUIC flow control slow a client that sends faster than the relay handles.
+async fn control_reader(mut recv: RecvStream, mut reader: FrameReader, inbox: mpsc::Sender<Input>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        loop {
+            let input = match reader.next_frame() {
+                Ok(None) => break,
+                Ok(Some(frame)) => match ClientMsg::decode(&frame) {
+                    Ok(msg) => Input::Control(msg),
+                    Err(e) => Input::Fatal(Fatal::from_decode(&e, "control message")),
+                },
+                Err(e) => Input::Fatal(Fatal::from_decode(&e, "control frame")),
+            };
+            let fatal = matches!(input, Input::Fatal(_));
+            if inbox.send(input).await.is_err() || fatal {
+                return;
+            }
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => reader.push(&buf[..n]),
+            Ok(None) | Err(_) => {
+                let _ = inbox.send(Input::ControlClosed).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Writes queued messages to the control stream; when the queue closes, finishes the
+/// stream and waits (bounded by the caller) until the client has it all.
+async fn control_writer(mut send: SendStream, mut out: mpsc::Receiver<ServerMsg>) {
+    while let Some(msg) = out.recv().await {
+        let Ok(frame) = encode_frame(&msg.encode()) else {
+            continue;
+        };
+        if send.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+    if send.finish().await.is_ok() {
+        let _ = send.stopped().await;
+    }
+}
+
+/// Reads one incoming chat stream: `Open { match_id }` first, then lines.
+async fn chat_reader(mut recv: RecvStream, inbox: mpsc::Sender<Input>) {
+    let mut reader = FrameReader::new();
+    let mut buf = vec![0u8; 4096];
+    let mut match_id: Option<MatchId> = None;
+    let opened_by = Instant::now() + CHAT_OPEN_TIMEOUT;
+    loop {
+        loop {
+            let frame = match reader.next_frame() {
+                Ok(None) => break,
+                Ok(Some(f)) => f,
+                Err(e) => {
+                    let _ = inbox
+                        .send(Input::Fatal(Fatal::from_decode(&e, "chat frame")))
+                        .await;
+                    return;
+                }
+            };
+            let input = match (ChatFrame::decode(&frame), match_id) {
+                (Ok(ChatFrame::Open { match_id: m }), None) => {
+                    match_id = Some(m);
+                    continue;
+                }
+                (Ok(ChatFrame::Line { text }), Some(m)) => Input::Chat { match_id: m, text },
+                (Ok(_), _) => Input::Fatal(Fatal::new(
+                    ErrorCode::WrongState,
+                    "a chat stream must start with Open and then carry lines",
+                )),
+                (Err(DecodeError::FieldTooLarge { .. }), Some(_)) => {
+                    Input::ChatRefused(Fatal::new(
+                        ErrorCode::TooLarge,
+                        format!("That message is over {MAX_CHAT_BYTES} bytes and was not sent."),
+                    ))
+                }
+                (Err(e), _) => Input::Fatal(Fatal::from_decode(&e, "chat frame")),
+            };
+            let fatal = matches!(input, Input::Fatal(_));
+            if inbox.send(input).await.is_err() || fatal {
+                return;
+            }
+        }
+        let read = if match_id.is_none() {
+            match tokio::time::timeout_at(opened_by, recv.read(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => return, // never named its pairing: just drop the stream
+            }
+        } else {
+            recv.read(&mut buf).await
+        };
+        match read {
+            Ok(Some(n)) => reader.push(&buf[..n]),
+            _ => return,
+        }
+    }
+}
+
+/// Opens this pairing's chat stream toward the client and writes the partner's lines.
+async fn chat_writer(conn: Connection, match_id: MatchId, mut lines: mpsc::Receiver<String>) {
+    let Ok(opening) = conn.open_uni().await else {
+        return;
+    };
+    let Ok(mut send) = opening.await else {
+        return;
+    };
+    let Ok(open) = encode_frame(&ChatFrame::Open { match_id }.encode()) else {
+        return;
+    };
+    if send.write_all(&open).await.is_err() {
+        return;
+    }
+    while let Some(text) = lines.recv().await {
+        let Ok(frame) = encode_frame(&ChatFrame::Line { text }.encode()) else {
+            continue;
+        };
+        if send.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish().await;
+}
+
+/// The forwarding hot path: read a datagram, check its header and match id, hand the same
+/// bytes to the partner's connection. No global lock, no per-datagram allocation by us.
+async fn forward_media(conn: Connection, route: SharedRoute, metrics: Arc<Metrics>, kbps: u32) {
+    // One second of the allowed rate as burst: enough for a keyframe at that bitrate.
+    let bytes_per_s = f64::from(kbps) * 1000.0 / 8.0;
+    let mut budget = TokenBucket::new(bytes_per_s, bytes_per_s, Instant::now().into_std());
+    while let Ok(datagram) = conn.receive_datagram().await {
+        metrics.datagrams_received.fetch_add(1, Relaxed);
+        let payload: Bytes = datagram.payload();
+        if payload.len() > MAX_MEDIA_DATAGRAM_BYTES {
+            metrics.dropped(Drop::TooLarge);
+            continue;
+        }
+        if MediaHeader::read(&payload).is_err() {
+            metrics.dropped(Drop::Malformed);
+            continue;
+        }
+        let Some(match_id) = peek_match_id(&payload) else {
+            metrics.dropped(Drop::Malformed);
+            continue;
+        };
+        if !budget.try_take(payload.len() as f64, Instant::now().into_std()) {
+            metrics.dropped(Drop::RateLimited);
+            continue;
+        }
+        let sent = {
+            let guard = route.lock().unwrap_or_else(|e| e.into_inner());
+            match guard.as_ref() {
+                None => Err(Drop::NoPartner),
+                Some(r) if r.match_id != match_id => Err(Drop::StaleMatch),
+                Some(r) => r
+                    .partner
+                    .send_datagram(&payload)
+                    .map_err(|_| Drop::SendFailed),
+            }
+        };
+        match sent {
+            Ok(()) => {
+                metrics.datagrams_forwarded.fetch_add(1, Relaxed);
+                metrics
+                    .bytes_forwarded
+                    .fetch_add(payload.len() as u64, Relaxed);
+            }
+            Err(why) => metrics.dropped(why),
+        }
+    }
+}
+
+/// Turns quinn's connection counters into the per-interval figures of `Stats`.
+struct StatsProbe {
+    at: std::time::Instant,
+    lost: u64,
+    sent: u64,
+    bytes: u64,
+}
+
+impl StatsProbe {
+    fn new(conn: &Connection) -> Self {
+        let s = conn.quic_connection().stats();
+        Self {
+            at: std::time::Instant::now(),
+            lost: s.path.lost_packets,
+            sent: s.path.sent_packets,
+            bytes: s.udp_tx.bytes,
+        }
+    }
+
+    fn sample(&mut self, conn: &Connection) -> RelayStats {
+        let s = conn.quic_connection().stats();
+        let now = std::time::Instant::now();
+        let secs = now.duration_since(self.at).as_secs_f64().max(0.001);
+        let sent = s.path.sent_packets.saturating_sub(self.sent);
+        let lost = s.path.lost_packets.saturating_sub(self.lost);
+        let bytes = s.udp_tx.bytes.saturating_sub(self.bytes);
+        *self = Self {
+            at: now,
+            lost: s.path.lost_packets,
+            sent: s.path.sent_packets,
+            bytes: s.udp_tx.bytes,
+        };
+        RelayStats {
+            rtt_us: u32::try_from(s.path.rtt.as_micros()).unwrap_or(u32::MAX),
+            lost_permille: (lost * 1000)
+                .checked_div(sent)
+                .map_or(0, |p| u16::try_from(p).unwrap_or(1000)),
+            send_rate_kbps: (bytes as f64 * 8.0 / 1000.0 / secs) as u32,
+        }
+    }
+}
