@@ -287,6 +287,14 @@ impl Client {
     }
 }
 
+impl Drop for Client {
+    /// Dropping the client ends the session (the reader tasks hold the connection, so it
+    /// would otherwise stay open until the idle timeout).
+    fn drop(&mut self) {
+        self.conn.close(wtransport::VarInt::from_u32(0), b"client dropped");
+    }
+}
+
 async fn read_control(
     conn: Connection,
     mut recv: wtransport::RecvStream,
