@@ -2,3 +2,4 @@
 //! and the benchmark runner. The tests themselves live in `tests/tests/`.
 
 pub mod harness;
+pub mod impair;
