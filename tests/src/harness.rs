@@ -22,12 +22,12 @@ pub fn patience() -> Duration {
 /// A relay configuration for tests: loopback, ephemeral ports, no per-address limit that
 /// loopback tests (all from 127.0.0.1) would hit.
 pub fn test_config() -> Config {
-    let mut c = Config::default();
-    c.quic_addr = "127.0.0.1:0".parse().expect("literal address");
-    c.http_addr = "127.0.0.1:0".parse().expect("literal address");
-    c.max_sessions_per_ip = 10_000;
-    c.skip_cooldown_s = 60;
-    c
+    Config {
+        quic_addr: "127.0.0.1:0".parse().expect("literal address"),
+        http_addr: "127.0.0.1:0".parse().expect("literal address"),
+        max_sessions_per_ip: 10_000,
+        ..Config::default()
+    }
 }
 
 pub struct TestRelay {
@@ -52,7 +52,10 @@ impl TestRelay {
     }
 
     pub fn opts(&self) -> ConnectOptions {
-        ConnectOptions::new(format!("https://{}", self.relay.quic_addr), Some(self.hash()))
+        ConnectOptions::new(
+            format!("https://{}", self.relay.quic_addr),
+            Some(self.hash()),
+        )
     }
 
     /// Connects and says Hello.
@@ -103,7 +106,9 @@ impl TestRelay {
 /// Minimal HTTP/1.1 GET over a fresh TCP connection.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     within("HTTP response", async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("HTTP connect");
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("HTTP connect");
         let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.expect("HTTP write");
         let mut raw = Vec::new();
@@ -115,7 +120,10 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             dechunk(body)
         } else {
             body.to_string()
