@@ -14,9 +14,11 @@ use serde::Serialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CallOptions {
     pub connect: ConnectOptions,
+    /// Share this endpoint (one UDP socket) with other calls; `None` opens one for the call.
+    pub endpoint: Option<std::sync::Arc<crate::ClientEndpoint>>,
     pub name: String,
     pub interests: Vec<String>,
     /// How long to stay in the call(s) once first paired.
@@ -37,6 +39,7 @@ impl CallOptions {
     pub fn new(connect: ConnectOptions, name: impl Into<String>) -> Self {
         Self {
             connect,
+            endpoint: None,
             name: name.into(),
             interests: Vec::new(),
             duration: Duration::from_secs(5),
@@ -179,7 +182,10 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
         name: opts.name.clone(),
         ..CallReport::default()
     };
-    let mut client = Client::connect(&opts.connect).await?;
+    let mut client = match &opts.endpoint {
+        Some(endpoint) => Client::connect_on(endpoint, &opts.connect).await?,
+        None => Client::connect(&opts.connect).await?,
+    };
     client.hello(&opts.name, &opts.interests, None).await?;
     let conn = client.connection().clone();
 

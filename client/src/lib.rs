@@ -94,9 +94,20 @@ pub fn endpoint(
     Endpoint::client(config).map_err(|e| ClientError::Connect(format!("bind {bind}: {e}")))
 }
 
-/// Opens a bare WebTransport session (no control stream yet).
+/// A client-side QUIC endpoint: one UDP socket that can carry many sessions (load
+/// generators put hundreds of sessions on one, so the generator is not the bottleneck).
+pub type ClientEndpoint = Endpoint<wtransport::endpoint::endpoint_side::Client>;
+
+/// Opens a bare WebTransport session (no control stream yet) on its own endpoint.
 pub async fn connect_raw(opts: &ConnectOptions) -> Result<Connection, ClientError> {
-    let endpoint = endpoint(opts)?;
+    connect_raw_on(&endpoint(opts)?, opts).await
+}
+
+/// Opens a bare WebTransport session on an existing endpoint.
+pub async fn connect_raw_on(
+    endpoint: &ClientEndpoint,
+    opts: &ConnectOptions,
+) -> Result<Connection, ClientError> {
     endpoint
         .connect(opts.url())
         .await
@@ -134,6 +145,15 @@ impl Client {
     /// Connects and opens the control stream; call [`Client::hello`] next.
     pub async fn connect(opts: &ConnectOptions) -> Result<Client, ClientError> {
         let conn = connect_raw(opts).await?;
+        Self::on_connection(conn).await
+    }
+
+    /// Connects on a shared endpoint (see [`ClientEndpoint`]).
+    pub async fn connect_on(
+        endpoint: &ClientEndpoint,
+        opts: &ConnectOptions,
+    ) -> Result<Client, ClientError> {
+        let conn = connect_raw_on(endpoint, opts).await?;
         Self::on_connection(conn).await
     }
 
@@ -291,7 +311,8 @@ impl Drop for Client {
     /// Dropping the client ends the session (the reader tasks hold the connection, so it
     /// would otherwise stay open until the idle timeout).
     fn drop(&mut self) {
-        self.conn.close(wtransport::VarInt::from_u32(0), b"client dropped");
+        self.conn
+            .close(wtransport::VarInt::from_u32(0), b"client dropped");
     }
 }
 
