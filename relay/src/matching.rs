@@ -57,6 +57,10 @@ struct Member {
     interests: Vec<String>,
     partner: Option<(SessionId, MatchId)>,
     waiting: bool,
+    /// Connection lost, session held for a resume: not offered to anyone meanwhile.
+    held: bool,
+    /// Held while it would have been waiting: goes back in the queue on release.
+    wants_queue: bool,
     /// Who not to meet: until an instant (a skip) or for good (`None`, a report).
     avoid: Vec<(SessionId, Option<Instant>)>,
 }
@@ -201,7 +205,40 @@ impl MatchQueue {
         out
     }
 
+    /// Holds a session whose connection was lost: it keeps its pairing (if any) but is not
+    /// offered to anyone until [`MatchQueue::release`].
+    pub fn hold(&mut self, id: SessionId) {
+        let was_waiting = self.is_waiting(id);
+        self.dequeue(id);
+        if let Some(m) = self.members.get_mut(&id) {
+            m.held = true;
+            m.wants_queue = was_waiting;
+        }
+    }
+
+    /// The held session is back: if it was waiting (or was left while away), it re-queues.
+    pub fn release(&mut self, id: SessionId, now: Instant) -> Vec<Pairing> {
+        let Some(m) = self.members.get_mut(&id) else {
+            return Vec::new();
+        };
+        m.held = false;
+        if std::mem::take(&mut m.wants_queue) && m.partner.is_none() {
+            return self.enqueue(id, now);
+        }
+        Vec::new()
+    }
+
+    pub fn is_held(&self, id: SessionId) -> bool {
+        self.members.get(&id).is_some_and(|m| m.held)
+    }
+
     fn enqueue(&mut self, id: SessionId, now: Instant) -> Vec<Pairing> {
+        if let Some(m) = self.members.get_mut(&id) {
+            if m.held {
+                m.wants_queue = true;
+                return Vec::new();
+            }
+        }
         if let Some(j) = self.find_shared(id, now) {
             let Some(w) = self.queue.remove(j) else {
                 return Vec::new();
@@ -483,6 +520,42 @@ mod tests {
         seen.sort_unstable();
         seen.dedup();
         assert_eq!(seen.len(), 200);
+    }
+
+    #[test]
+    fn a_held_session_keeps_its_partner_and_is_offered_to_nobody() {
+        let mut q = MatchQueue::new(rules());
+        let t = Instant::now();
+        q.join(1, vec![], t);
+        let m = q.join(2, vec![], t)[0].match_id;
+        q.hold(1);
+        assert_eq!(
+            q.partner_of(2),
+            Some((1, m)),
+            "the pairing survives the hold"
+        );
+        // The partner leaves meanwhile: 1 is not re-queued while held...
+        let (left, _) = q.next(2, Some(m), t);
+        assert_eq!(left.map(|l| l.partner), Some(1));
+        assert!(!q.is_waiting(1));
+        let p = q.join(3, vec![], t);
+        assert_eq!(
+            p.iter().map(pair_of).collect::<Vec<_>>(),
+            vec![(2, 3)],
+            "not the held 1"
+        );
+        // ...and goes back to the queue when it returns.
+        assert!(q.release(1, t).is_empty());
+        assert!(q.is_waiting(1));
+        // Held while waiting: out of the queue, back in on release.
+        let mut q = MatchQueue::new(rules());
+        q.join(4, vec![], t);
+        q.hold(4);
+        assert!(q.join(5, vec![], t).is_empty());
+        assert_eq!(
+            q.release(4, t).iter().map(pair_of).collect::<Vec<_>>(),
+            vec![(4, 5)]
+        );
     }
 
     #[test]
