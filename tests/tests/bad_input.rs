@@ -22,7 +22,12 @@ impl HealthyPair {
         let mut b = relay.client("Healthy B", &["unique-healthy"]).await;
         let match_id = matched(&mut a).await.match_id;
         matched(&mut b).await;
-        Self { a, b, match_id, seq: 0 }
+        Self {
+            a,
+            b,
+            match_id,
+            seq: 0,
+        }
     }
 
     /// Media and chat still flow both ways.
@@ -44,7 +49,9 @@ impl HealthyPair {
             within("healthy media", async {
                 loop {
                     from.send_datagram(&buf).expect("send");
-                    if let Ok(d) = tokio::time::timeout(Duration::from_millis(500), to.recv_datagram()).await {
+                    if let Ok(d) =
+                        tokio::time::timeout(Duration::from_millis(500), to.recv_datagram()).await
+                    {
                         if d.expect("receive")[..] == buf[..] {
                             break;
                         }
@@ -55,7 +62,9 @@ impl HealthyPair {
         }
         let text = format!("ping {}", self.seq);
         self.a.send_chat(self.match_id, &text).await.expect("chat");
-        let (_, got) = within("healthy chat", self.b.recv_chat()).await.expect("line");
+        let (_, got) = within("healthy chat", self.b.recv_chat())
+            .await
+            .expect("line");
         assert_eq!(got, text);
     }
 }
@@ -92,7 +101,11 @@ async fn expect_refusal(c: &mut Client, code: ErrorCode) -> String {
         },
     };
     let text = end.to_string();
-    assert!(text.contains(code.name()), "close says {text}, expected {}", code.name());
+    assert!(
+        text.contains(code.name()),
+        "close says {text}, expected {}",
+        code.name()
+    );
     assert!(!message.is_empty());
     message
 }
@@ -107,13 +120,17 @@ async fn each_bad_control_input_ends_only_its_own_session_with_a_clear_error() {
 
     // 1. A frame whose body does not decode.
     let mut c = Client::connect(&relay.opts()).await.expect("connect");
-    c.write_control(&encode_frame(&[0xff, 0xff, 0xff]).expect("frame")).await.expect("write");
+    c.write_control(&encode_frame(&[0xff, 0xff, 0xff]).expect("frame"))
+        .await
+        .expect("write");
     expect_refusal(&mut c, ErrorCode::Malformed).await;
     healthy.still_talks().await;
 
     // 2. A frame announcing more than the cap: refused before the body is buffered.
     let mut c = Client::connect(&relay.opts()).await.expect("connect");
-    c.write_control(&[0xff, 0xff, 0, 0, 0]).await.expect("write");
+    c.write_control(&[0xff, 0xff, 0, 0, 0])
+        .await
+        .expect("write");
     expect_refusal(&mut c, ErrorCode::TooLarge).await;
     healthy.still_talks().await;
 
@@ -188,13 +205,24 @@ async fn each_bad_control_input_ends_only_its_own_session_with_a_clear_error() {
     let mut c = relay.client("Chatty", &[]).await;
     let conn = c.connection().clone();
     let mut s = conn.open_uni().await.expect("open").await.expect("opened");
-    s.write_all(&encode_frame(&[0x09, 0x09]).expect("frame")).await.expect("write");
+    s.write_all(&encode_frame(&[0x09, 0x09]).expect("frame"))
+        .await
+        .expect("write");
     expect_refusal(&mut c, ErrorCode::Malformed).await;
 
     healthy.still_talks().await;
     let s = relay.status().await;
-    for code in ["malformed", "too_large", "wrong_state", "hello_timeout", "unsupported_version"] {
-        assert!(s["errors_sent"][code].as_u64() >= Some(1), "{code} counted: {s}");
+    for code in [
+        "malformed",
+        "too_large",
+        "wrong_state",
+        "hello_timeout",
+        "unsupported_version",
+    ] {
+        assert!(
+            s["errors_sent"][code].as_u64() >= Some(1),
+            "{code} counted: {s}"
+        );
     }
 }
 
@@ -235,14 +263,19 @@ async fn bad_datagrams_are_dropped_and_counted_and_the_session_lives_on() {
         capture_us: 0,
     }
     .write_datagram(&big, &mut big_dg);
-    x.send_datagram(&big_dg).expect("QUIC carries it; the relay refuses it");
+    x.send_datagram(&big_dg)
+        .expect("QUIC carries it; the relay refuses it");
 
     let s = relay
         .status_until("bad datagrams counted", |s| {
-            s["drops"]["malformed"].as_u64() >= Some(2) && s["drops"]["too_large"].as_u64() >= Some(1)
+            s["drops"]["malformed"].as_u64() >= Some(2)
+                && s["drops"]["too_large"].as_u64() >= Some(1)
         })
         .await;
-    assert_eq!(s["errors_sent"]["malformed"], 0, "datagrams are dropped, not fatal");
+    assert_eq!(
+        s["errors_sent"]["malformed"], 0,
+        "datagrams are dropped, not fatal"
+    );
     // X and Y are still paired and talking.
     MediaHeader {
         match_id: m,
@@ -258,7 +291,8 @@ async fn bad_datagrams_are_dropped_and_counted_and_the_session_lives_on() {
     within("X still reaches Y", async {
         loop {
             x.send_datagram(&buf).expect("send");
-            if let Ok(d) = tokio::time::timeout(Duration::from_millis(500), y.recv_datagram()).await {
+            if let Ok(d) = tokio::time::timeout(Duration::from_millis(500), y.recv_datagram()).await
+            {
                 if d.expect("recv")[..] == buf[..] {
                     break;
                 }
@@ -280,7 +314,9 @@ async fn chat_over_the_limit_and_floods_are_refused_without_ending_the_call() {
     let m = matched(&mut a).await.match_id;
     matched(&mut b).await;
 
-    a.send_chat(m, &"x".repeat(limits::MAX_CHAT_BYTES + 1)).await.expect("write");
+    a.send_chat(m, &"x".repeat(limits::MAX_CHAT_BYTES + 1))
+        .await
+        .expect("write");
     let (code, msg) = expect_msg(&mut a, "a refusal", |m| match m {
         ServerMsg::Error(e) => Some((e.code, e.message.clone())),
         _ => None,
@@ -305,7 +341,10 @@ async fn chat_over_the_limit_and_floods_are_refused_without_ending_the_call() {
         let (_, line) = within("chat", b.recv_chat()).await.expect("line");
         assert_eq!(line, format!("line {i}"));
     }
-    assert!(b.try_recv_chat().is_none(), "nothing past the burst was delivered");
+    assert!(
+        b.try_recv_chat().is_none(),
+        "nothing past the burst was delivered"
+    );
 }
 
 #[tokio::test]
@@ -315,7 +354,9 @@ async fn a_full_relay_and_a_busy_address_are_refused_with_a_reason() {
     let relay = TestRelay::start(config).await;
     let _a = relay.client("A", &[]).await;
     let _b = relay.client("B", &[]).await;
-    let mut c = Client::connect(&relay.opts()).await.expect("the handshake itself works");
+    let mut c = Client::connect(&relay.opts())
+        .await
+        .expect("the handshake itself works");
     let msg = expect_refusal(&mut c, ErrorCode::ServerFull).await;
     assert!(msg.contains("full"), "{msg}");
 
@@ -338,5 +379,8 @@ async fn a_wrong_path_or_wrong_certificate_gets_nowhere() {
     let relay = TestRelay::default().await;
     let mut opts = relay.opts();
     opts.cert_hash = Some([0u8; 32]);
-    assert!(connect_raw(&opts).await.is_err(), "a wrong fingerprint is not trusted");
+    assert!(
+        connect_raw(&opts).await.is_err(),
+        "a wrong fingerprint is not trusted"
+    );
 }

@@ -52,7 +52,10 @@ async fn status_and_metrics_count_what_happened() {
     assert_eq!(s["matches_made"], 1);
     assert_eq!(s["sessions_opened"], 3);
     let forwarded = s["datagrams_forwarded"].as_u64().expect("number");
-    assert!(forwarded >= received, "forwarded {forwarded} < received {received}");
+    assert!(
+        forwarded >= received,
+        "forwarded {forwarded} < received {received}"
+    );
     assert!(forwarded <= a.datagrams_sent + b.datagrams_sent);
     assert!(s["bytes_forwarded"].as_u64() > Some(forwarded * 50));
     assert_eq!(s["datagrams_dropped"], 0);
@@ -115,7 +118,8 @@ async fn rotating_the_certificate_keeps_open_sessions() {
     within("media after rotation", async {
         loop {
             a.send_datagram(&buf).expect("send");
-            if let Ok(d) = tokio::time::timeout(Duration::from_millis(500), b.recv_datagram()).await {
+            if let Ok(d) = tokio::time::timeout(Duration::from_millis(500), b.recv_datagram()).await
+            {
                 if d.expect("recv")[..] == buf[..] {
                     break;
                 }
@@ -124,7 +128,10 @@ async fn rotating_the_certificate_keeps_open_sessions() {
     })
     .await;
     a.send_chat(m, "still here").await.expect("chat");
-    assert_eq!(within("chat", b.recv_chat()).await.map(|x| x.1).as_deref(), Some("still here"));
+    assert_eq!(
+        within("chat", b.recv_chat()).await.map(|x| x.1).as_deref(),
+        Some("still here")
+    );
 
     // New sessions get the new certificate: the old hash no longer works, the new one does.
     assert!(connect_raw(&old_opts).await.is_err());

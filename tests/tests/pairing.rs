@@ -22,7 +22,11 @@ async fn exchange(
     for i in 0..count {
         let header = MediaHeader {
             match_id,
-            track: if i % 2 == 0 { Track::Video } else { Track::Audio },
+            track: if i % 2 == 0 {
+                Track::Video
+            } else {
+                Track::Audio
+            },
             seq: i,
             frame: i,
             frag_index: 0,
@@ -30,7 +34,9 @@ async fn exchange(
             keyframe: i == 0,
             capture_us: 1,
         };
-        let payload: Vec<u8> = (0..(100 + i * 30)).map(|b| (b as u8) ^ tag ^ (i as u8)).collect();
+        let payload: Vec<u8> = (0..(100 + i * 30))
+            .map(|b| (b as u8) ^ tag ^ (i as u8))
+            .collect();
         header.write_datagram(&payload, &mut buf);
         let got = within("a forwarded datagram", async {
             loop {
@@ -69,7 +75,9 @@ async fn two_strangers_see_names_and_exchange_media_and_chat_both_ways() {
     exchange(&ana, &bob, a.match_id, 20, 0xA5).await;
     exchange(&bob, &ana, b.match_id, 20, 0x5A).await;
 
-    ana.send_chat(a.match_id, "hi Bob — ça va? 👋").await.expect("chat");
+    ana.send_chat(a.match_id, "hi Bob — ça va? 👋")
+        .await
+        .expect("chat");
     let (m, text) = within("chat to Bob", bob.recv_chat()).await.expect("line");
     assert_eq!((m, text.as_str()), (a.match_id, "hi Bob — ça va? 👋"));
     let long = "é".repeat(limits::MAX_CHAT_BYTES / 2);
@@ -79,7 +87,9 @@ async fn two_strangers_see_names_and_exchange_media_and_chat_both_ways() {
 
     // The relay's counters saw it.
     let s = relay
-        .status_until("forwarded counters", |s| s["datagrams_forwarded"].as_u64() >= Some(40))
+        .status_until("forwarded counters", |s| {
+            s["datagrams_forwarded"].as_u64() >= Some(40)
+        })
         .await;
     assert_eq!(s["pairs"], 1);
     assert!(s["chat_lines_forwarded"].as_u64() >= Some(2));
@@ -99,7 +109,10 @@ async fn a_synthetic_call_delivers_every_frame_intact() {
     for (me, other) in [(&a, &b), (&b, &a)] {
         assert_eq!(me.partner.as_deref(), Some(other.name.as_str()));
         assert_eq!(me.frames_corrupt, 0, "{me:?}");
-        assert!(me.video_frames_received > 0 && me.audio_frames_received > 0, "{me:?}");
+        assert!(
+            me.video_frames_received > 0 && me.audio_frames_received > 0,
+            "{me:?}"
+        );
         assert!(me.frames_received <= other.frames_sent);
         assert!(me.chat_received > 0, "{me:?}");
         assert!(me.latency_ms.is_some());
@@ -115,13 +128,18 @@ async fn next_pairs_with_the_waiting_stranger_and_the_old_partner_reaches_nobody
     let ab = matched(&mut a).await;
     matched(&mut b).await;
     let mut c = relay.client("C", &[]).await;
-    expect_msg(&mut c, "C queued", |m| matches!(m, ServerMsg::Queued { .. }).then_some(()))
-        .await
-        .expect("C waits");
+    expect_msg(&mut c, "C queued", |m| {
+        matches!(m, ServerMsg::Queued { .. }).then_some(())
+    })
+    .await
+    .expect("C waits");
 
     a.send(&ClientMsg::Next).await.expect("Next");
     let ac = matched(&mut a).await;
-    assert_eq!(ac.partner_name, "C", "A is paired with the waiting C, not B again");
+    assert_eq!(
+        ac.partner_name, "C",
+        "A is paired with the waiting C, not B again"
+    );
     assert_ne!(ac.match_id, ab.match_id);
     let ca = matched(&mut c).await;
     assert_eq!(ca.partner_name, "A");
@@ -132,9 +150,11 @@ async fn next_pairs_with_the_waiting_stranger_and_the_old_partner_reaches_nobody
     .await
     .expect("B is told");
     assert_eq!(reason, LeaveReason::Next);
-    expect_msg(&mut b, "B re-queued", |m| matches!(m, ServerMsg::Queued { .. }).then_some(()))
-        .await
-        .expect("B waits again");
+    expect_msg(&mut b, "B re-queued", |m| {
+        matches!(m, ServerMsg::Queued { .. }).then_some(())
+    })
+    .await
+    .expect("B waits again");
 
     // B keeps sending on the old pairing: the relay drops all of it.
     let before = relay.status().await;
@@ -155,14 +175,17 @@ async fn next_pairs_with_the_waiting_stranger_and_the_old_partner_reaches_nobody
     }
     let after = relay
         .status_until("B's datagrams dropped", |s| {
-            s["drops"]["no_partner"].as_u64() >= Some(before["drops"]["no_partner"].as_u64().unwrap_or(0) + 50)
+            s["drops"]["no_partner"].as_u64()
+                >= Some(before["drops"]["no_partner"].as_u64().unwrap_or(0) + 50)
         })
         .await;
     assert_eq!(after["datagrams_forwarded"], before["datagrams_forwarded"]);
     // A and C still talk; nothing of B's shows up on either side.
     exchange(&a, &c, ac.match_id, 3, 1).await;
     for side in [&a, &c] {
-        while let Ok(Ok(d)) = tokio::time::timeout(Duration::from_millis(1), side.recv_datagram()).await {
+        while let Ok(Ok(d)) =
+            tokio::time::timeout(Duration::from_millis(1), side.recv_datagram()).await
+        {
             assert_ne!(media::peek_match_id(&d), Some(ab.match_id));
         }
     }
@@ -175,7 +198,8 @@ async fn a_partner_who_closes_is_noticed_and_the_other_requeued() {
     let b = relay.client("B", &[]).await;
     matched(&mut a).await;
     // Closing the connection outright (no Leave): the relay sees the close at once.
-    b.connection().close(wtransport::VarInt::from_u32(0), b"closing the tab");
+    b.connection()
+        .close(wtransport::VarInt::from_u32(0), b"closing the tab");
     let reason = expect_msg(&mut a, "PeerLeft", |m| match m {
         ServerMsg::PeerLeft { reason } => Some(*reason),
         _ => None,
@@ -183,9 +207,11 @@ async fn a_partner_who_closes_is_noticed_and_the_other_requeued() {
     .await
     .expect("A is told");
     assert_eq!(reason, LeaveReason::Disconnected);
-    expect_msg(&mut a, "re-queued", |m| matches!(m, ServerMsg::Queued { .. }).then_some(()))
-        .await
-        .expect("A waits again");
+    expect_msg(&mut a, "re-queued", |m| {
+        matches!(m, ServerMsg::Queued { .. }).then_some(())
+    })
+    .await
+    .expect("A waits again");
     let mut c = relay.client("C", &[]).await;
     assert_eq!(matched(&mut c).await.partner_name, "A");
 
@@ -199,11 +225,15 @@ async fn a_partner_who_closes_is_noticed_and_the_other_requeued() {
     .expect("A is told");
     assert_eq!(reason, LeaveReason::Left);
     relay
-        .status_until("C idle, A waiting", |s| s["waiting"] == 1 && s["sessions"] == 2)
+        .status_until("C idle, A waiting", |s| {
+            s["waiting"] == 1 && s["sessions"] == 2
+        })
         .await;
     // Next from idle re-joins the queue (and C may meet A again only after the cooldown).
     c.send(&ClientMsg::Next).await.expect("Next");
-    relay.status_until("both waiting", |s| s["waiting"] == 2).await;
+    relay
+        .status_until("both waiting", |s| s["waiting"] == 2)
+        .await;
 }
 
 #[tokio::test]
@@ -212,13 +242,17 @@ async fn shared_interests_pair_first_and_the_wait_for_them_is_bounded() {
     config.interest_wait_ms = 400;
     let relay = TestRelay::start(config).await;
     let mut plain = relay.client("Plain", &[]).await;
-    expect_msg(&mut plain, "queued", |m| matches!(m, ServerMsg::Queued { .. }).then_some(()))
-        .await
-        .expect("queued");
+    expect_msg(&mut plain, "queued", |m| {
+        matches!(m, ServerMsg::Queued { .. }).then_some(())
+    })
+    .await
+    .expect("queued");
     let mut chess1 = relay.client("Chess1", &["chess", "go"]).await;
-    expect_msg(&mut chess1, "queued", |m| matches!(m, ServerMsg::Queued { .. }).then_some(()))
-        .await
-        .expect("Chess1 holds out for a shared interest rather than pairing with Plain");
+    expect_msg(&mut chess1, "queued", |m| {
+        matches!(m, ServerMsg::Queued { .. }).then_some(())
+    })
+    .await
+    .expect("Chess1 holds out for a shared interest rather than pairing with Plain");
     let mut chess2 = relay.client("Chess2", &["jazz", "chess"]).await;
     let m = matched(&mut chess2).await;
     assert_eq!(m.partner_name, "Chess1");
@@ -227,9 +261,11 @@ async fn shared_interests_pair_first_and_the_wait_for_them_is_bounded() {
 
     // Nobody else likes jazz: after the bounded wait, the jazz fan gets the stranger.
     let mut jazz = relay.client("Jazz", &["jazz"]).await;
-    expect_msg(&mut jazz, "queued", |m| matches!(m, ServerMsg::Queued { .. }).then_some(()))
-        .await
-        .expect("Jazz waits first");
+    expect_msg(&mut jazz, "queued", |m| {
+        matches!(m, ServerMsg::Queued { .. }).then_some(())
+    })
+    .await
+    .expect("Jazz waits first");
     let m = matched(&mut jazz).await;
     assert_eq!(m.partner_name, "Plain");
     assert!(m.shared_interests.is_empty());
@@ -264,7 +300,9 @@ async fn two_hundred_clients_at_once_end_in_one_hundred_pairs_that_all_talk() {
             .write_datagram(name.as_bytes(), &mut buf);
             let heard = loop {
                 c.send_datagram(&buf).expect("send");
-                if let Ok(d) = tokio::time::timeout(Duration::from_millis(500), c.recv_datagram()).await {
+                if let Ok(d) =
+                    tokio::time::timeout(Duration::from_millis(500), c.recv_datagram()).await
+                {
                     let d = d.expect("datagram");
                     let (_, off) = MediaHeader::read(&d).expect("header");
                     break String::from_utf8_lossy(&d[off..]).into_owned();
@@ -286,14 +324,20 @@ async fn two_hundred_clients_at_once_end_in_one_hundred_pairs_that_all_talk() {
     }
     let mut results = Vec::new();
     for t in tasks {
-        results.push(within("200 clients paired and talking", t).await.expect("client task"));
+        results.push(
+            within("200 clients paired and talking", t)
+                .await
+                .expect("client task"),
+        );
     }
-    let mut by_match: std::collections::HashMap<u64, Vec<(String, String, String)>> = Default::default();
+    let mut by_match: std::collections::HashMap<u64, Vec<(String, String, String)>> =
+        Default::default();
     for (name, m, heard, _) in &results {
-        by_match
-            .entry(m.match_id)
-            .or_default()
-            .push((name.clone(), m.partner_name.clone(), heard.clone()));
+        by_match.entry(m.match_id).or_default().push((
+            name.clone(),
+            m.partner_name.clone(),
+            heard.clone(),
+        ));
     }
     assert_eq!(by_match.len(), N / 2, "100 pairings");
     let mut seen = HashSet::new();
@@ -304,7 +348,10 @@ async fn two_hundred_clients_at_once_end_in_one_hundred_pairs_that_all_talk() {
         assert_eq!(y.1, x.0, "y's partner is x");
         assert_eq!(x.2, y.0, "x heard y's media");
         assert_eq!(y.2, x.0, "y heard x's media");
-        assert!(seen.insert(x.0.clone()) && seen.insert(y.0.clone()), "nobody in two pairs");
+        assert!(
+            seen.insert(x.0.clone()) && seen.insert(y.0.clone()),
+            "nobody in two pairs"
+        );
     }
     let s = relay.status().await;
     assert_eq!(s["pairs"], 100);
