@@ -89,6 +89,11 @@ pub struct Config {
     #[arg(long, env = "DUET_MAX_MEDIA_KBPS", default_value_t = 8_000)]
     pub max_media_kbps: u32,
 
+    /// How long a session whose connection was lost is held for its client to resume it
+    /// (with the same partner), in seconds. 0 disables resuming.
+    #[arg(long, env = "DUET_RESUME_GRACE_S", default_value_t = 30)]
+    pub resume_grace_s: u64,
+
     /// How often each session is sent the relay's view of its connection, in ms.
     #[arg(long, env = "DUET_STATS_INTERVAL_MS", default_value_t = 1_000)]
     pub stats_interval_ms: u64,

@@ -51,6 +51,11 @@ pub enum SessionEvent {
         match_id: MatchId,
         msg: ServerMsg,
     },
+    /// The partner is back on a new connection: point media at it.
+    PartnerReturned {
+        match_id: MatchId,
+        conn: Connection,
+    },
     /// A chat line from the partner, already checked against the limits.
     Chat {
         match_id: MatchId,
@@ -74,8 +79,16 @@ enum Command {
     Report {
         id: SessionId,
     },
+    Hold {
+        id: SessionId,
+    },
+    Release {
+        id: SessionId,
+        conn: Connection,
+    },
     Gone {
         id: SessionId,
+        reason: LeaveReason,
     },
 }
 
@@ -114,8 +127,19 @@ impl Matchmaker {
         self.send(Command::Report { id }).await;
     }
 
-    pub async fn gone(&self, id: SessionId) {
-        self.send(Command::Gone { id }).await;
+    /// The session's connection was lost; it may come back (see `MatchQueue::hold`).
+    pub async fn hold(&self, id: SessionId) {
+        self.send(Command::Hold { id }).await;
+    }
+
+    /// The held session is back on `conn`.
+    pub async fn release(&self, id: SessionId, conn: Connection) {
+        self.send(Command::Release { id, conn }).await;
+    }
+
+    /// The session has ended; its partner is told `reason`.
+    pub async fn gone(&self, id: SessionId, reason: LeaveReason) {
+        self.send(Command::Gone { id, reason }).await;
     }
 
     async fn send(&self, cmd: Command) {
@@ -176,10 +200,26 @@ impl Engine {
                 let (left, pairings) = self.queue.leave(id, now);
                 self.after_unpair(id, left, pairings, LeaveReason::Left)
             }
-            Command::Gone { id } => vec![id],
+            Command::Hold { id } => {
+                self.queue.hold(id);
+                Vec::new()
+            }
+            Command::Release { id, conn } => {
+                if let Some(link) = self.links.get_mut(&id) {
+                    link.conn = conn;
+                }
+                let pairings = self.queue.release(id, now);
+                let mut stuck = self.announce(pairings);
+                stuck.extend(self.tell_if_waiting(id));
+                stuck
+            }
+            Command::Gone { id, reason } => {
+                self.remove(id, reason);
+                Vec::new()
+            }
         };
         for id in stuck {
-            self.remove(id);
+            self.remove(id, LeaveReason::Disconnected);
         }
     }
 
@@ -208,15 +248,16 @@ impl Engine {
         stuck
     }
 
-    fn remove(&mut self, id: SessionId) {
+    fn remove(&mut self, id: SessionId, reason: LeaveReason) {
         // Removing one session can strand another whose queue is full; handle them all.
-        let mut gone = vec![id];
-        while let Some(id) = gone.pop() {
+        let mut gone = vec![(id, reason)];
+        while let Some((id, reason)) = gone.pop() {
             if self.links.remove(&id).is_none() {
                 continue;
             }
             let (left, pairings) = self.queue.remove(id, Instant::now().into_std());
-            gone.extend(self.after_unpair(id, left, pairings, LeaveReason::Disconnected));
+            let stuck = self.after_unpair(id, left, pairings, reason);
+            gone.extend(stuck.into_iter().map(|s| (s, LeaveReason::Disconnected)));
         }
     }
 

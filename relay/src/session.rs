@@ -46,6 +46,9 @@ pub struct Shared {
     pub matchmaker: Matchmaker,
     next_session_id: AtomicU64,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Live resume tokens: one per session, removed when used or when the session ends,
+    /// so the map is bounded by the session limit.
+    resumes: Mutex<HashMap<ResumeToken, mpsc::Sender<Handoff>>>,
 }
 
 impl Shared {
@@ -56,6 +59,7 @@ impl Shared {
             matchmaker,
             next_session_id: AtomicU64::new(1),
             per_ip: Mutex::new(HashMap::new()),
+            resumes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -334,7 +338,87 @@ enum Input {
 struct Current {
     match_id: MatchId,
     partner: PeerLink,
+    shared_interests: Vec<String>,
     chat_out: Option<mpsc::Sender<String>>,
+}
+
+/// A new connection taking over a session with its resume token.
+pub struct Handoff {
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+    reader: FrameReader,
+    admission: Admission,
+}
+
+/// One connection's worth of plumbing. A session has one while its client is connected and
+/// gets a new one when the client resumes on a new connection.
+struct Attachment {
+    conn: Connection,
+    out: mpsc::Sender<ServerMsg>,
+    writer: tokio::task::JoinHandle<()>,
+    in_tx: mpsc::Sender<Input>,
+    inbox: mpsc::Receiver<Input>,
+    media: tokio::task::JoinHandle<()>,
+    stats: StatsProbe,
+    _admission: Admission,
+}
+
+impl Attachment {
+    fn start(h: Handoff, route: SharedRoute, shared: &Shared) -> Self {
+        let (out, out_rx) = mpsc::channel::<ServerMsg>(CONTROL_OUTBOX);
+        let writer = tokio::spawn(control_writer(h.send, out_rx));
+        let (in_tx, inbox) = mpsc::channel::<Input>(CONTROL_INBOX);
+        tokio::spawn(control_reader(h.recv, h.reader, in_tx.clone()));
+        let media = tokio::spawn(forward_media(
+            h.conn.clone(),
+            route,
+            shared.metrics.clone(),
+            shared.config.max_media_kbps,
+        ));
+        Self {
+            stats: StatsProbe::new(&h.conn),
+            conn: h.conn,
+            out,
+            writer,
+            in_tx,
+            inbox,
+            media,
+            _admission: h.admission,
+        }
+    }
+
+    /// Stops this connection's tasks and closes it: with `fatal`'s code and message (sent
+    /// on the control stream first), or normally.
+    async fn detach(self, fatal: Option<Fatal>, metrics: &Metrics) {
+        self.media.abort();
+        match fatal {
+            Some(fatal) => {
+                metrics.error_sent(fatal.code);
+                // The writer sends this last message, finishes the stream and waits for it.
+                let _ =
+                    self.out
+                        .try_send(ServerMsg::error(fatal.code, fatal.message.clone(), true));
+                drop(self.out);
+                let _ = timeout(ERROR_FLUSH_TIMEOUT, self.writer).await;
+                close_conn(&self.conn, fatal.code, &fatal.message);
+            }
+            None => {
+                self.writer.abort();
+                self.conn.close(VarInt::from_u32(0), b"bye");
+            }
+        }
+    }
+}
+
+/// How an attachment ended.
+enum Ended {
+    /// The client broke the protocol: close with this error and end the session.
+    Fatal(Fatal),
+    /// The client left on purpose (closed the connection or its control stream).
+    Left,
+    /// The connection was lost (timed out, reset): hold the session for a resume.
+    Lost,
 }
 
 async fn run(conn: Connection, shared: Arc<Shared>, admission: Admission) {
@@ -344,103 +428,109 @@ async fn run(conn: Connection, shared: Arc<Shared>, admission: Admission) {
         Err(Some((fatal, send))) => return close_with(&conn, send, &fatal, &metrics).await,
         Err(None) => return,
     };
+    let handoff = Handoff {
+        conn,
+        send,
+        recv,
+        reader,
+        admission,
+    };
+    if let Some(token) = hello.resume {
+        return resume_elsewhere(&shared, token, handoff).await;
+    }
     let id: SessionId = shared.next_session_id.fetch_add(1, Relaxed);
     let span = tracing::debug_span!("session", id);
     let _enter = span.enter();
     tracing::debug!(name = %hello.name, "hello");
 
-    let (out_tx, out_rx) = mpsc::channel::<ServerMsg>(CONTROL_OUTBOX);
-    let writer = tokio::spawn(control_writer(send, out_rx));
-    let (in_tx, mut inbox) = mpsc::channel::<Input>(CONTROL_INBOX);
-    tokio::spawn(control_reader(recv, reader, in_tx.clone()));
-    let route: SharedRoute = Arc::new(Mutex::new(None));
-    let media = tokio::spawn(forward_media(
-        conn.clone(),
-        route.clone(),
-        metrics.clone(),
-        shared.config.max_media_kbps,
-    ));
     let (events_tx, mut events) = mpsc::channel::<SessionEvent>(SESSION_EVENTS);
-
-    let token = ResumeToken(rand::random());
+    let (handoff_tx, mut handoffs) = mpsc::channel::<Handoff>(1);
+    let route: SharedRoute = Arc::new(Mutex::new(None));
+    let link = PeerLink {
+        session_id: id,
+        name: Arc::from(hello.name.as_str()),
+        conn: handoff.conn.clone(),
+        events: events_tx,
+    };
     let mut session = Session {
         id,
-        conn: conn.clone(),
         shared: shared.clone(),
-        out: out_tx,
+        att: Some(Attachment::start(handoff, route.clone(), &shared)),
         route,
         current: None,
+        left_while_away: None,
+        token: None,
+        handoff_tx,
         next_bucket: bucket(shared.config.next_burst, shared.config.next_per_minute),
         chat_bucket: bucket(shared.config.chat_burst, shared.config.chat_per_minute),
         control_bucket: TokenBucket::new(100.0, 50.0, Instant::now().into_std()),
     };
-    session.send(ServerMsg::Welcome(Welcome {
-        session_id: id,
-        resume_token: token,
-        resumed: false,
-    }));
-    let link = PeerLink {
-        session_id: id,
-        name: Arc::from(hello.name.as_str()),
-        conn: conn.clone(),
-        events: events_tx,
-    };
+    session.welcome(false);
     shared.matchmaker.join(link, hello.interests.clone()).await;
 
-    let mut stats = StatsProbe::new(&conn);
     let mut stats_tick = tokio::time::interval(Duration::from_millis(
         shared.config.stats_interval_ms.max(50),
     ));
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let grace = Duration::from_secs(shared.config.resume_grace_s);
 
-    let outcome: Option<Fatal> = loop {
-        let step = tokio::select! {
-            input = inbox.recv() => match input {
-                Some(input) => session.on_input(input).await,
-                None => Ok(()),
-            },
-            event = events.recv() => match event {
-                Some(event) => session.on_event(event),
-                None => Ok(()),
-            },
-            uni = conn.accept_uni() => match uni {
-                Ok(stream) => {
-                    tokio::spawn(chat_reader(stream, in_tx.clone()));
-                    Ok(())
+    let leave_reason = loop {
+        let ended = session
+            .serve(&mut events, &mut handoffs, &mut stats_tick)
+            .await;
+        let att = session.att.take();
+        match ended {
+            Ended::Fatal(f) => {
+                if let Some(att) = att {
+                    att.detach(Some(f), &metrics).await;
                 }
-                Err(_) => break None,
-            },
-            _ = stats_tick.tick() => {
-                session.send(ServerMsg::Stats(stats.sample(&conn)));
-                Ok(())
+                break LeaveReason::Left;
             }
-            _ = conn.closed() => break None,
-        };
-        match step {
-            Ok(()) => {}
-            Err(Stop::Normal) => break None,
-            Err(Stop::Fatal(f)) => break Some(f),
+            Ended::Left => {
+                if let Some(att) = att {
+                    att.detach(None, &metrics).await;
+                }
+                break LeaveReason::Left;
+            }
+            Ended::Lost => {
+                if let Some(att) = att {
+                    att.detach(None, &metrics).await;
+                }
+                if grace.is_zero() {
+                    break LeaveReason::Disconnected;
+                }
+                session.hold().await;
+                match session.park(&mut events, &mut handoffs, grace).await {
+                    Some(h) => session.resume(h).await,
+                    None => break LeaveReason::Disconnected,
+                }
+            }
         }
     };
-
-    shared.matchmaker.gone(id).await;
+    session.forget_token();
     session.set_route(None);
-    media.abort();
-    if let Some(fatal) = outcome {
-        metrics.error_sent(fatal.code);
-        // The writer sends this last message, finishes the stream, and waits for it.
-        let _ = session
-            .out
-            .try_send(ServerMsg::error(fatal.code, fatal.message.clone(), true));
-        drop(session);
-        let _ = timeout(ERROR_FLUSH_TIMEOUT, writer).await;
-        close_conn(&conn, fatal.code, &fatal.message);
-    } else {
-        drop(session);
-        writer.abort();
-        conn.close(VarInt::from_u32(0), b"bye");
-    }
-    drop(admission);
+    shared.matchmaker.gone(id, leave_reason).await;
+}
+
+/// A `Hello` with a resume token: hand this connection to the session it names.
+async fn resume_elsewhere(shared: &Shared, token: ResumeToken, handoff: Handoff) {
+    let slot = shared
+        .resumes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&token);
+    let refused = match slot {
+        Some(tx) => match tx.try_send(handoff) {
+            Ok(()) => return,
+            Err(e) => e.into_inner(),
+        },
+        None => handoff,
+    };
+    let fatal = Fatal::new(
+        ErrorCode::BadResumeToken,
+        "This call can no longer be resumed (it ended, the wait for you ran out, or the link was already used). Start again to meet someone.",
+    );
+    close_with(&refused.conn, Some(refused.send), &fatal, &shared.metrics).await;
 }
 
 fn bucket(burst: u32, per_minute: u32) -> TokenBucket {
@@ -458,21 +548,174 @@ enum Stop {
 
 struct Session {
     id: SessionId,
-    conn: Connection,
     shared: Arc<Shared>,
-    out: mpsc::Sender<ServerMsg>,
+    /// The client's current connection; `None` while it is away.
+    att: Option<Attachment>,
     route: SharedRoute,
     current: Option<Current>,
+    /// The partner left while the client was away: told when it comes back.
+    left_while_away: Option<LeaveReason>,
+    /// The resume token the client holds now (each use issues a new one).
+    token: Option<ResumeToken>,
+    handoff_tx: mpsc::Sender<Handoff>,
     next_bucket: TokenBucket,
     chat_bucket: TokenBucket,
     control_bucket: TokenBucket,
 }
 
 impl Session {
-    /// Queues a message for the control stream. A full queue means the client is not
-    /// reading its control stream; the message is dropped and the next check closes it.
+    /// Serves the current attachment until it ends. A resume that arrives meanwhile (the
+    /// client reconnected before the relay noticed the old connection die) replaces the
+    /// attachment in place.
+    async fn serve(
+        &mut self,
+        events: &mut mpsc::Receiver<SessionEvent>,
+        handoffs: &mut mpsc::Receiver<Handoff>,
+        stats_tick: &mut tokio::time::Interval,
+    ) -> Ended {
+        loop {
+            let Some(att) = self.att.as_mut() else {
+                return Ended::Lost;
+            };
+            let conn = att.conn.clone();
+            let step = tokio::select! {
+                input = att.inbox.recv() => match input {
+                    Some(input) => self.on_input(input).await,
+                    None => Ok(()),
+                },
+                event = events.recv() => match event {
+                    Some(event) => self.on_event(event),
+                    None => Ok(()),
+                },
+                uni = conn.accept_uni() => {
+                    if let Ok(stream) = uni {
+                        tokio::spawn(chat_reader(stream, att.in_tx.clone()));
+                    }
+                    Ok(())
+                }
+                _ = stats_tick.tick() => {
+                    let stats = att.stats.sample(&conn);
+                    self.send(ServerMsg::Stats(stats));
+                    Ok(())
+                }
+                h = handoffs.recv() => {
+                    if let (Some(h), Some(old)) = (h, self.att.take()) {
+                        old.detach(None, &self.shared.metrics).await;
+                        self.resume(h).await;
+                    }
+                    Ok(())
+                }
+                why = conn.closed() => return match why {
+                    wtransport::error::ConnectionError::ApplicationClosed(_)
+                    | wtransport::error::ConnectionError::LocallyClosed => Ended::Left,
+                    _ => Ended::Lost,
+                },
+            };
+            match step {
+                Ok(()) => {}
+                Err(Stop::Normal) => return Ended::Left,
+                Err(Stop::Fatal(f)) => return Ended::Fatal(f),
+            }
+        }
+    }
+
+    /// The connection is gone: keep the pairing, tell the partner, offer nobody new.
+    async fn hold(&mut self) {
+        self.shared.matchmaker.hold(self.id).await;
+        if let Some(cur) = &self.current {
+            let _ = cur.partner.events.try_send(SessionEvent::FromPartner {
+                match_id: cur.match_id,
+                msg: ServerMsg::PeerReconnecting,
+            });
+        }
+    }
+
+    /// Waits up to `grace` for the client to come back, keeping track of what happens to
+    /// its pairing meanwhile.
+    async fn park(
+        &mut self,
+        events: &mut mpsc::Receiver<SessionEvent>,
+        handoffs: &mut mpsc::Receiver<Handoff>,
+        grace: Duration,
+    ) -> Option<Handoff> {
+        let deadline = Instant::now() + grace;
+        loop {
+            tokio::select! {
+                h = handoffs.recv() => return h,
+                event = events.recv() => {
+                    if let Some(event) = event {
+                        let _ = self.on_event(event);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return None,
+            }
+        }
+    }
+
+    /// Takes the client back on a new connection: a new token, the call's state, and the
+    /// partner told (and re-pointed at the new connection).
+    async fn resume(&mut self, h: Handoff) {
+        let conn = h.conn.clone();
+        if let Some(cur) = self.current.as_mut() {
+            // The chat stream toward the client went to the old connection.
+            cur.chat_out = None;
+        }
+        self.att = Some(Attachment::start(h, self.route.clone(), &self.shared));
+        self.welcome(true);
+        if let Some(reason) = self.left_while_away.take() {
+            self.send(ServerMsg::PeerLeft { reason });
+        }
+        if let Some(cur) = &self.current {
+            // The same match id: the client carries on with the same partner.
+            self.send(ServerMsg::Matched(Matched {
+                match_id: cur.match_id,
+                partner_name: cur.partner.name.to_string(),
+                shared_interests: cur.shared_interests.clone(),
+                codec_hints: CODEC_HINTS.iter().map(|c| c.to_string()).collect(),
+            }));
+            let _ = cur.partner.events.try_send(SessionEvent::PartnerReturned {
+                match_id: cur.match_id,
+                conn: conn.clone(),
+            });
+        }
+        self.shared.matchmaker.release(self.id, conn).await;
+    }
+
+    /// Sends `Welcome` with a fresh single-use resume token, registered for this session.
+    fn welcome(&mut self, resumed: bool) {
+        self.forget_token();
+        let token = ResumeToken(rand::random());
+        self.shared
+            .resumes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token, self.handoff_tx.clone());
+        self.token = Some(token);
+        self.send(ServerMsg::Welcome(Welcome {
+            session_id: self.id,
+            resume_token: token,
+            resumed,
+        }));
+    }
+
+    fn forget_token(&mut self) {
+        if let Some(old) = self.token.take() {
+            self.shared
+                .resumes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&old);
+        }
+    }
+
+    /// Queues a message for the control stream. While the client is away there is nowhere
+    /// to send it; what matters is replayed on resume. A full queue means the client is not
+    /// reading its control stream; the message is dropped and `must_send` closes it.
     fn send(&self, msg: ServerMsg) -> bool {
-        self.out.try_send(msg).is_ok()
+        match &self.att {
+            Some(att) => att.out.try_send(msg).is_ok(),
+            None => true,
+        }
     }
 
     fn must_send(&self, msg: ServerMsg) -> Result<(), Stop> {
@@ -591,14 +834,16 @@ impl Session {
                 let msg = ServerMsg::Matched(Matched {
                     match_id,
                     partner_name: partner.name.to_string(),
-                    shared_interests,
+                    shared_interests: shared_interests.clone(),
                     codec_hints: CODEC_HINTS.iter().map(|c| c.to_string()).collect(),
                 });
                 self.current = Some(Current {
                     match_id,
                     partner,
+                    shared_interests,
                     chat_out: None,
                 });
+                self.left_while_away = None;
                 self.must_send(msg)
             }
             SessionEvent::PartnerLeft { match_id, reason } => {
@@ -609,8 +854,23 @@ impl Session {
                 {
                     self.current = None;
                     self.set_route(None);
+                    if self.att.is_none() {
+                        self.left_while_away = Some(reason);
+                    }
                 }
                 self.must_send(ServerMsg::PeerLeft { reason })
+            }
+            SessionEvent::PartnerReturned { match_id, conn } => {
+                let Some(cur) = self.current.as_mut().filter(|c| c.match_id == match_id) else {
+                    return Ok(());
+                };
+                cur.partner.conn = conn.clone();
+                self.set_route(Some(Route {
+                    match_id,
+                    partner: conn,
+                }));
+                self.send(ServerMsg::PeerReturned);
+                Ok(())
             }
             SessionEvent::FromPartner { match_id, msg } => {
                 if self
@@ -626,9 +886,13 @@ impl Session {
                 let Some(cur) = self.current.as_mut().filter(|c| c.match_id == match_id) else {
                     return Ok(());
                 };
+                let Some(att) = &self.att else {
+                    return Ok(()); // away: the line is lost, like any datagram
+                };
+                let conn = att.conn.clone();
                 let tx = cur.chat_out.get_or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(CHAT_OUTBOX);
-                    tokio::spawn(chat_writer(self.conn.clone(), match_id, rx));
+                    tokio::spawn(chat_writer(conn, match_id, rx));
                     tx
                 });
                 // Full: the partner's chat stream is blocked; the line is lost, not queued.
@@ -660,10 +924,14 @@ async fn control_reader(mut recv: RecvStream, mut reader: FrameReader, inbox: mp
         }
         match recv.read(&mut buf).await {
             Ok(Some(n)) => reader.push(&buf[..n]),
-            Ok(None) | Err(_) => {
+            // The client finished its control stream: it is leaving on purpose.
+            Ok(None) => {
                 let _ = inbox.send(Input::ControlClosed).await;
                 return;
             }
+            // A read error means the connection itself failed or was reset; the main loop
+            // learns that (and whether it was deliberate) from the connection.
+            Err(_) => return,
         }
     }
 }

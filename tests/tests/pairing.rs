@@ -197,7 +197,8 @@ async fn a_partner_who_closes_is_noticed_and_the_other_requeued() {
     let mut a = relay.client("A", &[]).await;
     let b = relay.client("B", &[]).await;
     matched(&mut a).await;
-    // Closing the connection outright (no Leave): the relay sees the close at once.
+    // Closing the connection outright (no Leave, as a closed tab does): the relay sees the
+    // close at once, and a deliberate close is leaving, not a network failure to wait out.
     b.connection()
         .close(wtransport::VarInt::from_u32(0), b"closing the tab");
     let reason = expect_msg(&mut a, "PeerLeft", |m| match m {
@@ -206,7 +207,7 @@ async fn a_partner_who_closes_is_noticed_and_the_other_requeued() {
     })
     .await
     .expect("A is told");
-    assert_eq!(reason, LeaveReason::Disconnected);
+    assert_eq!(reason, LeaveReason::Left);
     expect_msg(&mut a, "re-queued", |m| {
         matches!(m, ServerMsg::Queued { .. }).then_some(())
     })
