@@ -33,6 +33,8 @@ pub struct CallOptions {
     pub keyframe_every: Duration,
     pub chat_every: Option<Duration>,
     pub next_every: Option<Duration>,
+    /// Move the call to a new UDP socket this often (implies a mobile connection).
+    pub migrate_every: Option<Duration>,
 }
 
 impl CallOptions {
@@ -51,6 +53,7 @@ impl CallOptions {
             keyframe_every: Duration::from_secs(2),
             chat_every: Some(Duration::from_secs(1)),
             next_every: None,
+            migrate_every: None,
         }
     }
 }
@@ -103,6 +106,8 @@ pub struct CallReport {
     pub chat_sent: u64,
     pub chat_received: u64,
     pub nexts: u32,
+    /// Moves to a new UDP socket during the call.
+    pub migrations: u32,
     /// From pressing Next (or being left) to the first datagram from the new partner.
     pub next_to_media_ms: Option<Percentiles>,
     pub keyframes_requested_by_partner: u64,
@@ -182,9 +187,11 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
         name: opts.name.clone(),
         ..CallReport::default()
     };
+    let mut connect = opts.connect.clone();
+    connect.mobile |= opts.migrate_every.is_some();
     let mut client = match &opts.endpoint {
-        Some(endpoint) => Client::connect_on(endpoint, &opts.connect).await?,
-        None => Client::connect(&opts.connect).await?,
+        Some(endpoint) if !connect.mobile => Client::connect_on(endpoint, &connect).await?,
+        _ => Client::connect(&connect).await?,
     };
     client.hello(&opts.name, &opts.interests, None).await?;
     let conn = client.connection().clone();
@@ -202,10 +209,12 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
     ));
     let mut chat = interval(opts.chat_every.unwrap_or(Duration::from_secs(3600)));
     let mut next = interval(opts.next_every.unwrap_or(Duration::from_secs(3600)));
-    for t in [&mut video, &mut audio, &mut chat, &mut next] {
+    let mut migrate = interval(opts.migrate_every.unwrap_or(Duration::from_secs(3600)));
+    for t in [&mut video, &mut audio, &mut chat, &mut next, &mut migrate] {
         t.set_missed_tick_behavior(MissedTickBehavior::Skip);
     }
     next.reset();
+    migrate.reset();
     let frame_bytes = (u64::from(opts.video_kbps) * 1000 / 8 / u64::from(opts.fps.max(1))) as usize;
     let (mut vbuf, mut abuf, mut dgbuf, mut scratch) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -322,6 +331,12 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
                 chat_n += 1;
                 if client.send_chat(m, &format!("line {chat_n} from {} ✓", opts.name)).await.is_ok() {
                     report.chat_sent += 1;
+                }
+            }
+            _ = migrate.tick(), if sending && opts.migrate_every.is_some() => {
+                match client.migrate().await {
+                    Ok(_) => report.migrations += 1,
+                    Err(e) => report.errors.push(e.to_string()),
                 }
             }
             _ = next.tick(), if sending && opts.next_every.is_some() => {

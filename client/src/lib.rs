@@ -6,6 +6,7 @@
 //! would wrap the same `Client`.
 
 pub mod call;
+pub mod mobile;
 pub mod synth;
 
 use bytes::Bytes;
@@ -51,6 +52,9 @@ pub struct ConnectOptions {
     pub bind: Option<SocketAddr>,
     /// QUIC idle timeout; keep-alives go out at a third of it.
     pub idle_timeout: Duration,
+    /// Carry the connection through a [`mobile::MobileSocket`] so the call can move to a
+    /// new socket mid-call ([`Client::migrate`]).
+    pub mobile: bool,
 }
 
 impl ConnectOptions {
@@ -60,6 +64,7 @@ impl ConnectOptions {
             cert_hash,
             bind: None,
             idle_timeout: Duration::from_secs(10),
+            mobile: false,
         }
     }
 
@@ -69,9 +74,26 @@ impl ConnectOptions {
 }
 
 /// Builds a client endpoint for `opts`. Exposed so tests can open raw sessions.
-pub fn endpoint(
+pub fn endpoint(opts: &ConnectOptions) -> Result<ClientEndpoint, ClientError> {
+    endpoint_with(opts, None)
+}
+
+/// Resolves every name to one address: how a mobile client points its QUIC endpoint at
+/// its hop while keeping the relay's real name for TLS.
+#[derive(Debug)]
+struct FixedResolver(SocketAddr);
+
+impl wtransport::config::DnsResolver for FixedResolver {
+    fn resolve(&self, _host: &str) -> std::pin::Pin<Box<dyn wtransport::config::DnsLookupFuture>> {
+        let addr = self.0;
+        Box::pin(async move { Ok(Some(addr)) })
+    }
+}
+
+fn endpoint_with(
     opts: &ConnectOptions,
-) -> Result<Endpoint<wtransport::endpoint::endpoint_side::Client>, ClientError> {
+    resolve_to: Option<SocketAddr>,
+) -> Result<ClientEndpoint, ClientError> {
     let bind = opts.bind.unwrap_or_else(|| {
         if opts.relay.contains('[') {
             "[::]:0"
@@ -86,11 +108,14 @@ pub fn endpoint(
         Some(hash) => builder.with_server_certificate_hashes([Sha256Digest::new(hash)]),
         None => builder.with_native_certs(),
     };
-    let config = builder
+    let builder = builder
         .max_idle_timeout(Some(opts.idle_timeout))
         .map_err(|e| ClientError::Connect(format!("idle timeout: {e}")))?
-        .keep_alive_interval(Some(opts.idle_timeout / 3))
-        .build();
+        .keep_alive_interval(Some(opts.idle_timeout / 3));
+    let config = match resolve_to {
+        Some(addr) => builder.dns_resolver(FixedResolver(addr)).build(),
+        None => builder.build(),
+    };
     Endpoint::client(config).map_err(|e| ClientError::Connect(format!("bind {bind}: {e}")))
 }
 
@@ -139,13 +164,68 @@ pub struct Client {
     inbox: mpsc::Receiver<Result<ServerMsg, ClientError>>,
     chat_in: mpsc::Receiver<(u64, String)>,
     chat_out: Option<(u64, SendStream)>,
+    mobile: Option<mobile::MobileSocket>,
+}
+
+/// Where a relay URL points: its socket address and whether the host is a name.
+async fn resolve_relay(relay: &str) -> Result<(SocketAddr, bool), ClientError> {
+    let rest = relay.strip_prefix("https://").ok_or_else(|| {
+        ClientError::Connect(format!("{relay}: the relay URL must start with https://"))
+    })?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let with_port = if authority.ends_with(']') || !authority.contains(':') {
+        format!("{authority}:443")
+    } else {
+        authority.to_string()
+    };
+    if let Ok(addr) = with_port.parse::<SocketAddr>() {
+        return Ok((addr, false));
+    }
+    let addr = tokio::net::lookup_host(with_port.as_str())
+        .await
+        .map_err(|e| ClientError::Connect(format!("cannot resolve {authority}: {e}")))?
+        .next()
+        .ok_or_else(|| ClientError::Connect(format!("{authority} has no address")))?;
+    Ok((addr, true))
 }
 
 impl Client {
     /// Connects and opens the control stream; call [`Client::hello`] next.
     pub async fn connect(opts: &ConnectOptions) -> Result<Client, ClientError> {
-        let conn = connect_raw(opts).await?;
-        Self::on_connection(conn).await
+        if !opts.mobile {
+            let conn = connect_raw(opts).await?;
+            return Self::on_connection(conn).await;
+        }
+        let (relay_addr, is_name) = resolve_relay(&opts.relay).await?;
+        let hop = mobile::MobileSocket::start(relay_addr)
+            .await
+            .map_err(|e| ClientError::Connect(format!("mobile socket: {e}")))?;
+        let mut via = opts.clone();
+        let endpoint = if is_name {
+            // Keep the name (TLS checks it); resolve it to the hop.
+            endpoint_with(&via, Some(hop.local_addr()))?
+        } else {
+            // An IP literal is not resolved; address the hop directly. Certificate-hash
+            // trust does not check the name, and a real certificate needs a name anyway.
+            via.relay = format!("https://{}", hop.local_addr());
+            endpoint_with(&via, None)?
+        };
+        let conn = connect_raw_on(&endpoint, &via).await?;
+        let mut client = Self::on_connection(conn).await?;
+        client.mobile = Some(hop);
+        Ok(client)
+    }
+
+    /// Moves the call to a new UDP socket (a new source port, as after a network change);
+    /// the relay follows after validating the new path. Only for clients connected with
+    /// `ConnectOptions::mobile`. Returns the new local address.
+    pub async fn migrate(&self) -> Result<SocketAddr, ClientError> {
+        let hop = self.mobile.as_ref().ok_or_else(|| {
+            ClientError::Connect("this client was not connected with `mobile` set".into())
+        })?;
+        hop.migrate()
+            .await
+            .map_err(|e| ClientError::Connect(format!("migrate: {e}")))
     }
 
     /// Connects on a shared endpoint (see [`ClientEndpoint`]).
@@ -173,6 +253,7 @@ impl Client {
             inbox,
             chat_in,
             chat_out: None,
+            mobile: None,
         })
     }
 
@@ -313,6 +394,16 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.conn
             .close(wtransport::VarInt::from_u32(0), b"client dropped");
+        if let Some(hop) = self.mobile.take() {
+            // Keep the hop up a moment so the close frame reaches the relay; otherwise
+            // the relay would take the silence for a lost network and hold the session.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    drop(hop);
+                });
+            }
+        }
     }
 }
 

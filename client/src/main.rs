@@ -49,6 +49,10 @@ struct CallArgs {
     /// Press Next every this many seconds.
     #[arg(long)]
     next_every: Option<f64>,
+    /// Move the call to a new UDP socket every this many seconds (as a phone does when it
+    /// changes network); the relay follows the connection.
+    #[arg(long)]
+    migrate_every: Option<f64>,
     /// Send a chat line every this many seconds (0 disables chat).
     #[arg(long, default_value_t = 1.0)]
     chat_every: f64,
@@ -75,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
     opts.match_timeout = secs(args.match_timeout)?;
     opts.video_kbps = args.video_kbps;
     opts.next_every = args.next_every.map(secs).transpose()?;
+    opts.migrate_every = args.migrate_every.map(secs).transpose()?;
     opts.chat_every = (args.chat_every > 0.0)
         .then(|| secs(args.chat_every))
         .transpose()?;

@@ -99,6 +99,62 @@ async fn nat_rebinding_keeps_the_call() {
 }
 
 #[tokio::test]
+async fn a_client_that_moves_to_a_new_socket_keeps_the_call() {
+    let relay = TestRelay::default().await;
+    let mut a = relay.client("Stays", &[]).await;
+    let mut opts = relay.opts();
+    opts.mobile = true;
+    let mut b = within("connect", Client::connect(&opts))
+        .await
+        .expect("connects");
+    within("hello", b.hello("Phone", &[], None))
+        .await
+        .expect("welcome");
+    let m = matched(&mut a).await.match_id;
+    matched(&mut b).await;
+    media_flows(&a, &b, m, 1).await;
+    for round in 0..3u32 {
+        let new_addr = b.migrate().await.expect("migrates");
+        assert_ne!(new_addr.port(), 0);
+        media_flows(&b, &a, m, 10 + round).await;
+        media_flows(&a, &b, m, 20 + round).await;
+    }
+    while let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_millis(1), a.recv()).await {
+        no_rematch_or_leave(&msg, m);
+    }
+    let s = relay.status().await;
+    assert_eq!(s["matches_made"], 1);
+    assert_eq!(s["pairs"], 1);
+
+    // The same through the synthetic call: a call that moves every 300 ms loses nothing
+    // that matters and never re-matches.
+    let mk = |name: &str, every: Option<Duration>| {
+        let mut o = duet_client::call::CallOptions::new(relay.opts(), name);
+        o.duration = Duration::from_secs(2);
+        o.video_kbps = 300;
+        o.migrate_every = every;
+        o
+    };
+    a.close().await;
+    b.close().await;
+    relay
+        .status_until("both gone", |s| s["sessions"] == 0)
+        .await;
+    let (x, y) = tokio::join!(
+        duet_client::call::run(mk("X", Some(Duration::from_millis(300)))),
+        duet_client::call::run(mk("Y", None))
+    );
+    let (x, y) = (x.expect("X"), y.expect("Y"));
+    assert!(x.migrations >= 3, "{x:?}");
+    assert_eq!((x.matches, y.matches), (1, 1));
+    assert!(x.errors.is_empty() && y.errors.is_empty(), "{x:?} {y:?}");
+    assert!(
+        y.video_frames_received > 0 && x.video_frames_received > 0,
+        "{x:?} {y:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_lost_connection_resumes_with_its_token_and_the_same_partner() {
     let mut config = test_config();
     config.idle_timeout_ms = 1_500;
