@@ -88,8 +88,14 @@ impl RelayHandle {
     }
 
     /// Closes every session with `shutting_down` and stops serving.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        // The accept loop must have stopped before the endpoint closes: wtransport's
+        // `accept` panics on a closed endpoint.
+        if !self.tasks.is_empty() {
+            let accept = self.tasks.remove(0);
+            let _ = tokio::time::timeout(Duration::from_secs(2), accept).await;
+        }
         self.endpoint.close(
             VarInt::from_u32(duet_proto::ErrorCode::ShuttingDown.to_code()),
             b"the relay is shutting down",
@@ -287,10 +293,11 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
+                    biased;
+                    _ = stopped.changed() => return,
                     incoming = endpoint.accept() => {
                         tokio::spawn(session::handle_incoming(incoming, shared.clone()));
                     }
-                    _ = stopped.changed() => return,
                 }
             }
         }));
