@@ -1,0 +1,461 @@
+// @ts-check
+/**
+ * @file Duet in real browsers: headless Chromium (Debian's package) with a fake camera
+ * and microphone, driven by playwright-core, against the real relay binary on ephemeral
+ * ports. Each test starts its own relay so no stranger from another test is in the queue.
+ *
+ * What it shows, as a person would see it: two pages are paired and see and hear each
+ * other (canvas pixels change; decoded video and audio frame counts rise); chat both ways
+ * with non-ASCII text and a message at the size limit, and a refusal over it; a third
+ * page and Next; Stop and closing a tab; a page without camera permission still chats; an
+ * unreachable relay gives a message and a Retry; screenshots at desktop and phone sizes.
+ *
+ * Figures (printed as `FIGURES {...}` lines and kept in test-output/browser-figures.json):
+ * Start → first decoded partner frame, Next → new partner's first frame, and
+ * capture-to-render video latency between two pages (same machine clock), with the codec.
+ */
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { DESKTOP, PHONE, Person, expectMovingPicture, launchBrowser, patient, recordFigure, screenshot, startRelay, startUdpProxy } from "./helpers.js";
+
+/** @type {import("playwright-core").Browser} */
+let browser;
+
+before(async () => {
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/**
+ * Runs `body` with a fresh relay and closes everything after, whatever happens.
+ * @param {(relay: import("./helpers.js").Relay, people: Person[]) => Promise<void>} body
+ * @param {string[]} [relayArgs] extra relay flags
+ */
+async function withRelay(body, relayArgs = []) {
+  const relay = await startRelay(relayArgs);
+  /** @type {Person[]} */
+  const people = [];
+  try {
+    await body(relay, people);
+    for (const p of people) assert.deepEqual(p.problems.filter((x) => x.startsWith("pageerror")), [], `${p.name} had page errors`);
+  } catch (e) {
+    const tail = relay.log().split("\n").slice(-40).join("\n");
+    throw new Error(`${e instanceof Error ? e.stack : e}\n--- relay log (tail) ---\n${tail}`);
+  } finally {
+    for (const p of people) await p.close().catch(() => {});
+    await relay.stop();
+    const panic = /thread '.*' .*panicked at .*\n.*/.exec(relay.log());
+    if (panic) relayPanics.push(panic[0]);
+  }
+}
+
+/**
+ * Panics seen in any test's relay, shutdown included. They fail one test of their own at
+ * the end, so a relay bug shows as itself and not as a browser test gone red at random.
+ * @type {string[]}
+ */
+const relayPanics = [];
+
+/**
+ * @param {Person[]} people
+ * @param {string} url
+ * @param {string} name
+ * @param {{viewport?: {width: number, height: number}, isMobile?: boolean, in?: import("playwright-core").Browser}} [options]
+ */
+async function join(people, url, name, options = {}) {
+  const p = await Person.open(options.in ?? browser, url, name, options);
+  people.push(p);
+  return p;
+}
+
+/**
+ * Waits until `a` and `b` are paired with each other and both are decoding the other's video.
+ * @param {Person} a
+ * @param {Person} b
+ */
+async function expectPaired(a, b) {
+  for (const [me, them] of [
+    [a, b],
+    [b, a],
+  ]) {
+    await me.until((s) => s.phase === "paired" && s.partnerName === them.name, `being paired with ${them.name}`);
+    await me.page.getByText(them.name, { exact: true }).first().waitFor({ state: "visible" });
+  }
+  const [sa, sb] = [await a.snapshot(), await b.snapshot()];
+  assert.equal(sa.matchId, sb.matchId, "both pages are in the same pairing");
+}
+
+describe("duet in the browser", () => {
+  test("two people are paired, see each other's names and live video, and hear audio", async () => {
+    await withRelay(async (relay, people) => {
+      const ana = await join(people, relay.url, "Ana");
+      const sam = await join(people, relay.url, "Sam");
+      await ana.start("chess, music");
+      await ana.waitStatus(/Looking for someone…/);
+      await sam.start("chess");
+      await expectPaired(ana, sam);
+      await ana.waitStatus(/Connected to Sam — you both like chess/);
+      await sam.waitStatus(/Connected to Ana/);
+
+      // Pixels from the other page's fake camera, changing over time.
+      for (const p of [ana, sam]) {
+        await p.until((s) => s.receive.video.framesDecoded > 5, "decoded partner video");
+        const moving = await expectMovingPicture(p);
+        assert.ok(moving.width >= 160 && moving.height >= 120, `partner video is ${moving.width}x${moving.height}`);
+        // Same fake camera on both pages: the partner's picture is as bright as one's own.
+        const own = await p.previewMedianLuma();
+        const theirs = (await p.canvasSignature()).grid.sort((x, y) => x - y)[96];
+        assert.ok(Math.abs(own - theirs) < 20, `partner picture luma ${theirs} vs own camera ${own.toFixed(0)}`);
+      }
+      // Counters of decoded video and audio frames go up.
+      for (const p of [ana, sam]) {
+        const s0 = await p.snapshot();
+        await p.until(
+          (s) => s.receive.video.framesDecoded >= s0.receive.video.framesDecoded + 10 && s.receive.audio.framesDecoded >= s0.receive.audio.framesDecoded + 25,
+          "video and audio frame counts rising",
+        );
+        const s = await p.snapshot();
+        assert.ok(s.receive.audio.framesPlayed > 0, "decoded audio is played through Web Audio");
+        assert.equal(s.receive.datagramsRejected, 0, "no malformed datagram arrived");
+      }
+
+      // Start → first decoded partner frame. Sam pressed Start second, so his figure is
+      // connect + pairing + first frame, with nobody to wait for.
+      const [sa, ss] = [await ana.snapshot(), await sam.snapshot()];
+      const firstFrame = (/** @type {any} */ s) => s.timeline.matches[0].firstFrameAt - s.timeline.startClickAt;
+      // Capture-to-render latency over a fresh stretch of the call.
+      await ana.page.evaluate(() => /** @type {any} */ (window).duet.clearLatencies());
+      await sam.page.evaluate(() => /** @type {any} */ (window).duet.clearLatencies());
+      await ana.until((s) => s.receive.latencyMs.count >= 60, "60 latency samples", 30_000);
+      await sam.until((s) => s.receive.latencyMs.count >= 60, "60 latency samples", 30_000);
+      const [la, ls] = [await ana.snapshot(), await sam.snapshot()];
+      recordFigure("start_to_first_partner_frame_ms", {
+        second_to_start: Math.round(firstFrame(ss)),
+        first_to_start_including_wait: Math.round(firstFrame(sa)),
+        matched_to_first_frame: Math.round(ss.timeline.matches[0].firstFrameAt - ss.timeline.matches[0].matchedAt),
+        matched_to_first_keyframe_received: Math.round(ss.timeline.matches[0].firstKeyframeAt - ss.timeline.matches[0].matchedAt),
+      });
+      recordFigure("capture_to_render_latency_ms", {
+        codec: la.receive.codec,
+        sam_to_ana: { median: round1(la.receive.latencyMs.median), p95: round1(la.receive.latencyMs.p95), samples: la.receive.latencyMs.count },
+        ana_to_sam: { median: round1(ls.receive.latencyMs.median), p95: round1(ls.receive.latencyMs.p95), samples: ls.receive.latencyMs.count },
+        send_bitrate_kbps: la.send.bitrateKbps,
+        video: `${la.send.video.width}x${la.send.video.height}`,
+      });
+      assert.ok(la.receive.latencyMs.median < 500, `capture-to-render median ${la.receive.latencyMs.median} ms`);
+      const status = await relay.status();
+      assert.equal(status.pairs, 1);
+      assert.ok(status.datagrams_forwarded > 100, "media went through the relay");
+    });
+  });
+
+  test("chat works both ways with non-ASCII text and a message at the size limit; one over it is refused visibly", async () => {
+    await withRelay(async (relay, people) => {
+      const ana = await join(people, relay.url, "Ana");
+      const zoe = await join(people, relay.url, "Zoë 🎸");
+      await ana.start();
+      await zoe.start();
+      await expectPaired(ana, zoe);
+
+      /** @param {Person} from @param {Person} to @param {string} text */
+      const say = async (from, to, text) => {
+        await from.page.getByLabel("Message", { exact: true }).fill(text);
+        await from.button("Send").click();
+        await to.page.getByRole("log").getByText(text, { exact: true }).waitFor({ state: "visible" });
+      };
+      await say(ana, zoe, "hi 👋 — ça va? Łukasz says żółw");
+      await say(zoe, ana, "こんにちは！ Très bien, merci 🎸");
+      const atLimit = "é".repeat(1000); // 2000 bytes of UTF-8: exactly the limit
+      await say(ana, zoe, atLimit);
+      await say(zoe, ana, "ab".repeat(999)); // 1998 bytes
+
+      // Over the limit: refused on the page with a visible message, never sent.
+      const over = `${"é".repeat(1000)}x`;
+      await ana.page.getByLabel("Message", { exact: true }).fill(over);
+      await ana.button("Send").click();
+      const alert = ana.page.getByRole("alert").filter({ hasText: /limit/ });
+      await alert.waitFor({ state: "visible" });
+      assert.match((await alert.textContent()) ?? "", /2,001 bytes.*2,000/);
+      assert.equal(await ana.page.getByLabel("Message", { exact: true }).inputValue(), over, "the text stays for editing");
+      // A later message arrives and the refused one never did.
+      await ana.page.getByLabel("Message", { exact: true }).fill("shorter now");
+      await ana.button("Send").click();
+      await zoe.page.getByRole("log").getByText("shorter now", { exact: true }).waitFor({ state: "visible" });
+      assert.equal(await zoe.page.getByRole("log").getByText(over, { exact: true }).count(), 0);
+      const status = await relay.status();
+      assert.equal(status.chat_lines_forwarded, 5);
+    });
+  });
+
+  test("a third person and Next: the pages re-pair and the new partner's video appears", async () => {
+    await withRelay(async (relay, people) => {
+      const ana = await join(people, relay.url, "Ana");
+      const ben = await join(people, relay.url, "Ben");
+      const cho = await join(people, relay.url, "Cho");
+      await ana.start();
+      await ben.start();
+      await expectPaired(ana, ben);
+      await ana.until((s) => s.receive.video.framesDecoded > 5, "Ben's video");
+      await cho.start();
+      await cho.waitStatus(/Looking for someone…/);
+
+      await ana.button("Next").click();
+      // The one who pressed Next gets the first pick: Ana meets Cho; Ben is told and waits.
+      await expectPaired(ana, cho);
+      await ben.waitStatus(/Ana left — finding someone new…/);
+      await ben.until((s) => s.phase === "waiting", "Ben back in the queue");
+      const s = await ana.until((x) => x.timeline.matches.length === 2 && x.timeline.matches[1].firstFrameAt !== null, "Cho's first frame on Ana's page");
+      await cho.until((x) => x.receive.video.framesDecoded > 5, "Ana's video on Cho's page");
+      await expectMovingPicture(ana);
+      const m = s.timeline.matches[1];
+      assert.equal(m.partner, "Cho");
+      recordFigure("next_to_new_partner_first_frame_ms", {
+        next_to_first_frame: Math.round(m.firstFrameAt - s.timeline.nextClickAt),
+        next_to_matched: Math.round(m.matchedAt - s.timeline.nextClickAt),
+        next_to_first_keyframe_received: Math.round(m.firstKeyframeAt - s.timeline.nextClickAt),
+        codec: m.codec,
+      });
+      // Nothing of Ben's reached Ana after the switch: her reassembler and decoder run on Cho's pairing only.
+      assert.equal(s.matchId, m.matchId);
+    });
+  });
+
+  test("Stop and closing a tab: the partner sees that they left and is re-queued", async () => {
+    await withRelay(async (relay, people) => {
+      const ana = await join(people, relay.url, "Ana");
+      const ben = await join(people, relay.url, "Ben");
+      await ana.start();
+      await ben.start();
+      await expectPaired(ana, ben);
+
+      await ana.button("Stop").click();
+      await ana.button("Start").waitFor({ state: "visible" });
+      await ben.waitStatus(/Ana left — finding someone new…/);
+      await ben.until((s) => s.phase === "waiting", "Ben waiting again");
+      await ben.page.getByRole("log").getByText(/Ana left/).waitFor({ state: "visible" });
+
+      // Ben really is back in the queue: the next person to come is paired with him.
+      const cho = await join(people, relay.url, "Cho");
+      await cho.start();
+      await expectPaired(ben, cho);
+
+      // Cho closes the tab.
+      const closing = people.indexOf(cho);
+      await cho.page.close();
+      people.splice(closing, 1);
+      await ben.waitStatus(/Cho left.* — finding someone new…/, 30_000);
+      await ben.until((s) => s.phase === "waiting", "Ben waiting after Cho closed the tab");
+      const dan = await join(people, relay.url, "Dan");
+      await dan.start();
+      await expectPaired(ben, dan);
+      await ben.until((s) => s.receive.video.framesDecoded > 0 && s.timeline.matches.at(-1).firstFrameAt !== null, "Dan's video");
+      // Ana, stopped, is idle: not in the queue, not paired.
+      const status = await relay.status();
+      assert.equal(status.pairs, 1);
+      assert.equal(status.waiting, 0);
+      // Start again on the same session (it stayed open): back in the queue.
+      await ana.button("Start").click();
+      await ana.waitStatus(/Looking for someone…/);
+      await ana.until((s) => s.phase === "waiting" && s.media.video, "Ana waiting, camera on again");
+      const later = await relay.status();
+      assert.equal(later.waiting, 1);
+      assert.equal(later.sessions, 3, "no second session for Ana");
+    });
+  });
+
+  test("camera and microphone toggles, and Report: the chat ends for both and both are re-queued", async () => {
+    await withRelay(async (relay, people) => {
+      const ana = await join(people, relay.url, "Ana");
+      const ben = await join(people, relay.url, "Ben");
+      await ana.start();
+      await ben.start();
+      await expectPaired(ana, ben);
+      await ben.until((s) => s.receive.video.framesDecoded > 5, "Ana's video");
+
+      // Camera off: Ana sends no video and Ben is told; on again: the picture comes back.
+      const camera = ana.page.getByRole("button", { name: "Camera", exact: true });
+      await camera.click();
+      assert.equal(await camera.getAttribute("aria-pressed"), "false");
+      await ben.page.getByText("No video from Ana").waitFor({ state: "visible" });
+      await camera.click();
+      const before = (await ben.snapshot()).receive.video.framesDecoded;
+      await ben.until((s) => s.receive.video.framesDecoded > before + 5, "Ana's video again");
+      await ben.page.getByText("No video from Ana").waitFor({ state: "hidden" });
+
+      // Microphone off: no more audio frames leave Ana's page.
+      const mic = ana.page.getByRole("button", { name: "Microphone", exact: true });
+      await mic.click();
+      assert.equal(await mic.getAttribute("aria-pressed"), "false");
+      const sent = (await ana.snapshot()).send.audio.framesEncoded;
+      // Everything already inside the encoder may still come out (a frame or two); after that, nothing.
+      const heard = (await ben.snapshot()).receive.audio.framesDecoded;
+      await ben.until((s) => s.receive.video.framesDecoded > before + 30, "a second more of video");
+      assert.ok((await ana.snapshot()).send.audio.framesEncoded <= sent + 3, "audio stopped at the sender");
+      assert.ok((await ben.snapshot()).receive.audio.framesDecoded <= heard + 3, "no audio reached Ben");
+      await mic.click();
+      await ben.until((s) => s.receive.audio.framesDecoded > heard + 25, "Ana's audio again");
+
+      // Report: a dialog with a reason; the chat ends on both sides.
+      await ben.button("Report").click();
+      const dialog = ben.page.getByRole("dialog", { name: /Report Ana/ });
+      await dialog.getByLabel("Spam or advertising").check();
+      await dialog.getByRole("button", { name: "Send report" }).click();
+      await ben.waitStatus(/Ana was reported .* Finding someone new…/);
+      await ana.waitStatus(/The chat was ended — finding someone new…/);
+      await ana.until((s) => s.phase === "waiting", "Ana back in the queue");
+      await ben.until((s) => s.phase === "waiting", "Ben back in the queue");
+      const status = await relay.status();
+      assert.equal(status.reports, 1);
+      assert.equal(status.pairs, 0, "a reported pair is not paired again");
+      assert.equal(status.waiting, 2);
+    });
+  });
+
+  test("a person whose camera and microphone are refused can still chat, and is told so", async () => {
+    const denying = await launchBrowser({ fakeUi: false });
+    try {
+      await withRelay(async (relay, people) => {
+        const ana = await join(people, relay.url, "Ana");
+        const noCam = await join(people, relay.url, "Nocam", { in: denying });
+        await noCam.start();
+        await noCam.page.getByText(/Camera and microphone were refused.*still text chat/).waitFor({ state: "visible" });
+        await ana.start();
+        await expectPaired(ana, noCam);
+        const s = await noCam.snapshot();
+        assert.equal(s.media.video, false);
+        assert.equal(s.media.audio, false);
+        await noCam.page.getByLabel("Message", { exact: true }).fill("no camera here, but hello!");
+        await noCam.button("Send").click();
+        await ana.page.getByRole("log").getByText("no camera here, but hello!").waitFor({ state: "visible" });
+        await ana.page.getByLabel("Message", { exact: true }).fill("hello back");
+        await ana.button("Send").click();
+        await noCam.page.getByRole("log").getByText("hello back").waitFor({ state: "visible" });
+        // They still see Ana (receiving needs no camera), and Ana is told there is no video.
+        await noCam.until((x) => x.receive.video.framesDecoded > 5, "Ana's video on the camera-less page");
+        await ana.page.getByText("No video from Nocam").waitFor({ state: "visible", timeout: patient(15_000) });
+      });
+    } finally {
+      await denying.close();
+    }
+  });
+
+  test("an unreachable relay gives a clear message and a Retry, never a blank page", async () => {
+    const relay = await startRelay();
+    const p = await Person.open(browser, relay.url, "Ana");
+    try {
+      await relay.stop("SIGKILL");
+      await p.start();
+      await p.page.getByRole("heading", { name: "Can't reach Duet" }).waitFor({ state: "visible" });
+      const message = (await p.page.locator("#error-message").textContent()) ?? "";
+      assert.match(message, /relay/i);
+      await p.button("Retry").click();
+      await p.page.getByRole("heading", { name: "Can't reach Duet" }).waitFor({ state: "visible" });
+      await p.button("Back").click();
+      await p.button("Start").waitFor({ state: "visible" });
+    } finally {
+      await p.close();
+    }
+  });
+
+  test("a lost connection is resumed with its token: the same partner comes back", async () => {
+    // A short QUIC idle timeout, so a blackout of a few seconds really kills the connection.
+    await withRelay(async (relay, people) => {
+      const proxy = await startUdpProxy(relay.quic);
+      try {
+        const ana = await join(people, relay.url, "Ana");
+        // Ana reaches the relay through the proxy: her page is told the proxy's port.
+        await ana.page.route("**/config.json", async (route) => {
+          const res = await route.fetch();
+          await route.fulfill({ response: res, json: { ...(await res.json()), quic_port: proxy.port } });
+        });
+        const sam = await join(people, relay.url, "Sam");
+        await ana.start();
+        await sam.start();
+        await expectPaired(ana, sam);
+        const matchId = (await ana.snapshot()).matchId;
+        await sam.until((s) => s.receive.video.framesDecoded > 5, "Ana's video");
+
+        proxy.blackout(true);
+        await sam.waitStatus(/Ana is reconnecting…/, 15_000);
+        await ana.waitStatus(/Connection lost — reconnecting…/, 15_000);
+        proxy.blackout(false);
+        await ana.until((s) => s.phase === "paired" && s.matchId === matchId, "Ana back with the same pairing", 30_000);
+        await sam.waitStatus(/Connected to Ana/, 15_000);
+        const before = (await sam.snapshot()).receive.video.framesDecoded;
+        await sam.until((s) => s.receive.video.framesDecoded > before + 10, "Ana's video after the resume");
+        const a0 = (await ana.snapshot()).receive.video.framesDecoded;
+        await ana.until((s) => s.receive.video.framesDecoded > a0 + 10, "Sam's video after the resume");
+        assert.equal((await sam.snapshot()).matchId, matchId, "Sam kept the same pairing");
+      } finally {
+        proxy.close();
+      }
+    }, ["--idle-timeout-ms", "2000"]);
+  });
+
+  test("a certificate the browser refuses gives a clear message and a Retry", async () => {
+    await withRelay(async (relay, people) => {
+      const p = await join(people, relay.url, "Ana");
+      // Hand the page a fingerprint that is not the relay's, as a stale or tampered one would be.
+      const wrong = "00".repeat(32);
+      await p.page.route("**/config.json", async (route) => {
+        const res = await route.fetch();
+        const config = await res.json();
+        await route.fulfill({ response: res, json: { ...config, certificate_sha256: wrong } });
+      });
+      await p.page.route("**/certificate.sha256", (route) => route.fulfill({ status: 200, body: wrong }));
+      await p.start();
+      await p.page.getByRole("heading", { name: "Can't reach Duet" }).waitFor({ state: "visible" });
+      assert.match((await p.page.locator("#error-message").textContent()) ?? "", /certificate/);
+      // With the real fingerprint, Retry connects.
+      await p.page.unrouteAll();
+      await p.button("Retry").click();
+      await p.waitStatus(/Looking for someone…/);
+    });
+  });
+
+  test("screenshots: waiting and live call, desktop and phone", async () => {
+    await withRelay(async (relay, people) => {
+      for (const [label, viewport, isMobile] of /** @type {const} */ ([
+        ["desktop", DESKTOP, false],
+        ["phone", PHONE, true],
+      ])) {
+        const a = await join(people, relay.url, `Ana-${label}`, { viewport, isMobile });
+        await screenshot(a.page, `start-${label}`);
+        await a.start("photography");
+        await a.waitStatus(/Looking for someone…/);
+        // Let the timer tick once so the screenshot shows how long.
+        await a.page.waitForFunction(() => /0:0[1-9]/.test(document.getElementById("status-timer")?.textContent ?? ""), null, { timeout: patient(5000) });
+        await screenshot(a.page, `waiting-${label}`);
+        const b = await join(people, relay.url, `Sam-${label}`, { viewport, isMobile });
+        await b.start("photography");
+        await expectPaired(a, b);
+        await a.page.getByLabel("Message", { exact: true }).fill("Hi Sam! 👋");
+        await a.button("Send").click();
+        await b.page.getByRole("log").getByText("Hi Sam! 👋").waitFor();
+        await b.page.getByLabel("Message", { exact: true }).fill("Hey! Nice photo wall behind you.");
+        await b.button("Send").click();
+        await a.page.getByRole("log").getByText("Hey! Nice photo wall behind you.").waitFor();
+        await a.until((s) => s.receive.video.framesDecoded > 20 && s.quality !== "unknown", "a settled call");
+        await screenshot(a.page, `call-${label}`);
+        // Phone: everything reachable by scrolling, nothing wider than the screen.
+        const overflow = await a.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+        assert.ok(overflow <= 0, `${label} page is ${overflow}px wider than the viewport`);
+        await a.button("Stop").click();
+        await b.button("Stop").click();
+      }
+    });
+  });
+});
+
+test("the relay did not panic during any browser test (SIGTERM shutdown included)", () => {
+  assert.deepEqual(relayPanics, []);
+});
+
+/** @param {number | null} x */
+function round1(x) {
+  return x === null ? null : Math.round(x * 10) / 10;
+}

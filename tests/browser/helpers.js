@@ -1,0 +1,406 @@
+// @ts-check
+/**
+ * @file Helpers for Duet's browser end-to-end tests: start the real relay binary on
+ * ephemeral ports, launch Debian's headless Chromium with a fake camera and microphone
+ * through playwright-core, drive a page as a person would (by accessible names), and wait
+ * for things with a timeout — never a fixed sleep.
+ *
+ * Environment:
+ *   DUET_RELAY_BIN      relay binary (default: target/release/duet-relay, else target/debug/duet-relay)
+ *   DUET_CHROMIUM       browser binary (default: /usr/bin/chromium)
+ *   DUET_TEST_PATIENCE  multiplies every timeout (slow machines, CI under load); default 1
+ *   DUET_BROWSER_EMBEDDED=1  test the page embedded in the relay binary instead of web-client/app on disk
+ */
+
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const OUTPUT_DIR = path.join(REPO, "test-output");
+export const SCREENSHOT_DIR = path.join(OUTPUT_DIR, "screenshots");
+const FIGURES_FILE = path.join(OUTPUT_DIR, "browser-figures.json");
+
+// playwright-core lives in web-client/node_modules (the only npm package in the repo).
+const require = createRequire(path.join(REPO, "web-client", "package.json"));
+/** @type {typeof import("playwright-core")} */
+const playwright = require("playwright-core");
+
+export const PATIENCE = Number(process.env.DUET_TEST_PATIENCE ?? "1") || 1;
+
+/** @param {number} ms */
+export function patient(ms) {
+  return Math.round(ms * PATIENCE);
+}
+
+/** Chromium flags for every test browser; `--use-fake-ui-for-media-stream` is added unless a test wants media refused. */
+export const CHROMIUM_ARGS = [
+  "--no-sandbox",
+  "--headless=new",
+  "--use-fake-device-for-media-stream",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--autoplay-policy=no-user-gesture-required",
+  // Several pages share two cores here: keep background tabs running at full speed.
+  "--disable-background-timer-throttling",
+  "--disable-renderer-backgrounding",
+  "--disable-backgrounding-occluded-windows",
+];
+
+export function relayBinary() {
+  if (process.env.DUET_RELAY_BIN) return process.env.DUET_RELAY_BIN;
+  // The newer of the two builds: an old release binary must not shadow today's debug one.
+  const built = ["release", "debug"]
+    .map((profile) => path.join(REPO, "target", profile, "duet-relay"))
+    .filter((p) => existsSync(p))
+    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
+  if (!built.length) throw new Error("No relay binary: run `cargo build -p duet-relay` (or set DUET_RELAY_BIN).");
+  return built[0];
+}
+
+/**
+ * @typedef {object} Relay
+ * @property {string} url the page's address, e.g. http://127.0.0.1:41234/
+ * @property {string} quic host:port of the WebTransport endpoint
+ * @property {string} certSha256
+ * @property {() => string} log everything the relay printed so far
+ * @property {() => Promise<any>} status GET /status
+ * @property {(signal?: NodeJS.Signals) => Promise<void>} stop
+ */
+
+/**
+ * Starts the real relay on ephemeral ports and waits for its "listening" line.
+ * @param {string[]} [extraArgs]
+ * @returns {Promise<Relay>}
+ */
+export async function startRelay(extraArgs = []) {
+  const bin = relayBinary();
+  const args = ["--quic-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"];
+  if (process.env.DUET_BROWSER_EMBEDDED !== "1") args.push("--web-root", path.join(REPO, "web-client", "app"));
+  args.push(...extraArgs);
+  const proc = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "duet_relay=info,warn" } });
+  let out = "";
+  /** @type {Promise<number | null>} */
+  const exited = new Promise((resolve) => proc.once("exit", (code) => resolve(code)));
+  const listening = new Promise((resolve, reject) => {
+    const onData = (/** @type {Buffer} */ d) => {
+      out += d.toString();
+      // Keep the log bounded: a long test must not grow memory with relay chatter.
+      if (out.length > 200_000) out = out.slice(-100_000);
+      const m = /listening http=(\S+) quic=(\S+) cert_sha256=(\S+)/.exec(out);
+      if (m) resolve({ http: m[1], quic: m[2], cert: m[3] });
+    };
+    proc.stdout.on("data", onData);
+    proc.stderr.on("data", onData);
+    exited.then((code) => reject(new Error(`relay exited (${code}) before listening:\n${out}`)));
+    setTimeout(() => reject(new Error(`relay did not print its listening line within ${patient(15_000)} ms:\n${out}`)), patient(15_000));
+  });
+  /** @type {any} */
+  let where;
+  try {
+    where = await listening;
+  } catch (e) {
+    proc.kill("SIGKILL");
+    throw e;
+  }
+  const url = where.http.endsWith("/") ? where.http : `${where.http}/`;
+  return {
+    url,
+    quic: where.quic,
+    certSha256: where.cert,
+    log: () => out,
+    status: async () => (await fetch(new URL("/status", url), { signal: AbortSignal.timeout(patient(5000)) })).json(),
+    stop: async (signal = "SIGTERM") => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill(signal);
+      const timer = setTimeout(() => proc.kill("SIGKILL"), patient(5000));
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/**
+ * @param {{fakeUi?: boolean}} [options] fakeUi false: no auto-accept of camera and
+ *   microphone, so headless Chromium refuses them (NotAllowedError) as a person's "Block" would
+ * @returns {Promise<import("playwright-core").Browser>}
+ */
+export async function launchBrowser(options = {}) {
+  const args = [...CHROMIUM_ARGS];
+  if (options.fakeUi !== false) args.push("--use-fake-ui-for-media-stream");
+  return playwright.chromium.launch({
+    executablePath: process.env.DUET_CHROMIUM ?? "/usr/bin/chromium",
+    args,
+    timeout: patient(30_000),
+  });
+}
+
+export const DESKTOP = { width: 1280, height: 800 };
+export const PHONE = { width: 390, height: 844 };
+
+/**
+ * One person with their own browser profile (context), on the app's page.
+ */
+export class Person {
+  /**
+   * @param {import("playwright-core").Page} page
+   * @param {string} name
+   */
+  constructor(page, name) {
+    this.page = page;
+    this.name = name;
+    /** @type {string[]} */
+    this.problems = [];
+    page.on("pageerror", (/** @type {Error} */ e) => this.problems.push(`pageerror: ${e.message}`));
+    page.on("console", (/** @type {import("playwright-core").ConsoleMessage} */ m) => {
+      if (m.type() === "error") this.problems.push(`console.error: ${m.text()}`);
+      if (process.env.DUET_TEST_VERBOSE) console.log(`[${name}] ${m.type()}: ${m.text()}`);
+    });
+  }
+
+  /**
+   * @param {import("playwright-core").Browser} browser
+   * @param {string} url
+   * @param {string} name
+   * @param {{viewport?: {width: number, height: number}, isMobile?: boolean}} [options]
+   */
+  static async open(browser, url, name, options = {}) {
+    const context = await browser.newContext({
+      viewport: options.viewport ?? DESKTOP,
+      isMobile: options.isMobile ?? false,
+      hasTouch: options.isMobile ?? false,
+      deviceScaleFactor: 1,
+    });
+    context.setDefaultTimeout(patient(15_000));
+    const page = await context.newPage();
+    await page.goto(url);
+    return new Person(page, name);
+  }
+
+  /** Types the name (and interests) and presses Start. */
+  async start(interests = "") {
+    await this.page.getByLabel("Display name").fill(this.name);
+    if (interests) await this.page.getByLabel(/Interests/).fill(interests);
+    await this.button("Start").click();
+  }
+
+  /** @param {string} name an accessible name */
+  button(name) {
+    return this.page.getByRole("button", { name, exact: true });
+  }
+
+  /** @returns {Promise<any>} window.duet.snapshot() */
+  snapshot() {
+    return this.page.evaluate(() => /** @type {any} */ (window).duet.snapshot());
+  }
+
+  /**
+   * Waits until `predicate(snapshot)` holds, polling the page.
+   * @param {(s: any) => boolean} predicate
+   * @param {string} what for the error message
+   * @param {number} [timeoutMs]
+   */
+  async until(predicate, what, timeoutMs = 20_000) {
+    const deadline = Date.now() + patient(timeoutMs);
+    let last;
+    while (Date.now() < deadline) {
+      last = await this.snapshot();
+      if (predicate(last)) return last;
+      await this.page.waitForTimeout(50); // a poll interval, not a wait for readiness
+    }
+    throw new Error(`${this.name}: timed out after ${patient(timeoutMs)} ms waiting for ${what}. Last snapshot: ${JSON.stringify(last)?.slice(0, 3000)}\nPage problems: ${this.problems.join("\n")}`);
+  }
+
+  /** The live status line's text. */
+  async statusText() {
+    return (await this.page.getByRole("status").filter({ hasText: /./ }).first().textContent()) ?? "";
+  }
+
+  /**
+   * Waits until the visible status line matches.
+   * @param {RegExp} re
+   * @param {number} [timeoutMs]
+   */
+  async waitStatus(re, timeoutMs = 20_000) {
+    await this.page.waitForFunction(
+      (/** @type {string[]} */ [source, flags]) => new RegExp(source, flags).test(document.getElementById("status")?.textContent ?? ""),
+      [re.source, re.flags],
+      { timeout: patient(timeoutMs), polling: 50 },
+    );
+  }
+
+  /**
+   * A coarse signature of the partner canvas: mean brightness and a 16×12 grid of
+   * luminance samples, read through the canvas's accessible name.
+   * @returns {Promise<{mean: number, grid: number[], width: number, height: number}>}
+   */
+  async canvasSignature() {
+    const canvas = this.page.getByRole("img", { name: "Partner video", exact: true });
+    return canvas.evaluate((/** @type {Element} */ el) => {
+      const c = /** @type {HTMLCanvasElement} */ (el);
+      const ctx = /** @type {CanvasRenderingContext2D} */ (c.getContext("2d"));
+      const { data } = ctx.getImageData(0, 0, c.width, c.height);
+      const grid = [];
+      let sum = 0;
+      for (let gy = 0; gy < 12; gy++) {
+        for (let gx = 0; gx < 16; gx++) {
+          const x = Math.floor(((gx + 0.5) * c.width) / 16);
+          const y = Math.floor(((gy + 0.5) * c.height) / 12);
+          const i = (y * c.width + x) * 4;
+          const lum = Math.round(0.2126 * data[i] + 0.7152 * data[i + 1] + 0.0722 * data[i + 2]);
+          grid.push(lum);
+          sum += lum;
+        }
+      }
+      return { mean: sum / grid.length, grid, width: c.width, height: c.height };
+    });
+  }
+
+  /**
+   * Median luminance of the person's own camera preview, the same way as canvasSignature
+   * samples the partner canvas: both pages' fake cameras draw the same picture, so the
+   * two must agree (a colour-space mix-up shows as a much darker partner picture).
+   */
+  async previewMedianLuma() {
+    return this.page.locator("#self-view").evaluate((/** @type {Element} */ el) => {
+      const v = /** @type {HTMLVideoElement} */ (el);
+      const c = document.createElement("canvas");
+      c.width = v.videoWidth;
+      c.height = v.videoHeight;
+      const ctx = /** @type {CanvasRenderingContext2D} */ (c.getContext("2d"));
+      ctx.drawImage(v, 0, 0);
+      const { data } = ctx.getImageData(0, 0, c.width, c.height);
+      const lums = [];
+      for (let gy = 0; gy < 12; gy++) {
+        for (let gx = 0; gx < 16; gx++) {
+          const i = (Math.floor(((gy + 0.5) * c.height) / 12) * c.width + Math.floor(((gx + 0.5) * c.width) / 16)) * 4;
+          lums.push(0.2126 * data[i] + 0.7152 * data[i + 1] + 0.0722 * data[i + 2]);
+        }
+      }
+      lums.sort((a, b) => a - b);
+      return lums[lums.length >> 1];
+    });
+  }
+
+  async close() {
+    await this.page.context().close();
+  }
+}
+
+/**
+ * Waits until the partner canvas shows a picture that changes: the pixels, not just the
+ * element or a counter. Returns how many grid cells changed between two samples.
+ * @param {Person} p
+ */
+export async function expectMovingPicture(p) {
+  const before = await p.snapshot();
+  const first = await p.canvasSignature();
+  const framesAtFirst = before.receive.video.framesDecoded;
+  // At least a dozen more frames (over half a second of the fake camera) before comparing.
+  await p.until((s) => s.receive.video.framesDecoded >= framesAtFirst + 12, "a dozen more decoded frames");
+  const deadline = Date.now() + patient(10_000);
+  for (;;) {
+    const second = await p.canvasSignature();
+    const changed = first.grid.filter((v, i) => Math.abs(v - second.grid[i]) > 8).length;
+    if (first.mean > 5 && second.mean > 5 && changed > 0) return { changed, mean: second.mean, width: second.width, height: second.height };
+    if (Date.now() > deadline) {
+      throw new Error(`${p.name}: partner canvas does not show a moving picture (mean ${first.mean.toFixed(1)} → ${second.mean.toFixed(1)}, ${changed} cells changed)`);
+    }
+    await p.page.waitForTimeout(100);
+  }
+}
+
+/** @param {number[]} xs @param {number} q */
+export function quantile(xs, q) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor(q * s.length))] : null;
+}
+
+/**
+ * Records a figure: merged into test-output/browser-figures.json and printed as a
+ * `FIGURES {...}` line.
+ * @param {string} key
+ * @param {any} value
+ */
+export function recordFigure(key, value) {
+  mkdirSync(OUTPUT_DIR, { recursive: true });
+  /** @type {any} */
+  let all = {};
+  try {
+    all = JSON.parse(readFileSync(FIGURES_FILE, "utf8"));
+  } catch {
+    all = {};
+  }
+  all[key] = value;
+  all.recorded_at = new Date().toISOString();
+  writeFileSync(FIGURES_FILE, `${JSON.stringify(all, null, 2)}\n`);
+  console.log(`FIGURES ${JSON.stringify({ [key]: value })}`);
+}
+
+export function figuresFile() {
+  return FIGURES_FILE;
+}
+
+/**
+ * Saves a screenshot under test-output/screenshots/ and prints where.
+ * @param {import("playwright-core").Page} page
+ * @param {string} name
+ */
+export async function screenshot(page, name) {
+  mkdirSync(SCREENSHOT_DIR, { recursive: true });
+  const file = path.join(SCREENSHOT_DIR, `${name}.png`);
+  await page.screenshot({ path: file });
+  console.log(`SCREENSHOT ${file}`);
+  return file;
+}
+
+/** Clients one UdpProxy serves at most (a test has a handful of pages). */
+const MAX_PROXY_CLIENTS = 64;
+
+/**
+ * A UDP forwarder between browser and relay that can black out, so a test can make a
+ * page's QUIC connection die (both sides hit their idle timeout) without closing the page.
+ * One upstream socket per client address, as a NAT would. Loopback only.
+ * @param {string} target host:port of the relay's QUIC endpoint
+ * @returns {Promise<{port: number, blackout: (on: boolean) => void, close: () => void}>}
+ */
+export async function startUdpProxy(target) {
+  const dgram = await import("node:dgram");
+  const [host, portText] = [target.slice(0, target.lastIndexOf(":")), target.slice(target.lastIndexOf(":") + 1)];
+  const targetPort = Number(portText);
+  let dark = false;
+  const front = dgram.createSocket("udp4");
+  /** @type {Map<string, import("node:dgram").Socket>} */
+  const upstream = new Map();
+  front.on("message", (msg, from) => {
+    if (dark) return;
+    const key = `${from.address}:${from.port}`;
+    let back = upstream.get(key);
+    if (!back) {
+      if (upstream.size >= MAX_PROXY_CLIENTS) return;
+      const sock = dgram.createSocket("udp4");
+      sock.bind(0, "127.0.0.1");
+      sock.on("message", (reply) => {
+        if (!dark) front.send(reply, from.port, from.address);
+      });
+      upstream.set(key, sock);
+      back = sock;
+    }
+    back.send(msg, targetPort, host);
+  });
+  await new Promise((resolve) => front.bind(0, "127.0.0.1", () => resolve(undefined)));
+  return {
+    port: front.address().port,
+    blackout: (on) => {
+      dark = on;
+    },
+    close: () => {
+      for (const s of upstream.values()) s.close();
+      front.close();
+    },
+  };
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs Duet's browser end-to-end tests (tests/browser/*.test.js), first installing what is
+# missing: Debian's chromium, the web client's npm packages (playwright-core, typescript),
+# and the relay binary. Usable from anywhere; CI calls it as it is.
+#
+#   DUET_RELAY_PROFILE=release   test the release relay (default: debug, which `cargo test` builds anyway)
+#   DUET_RELAY_BIN=/path/relay   test that binary and build nothing
+#   DUET_TEST_PATIENCE=2         double every timeout on a loaded machine
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if [ ! -x "${DUET_CHROMIUM:-/usr/bin/chromium}" ]; then
+  echo "browser tests: installing Debian's chromium" >&2
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+fi
+
+if [ ! -d web-client/node_modules/playwright-core ] || [ ! -d web-client/node_modules/typescript ]; then
+  echo "browser tests: installing the web client's npm packages" >&2
+  (cd web-client && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ -z "${DUET_RELAY_BIN:-}" ]; then
+  profile="${DUET_RELAY_PROFILE:-debug}"
+  if [ "$profile" = release ]; then
+    cargo build --release -p duet-relay
+  else
+    cargo build -p duet-relay
+  fi
+  export DUET_RELAY_BIN="$PWD/target/$profile/duet-relay"
+fi
+
+mkdir -p test-output
+exec node --test --test-concurrency=1 tests/browser/*.test.js

@@ -1,0 +1,208 @@
+// @ts-check
+/**
+ * @file Splitting encoded media frames into datagrams, and putting them back together.
+ *
+ * A frame bigger than one datagram is cut into `frag_count` fragments that share a frame
+ * number; each datagram carries its own sequence number so the receiver can count loss.
+ * The receiver's `Reassembler` mirrors `duet_proto::Reassembler` (shared/src/media.rs):
+ * a frame with a missing fragment is dropped whole and a keyframe is asked for, because a
+ * decoder fed a frame with a hole shows garbage until the next keyframe anyway. Fragments
+ * may arrive reordered or duplicated; both are handled. Memory is bounded: at most
+ * MAX_FRAMES_IN_REASSEMBLY partial frames per track, each of at most MAX_FRAGMENTS parts.
+ *
+ * No browser API here: Node's test runner covers all of it.
+ */
+
+import {
+  MAX_FRAGMENTS,
+  MAX_FRAMES_IN_REASSEMBLY,
+  MAX_MEDIA_DATAGRAM_BYTES,
+  MAX_MEDIA_HEADER_BYTES,
+  TRACK_VIDEO,
+  encodeDatagram,
+} from "./protocol.js";
+
+/** @typedef {import("./protocol.js").MediaHeader} MediaHeader */
+
+/**
+ * Largest payload per datagram given the session's datagram size (the header is counted
+ * at its widest so that every fragment fits whatever its numbers are).
+ * @param {number} maxDatagram
+ */
+export function maxPayload(maxDatagram) {
+  return Math.max(0, Math.min(maxDatagram, MAX_MEDIA_DATAGRAM_BYTES) - MAX_MEDIA_HEADER_BYTES);
+}
+
+/** Numbers one track's outgoing frames and datagrams and cuts frames into datagrams. */
+export class Fragmenter {
+  /** @param {number} track TRACK_AUDIO or TRACK_VIDEO */
+  constructor(track) {
+    this.track = track;
+    this.seq = 0;
+    this.frame = 0;
+  }
+
+  /** Starts numbering again (a new pairing: the partner's reassembler starts clean too). */
+  reset() {
+    this.seq = 0;
+    this.frame = 0;
+  }
+
+  /**
+   * Cuts one encoded frame into datagrams, each at most `maxDatagram` bytes.
+   * @param {bigint} matchId the current pairing (the relay drops any other)
+   * @param {Uint8Array} payload
+   * @param {boolean} keyframe
+   * @param {bigint} captureUs
+   * @param {number} maxDatagram the session's datagram size limit
+   * @returns {Uint8Array[] | null} null when the frame needs more than MAX_FRAGMENTS datagrams
+   */
+  fragment(matchId, payload, keyframe, captureUs, maxDatagram) {
+    const room = maxPayload(maxDatagram);
+    if (room <= 0) return null;
+    const count = Math.max(1, Math.ceil(payload.length / room));
+    if (count > MAX_FRAGMENTS) return null;
+    const frame = this.frame;
+    this.frame = (this.frame + 1) >>> 0;
+    /** @type {Uint8Array[]} */
+    const out = [];
+    for (let i = 0; i < count; i++) {
+      /** @type {MediaHeader} */
+      const header = {
+        match_id: matchId,
+        track: this.track,
+        seq: this.seq,
+        frame,
+        frag_index: i,
+        frag_count: count,
+        keyframe,
+        capture_us: captureUs,
+      };
+      this.seq = (this.seq + 1) >>> 0;
+      out.push(encodeDatagram(header, payload.subarray(i * room, Math.min(payload.length, (i + 1) * room))));
+    }
+    return out;
+  }
+}
+
+/**
+ * @typedef {object} Frame a whole frame out of the reassembler
+ * @property {number} track
+ * @property {number} frame
+ * @property {boolean} keyframe
+ * @property {bigint} captureUs
+ * @property {Uint8Array} data
+ */
+
+/**
+ * @typedef {object} Partial
+ * @property {number} frame
+ * @property {boolean} keyframe
+ * @property {bigint} captureUs
+ * @property {(Uint8Array | null)[]} parts
+ * @property {number} received
+ */
+
+class TrackState {
+  constructor() {
+    /** Highest frame number delivered or given up on; older fragments are late. @type {number | null} */
+    this.lastDone = null;
+    /** Partial frames, oldest first. @type {Partial[]} */
+    this.partial = [];
+  }
+}
+
+/** Per-pairing reassembly of fragmented frames, for both tracks. */
+export class Reassembler {
+  constructor() {
+    /** @type {bigint | null} */
+    this.matchId = null;
+    this.audio = new TrackState();
+    this.video = new TrackState();
+    this.stats = { framesCompleted: 0, framesLost: 0, fragmentsLate: 0, fragmentsDuplicate: 0 };
+    this.keyframeWanted = false;
+  }
+
+  /** True once after a video frame was lost: ask the sender for a keyframe. */
+  takeKeyframeRequest() {
+    const wanted = this.keyframeWanted;
+    this.keyframeWanted = false;
+    return wanted;
+  }
+
+  /**
+   * Feeds one fragment; returns the frame it completed, if any.
+   * @param {MediaHeader} header
+   * @param {Uint8Array} payload
+   * @returns {Frame | null}
+   */
+  push(header, payload) {
+    if (this.matchId !== header.match_id) {
+      // A new pairing starts from a clean slate; nothing carries over.
+      this.matchId = header.match_id;
+      this.audio = new TrackState();
+      this.video = new TrackState();
+    }
+    const isVideo = header.track === TRACK_VIDEO;
+    const state = isVideo ? this.video : this.audio;
+    if (state.lastDone !== null && header.frame <= state.lastDone) {
+      this.stats.fragmentsLate++;
+      return null;
+    }
+    let idx = state.partial.findIndex((p) => p.frame === header.frame);
+    if (idx < 0) {
+      if (state.partial.length >= MAX_FRAMES_IN_REASSEMBLY) {
+        if (state.partial[0].frame > header.frame) {
+          // Older than everything in flight while the buffer is full: late.
+          this.stats.fragmentsLate++;
+          return null;
+        }
+        // The oldest partial frame is too late to show: give up on it.
+        const oldest = /** @type {Partial} */ (state.partial.shift());
+        state.lastDone = oldest.frame;
+        this.stats.framesLost++;
+        if (isVideo) this.keyframeWanted = true;
+        state.partial = state.partial.filter((p) => p.frame > oldest.frame);
+      }
+      state.partial.push({
+        frame: header.frame,
+        keyframe: header.keyframe,
+        captureUs: header.capture_us,
+        parts: new Array(header.frag_count).fill(null),
+        received: 0,
+      });
+      state.partial.sort((a, b) => a.frame - b.frame);
+      idx = state.partial.findIndex((p) => p.frame === header.frame);
+    }
+    const partial = state.partial[idx];
+    if (header.frag_index >= partial.parts.length) return null; // disagrees with the first fragment's count
+    if (partial.parts[header.frag_index] !== null) {
+      this.stats.fragmentsDuplicate++;
+      return null;
+    }
+    partial.parts[header.frag_index] = payload.slice();
+    partial.received++;
+    if (partial.received < partial.parts.length) return null;
+
+    // Complete. Older partial frames can no longer be decoded in order: drop them.
+    state.partial.splice(idx, 1);
+    const skipped = state.lastDone === null ? 0 : Math.max(0, partial.frame - state.lastDone - 1);
+    state.partial = state.partial.filter((p) => p.frame > partial.frame);
+    state.lastDone = partial.frame;
+    if (skipped > 0) {
+      this.stats.framesLost += skipped;
+      if (isVideo && !partial.keyframe) this.keyframeWanted = true;
+    }
+    this.stats.framesCompleted++;
+    const parts = /** @type {Uint8Array[]} */ (partial.parts);
+    let size = 0;
+    for (const p of parts) size += p.length;
+    const data = new Uint8Array(size);
+    let at = 0;
+    for (const p of parts) {
+      data.set(p, at);
+      at += p.length;
+    }
+    return { track: header.track, frame: partial.frame, keyframe: partial.keyframe, captureUs: partial.captureUs, data };
+  }
+}

@@ -1,0 +1,488 @@
+// @ts-check
+/**
+ * @file Duet's wire protocol in JavaScript: the same messages, framing, media header and
+ * limits as the Rust crate `duet-proto` (shared/src), built on `postcard.js`.
+ *
+ * Field order is wire order and enum variant order is the variant index, exactly as in
+ * `shared/src/control.rs`, `chat.rs` and `media.rs`. The unit tests decode every vector
+ * that `duet-proto` generates (shared/vectors.json) and re-encode it byte for byte, and
+ * check the limits below against the file, so a drift between the two sides fails a test.
+ *
+ * Messages are plain objects tagged by `type` (the Rust variant name). `u64` fields
+ * (`match_id`, `session_id`, `capture_us`) are `BigInt`s.
+ */
+
+import { DecodeError, Reader, Writer, utf8Length } from "./postcard.js";
+
+export { DecodeError };
+
+/** The protocol version sent in `Hello`. */
+export const PROTOCOL_VERSION = 1;
+/** The WebTransport path on the relay's QUIC port. */
+export const SESSION_PATH = "/chat";
+
+// The limits of shared/src/limits.rs (the tests compare them with vectors.json).
+export const MAX_FRAME_BYTES = 4096;
+export const MAX_NAME_BYTES = 64;
+export const MAX_INTERESTS = 8;
+export const MAX_INTEREST_BYTES = 32;
+export const MAX_CHAT_BYTES = 2000;
+export const MAX_MEDIA_DATAGRAM_BYTES = 1100;
+export const MAX_MEDIA_HEADER_BYTES = 38;
+export const MAX_FRAGMENTS = 256;
+/** Partial frames a receiver keeps per track (shared/src/limits.rs MAX_FRAMES_IN_REASSEMBLY). */
+export const MAX_FRAMES_IN_REASSEMBLY = 4;
+
+/** Wire numbers of `ErrorCode` (shared/src/error.rs `to_code`), also the session close codes. */
+export const ERROR_CODES = Object.freeze({
+  malformed: 1,
+  too_large: 2,
+  wrong_state: 3,
+  unsupported_version: 4,
+  hello_timeout: 5,
+  server_full: 6,
+  too_many_from_address: 7,
+  rate_limited: 8,
+  bad_resume_token: 9,
+  idle_timeout: 10,
+  shutting_down: 11,
+  internal: 12,
+});
+
+/** @param {number} code @returns {string} the code's stable name, or "unknown" */
+export function errorCodeName(code) {
+  for (const [name, value] of Object.entries(ERROR_CODES)) if (value === code) return name;
+  return "unknown";
+}
+
+export const REPORT_REASONS = /** @type {const} */ (["Nudity", "Harassment", "Spam", "Underage", "Other"]);
+export const LEAVE_REASONS = /** @type {const} */ (["Next", "Left", "Disconnected", "Reported"]);
+
+export const TRACK_AUDIO = 0;
+export const TRACK_VIDEO = 1;
+
+/** @typedef {typeof REPORT_REASONS[number]} ReportReason */
+/** @typedef {typeof LEAVE_REASONS[number]} LeaveReason */
+/** @typedef {{loss_permille: number, jitter_ms: number, frames_decoded: number, bitrate_kbps: number}} ReceiverReport */
+/** @typedef {{version: number, name: string, interests: string[], resume: Uint8Array | null}} Hello */
+
+/**
+ * @typedef {({type: "Hello"} & Hello)
+ *   | {type: "Next"} | {type: "Leave"} | {type: "RequestKeyframe"}
+ *   | ({type: "ReceiverReport"} & ReceiverReport)
+ *   | {type: "Report", reason: ReportReason}} ClientMsg
+ */
+
+/**
+ * @typedef {{type: "Welcome", session_id: bigint, resume_token: Uint8Array, resumed: boolean}
+ *   | {type: "Queued", waiting: number}
+ *   | {type: "Matched", match_id: bigint, partner_name: string, shared_interests: string[], codec_hints: string[]}
+ *   | {type: "PeerLeft", reason: LeaveReason}
+ *   | {type: "PeerReconnecting"} | {type: "PeerReturned"} | {type: "KeyframeRequested"}
+ *   | ({type: "PeerReport"} & ReceiverReport)
+ *   | {type: "Stats", rtt_us: number, lost_permille: number, send_rate_kbps: number}
+ *   | {type: "Error", code: number, message: string, fatal: boolean}} ServerMsg
+ */
+
+/** @typedef {{type: "Open", match_id: bigint} | {type: "Line", text: string}} ChatFrame */
+
+/**
+ * @typedef {object} MediaHeader
+ * @property {bigint} match_id
+ * @property {number} track TRACK_AUDIO or TRACK_VIDEO
+ * @property {number} seq per-track datagram sequence number
+ * @property {number} frame per-track frame number, shared by a frame's fragments
+ * @property {number} frag_index
+ * @property {number} frag_count
+ * @property {boolean} keyframe
+ * @property {bigint} capture_us microseconds since the Unix epoch on the sender's clock
+ */
+
+const CLIENT_VARIANTS = ["Hello", "Next", "Leave", "RequestKeyframe", "ReceiverReport", "Report"];
+const SERVER_VARIANTS = [
+  "Welcome",
+  "Queued",
+  "Matched",
+  "PeerLeft",
+  "PeerReconnecting",
+  "PeerReturned",
+  "KeyframeRequested",
+  "PeerReport",
+  "Stats",
+  "Error",
+];
+const RESUME_TOKEN_BYTES = 16;
+
+/** @param {Writer} w @param {string[]} items */
+function writeStrings(w, items) {
+  w.u32(items.length);
+  for (const s of items) w.string(s);
+}
+
+/** @param {Reader} r @returns {string[]} */
+function readStrings(r) {
+  const n = r.seqLen();
+  /** @type {string[]} */
+  const out = [];
+  for (let i = 0; i < n; i++) out.push(r.string());
+  return out;
+}
+
+/** @param {Writer} w @param {ReceiverReport} rep */
+function writeReport(w, rep) {
+  w.u16(rep.loss_permille);
+  w.u16(rep.jitter_ms);
+  w.u32(rep.frames_decoded);
+  w.u32(rep.bitrate_kbps);
+}
+
+/** @param {Reader} r @returns {ReceiverReport} */
+function readReport(r) {
+  return { loss_permille: r.u16(), jitter_ms: r.u16(), frames_decoded: r.u32(), bitrate_kbps: r.u32() };
+}
+
+/**
+ * Checks what the relay would refuse in a `Hello` (shared/src/control.rs `Hello::validate`).
+ * @param {Hello} hello
+ * @returns {string | null} what is wrong, in words for a person, or null
+ */
+export function helloProblem(hello) {
+  if (utf8Length(hello.name) > MAX_NAME_BYTES) return `The name is too long (at most ${MAX_NAME_BYTES} bytes).`;
+  if (hello.interests.length > MAX_INTERESTS) return `At most ${MAX_INTERESTS} interests, please.`;
+  for (const i of hello.interests) {
+    if (utf8Length(i) > MAX_INTEREST_BYTES) return `The interest “${i}” is too long (at most ${MAX_INTEREST_BYTES} bytes).`;
+  }
+  if (hello.resume && hello.resume.length !== RESUME_TOKEN_BYTES) return "A resume token is 16 bytes.";
+  return null;
+}
+
+/** @param {ClientMsg} msg @returns {Uint8Array} the postcard body */
+export function encodeClientMsg(msg) {
+  const w = new Writer();
+  w.u32(CLIENT_VARIANTS.indexOf(msg.type));
+  switch (msg.type) {
+    case "Hello":
+      w.u16(msg.version);
+      w.string(msg.name);
+      writeStrings(w, msg.interests);
+      if (msg.resume) {
+        if (msg.resume.length !== RESUME_TOKEN_BYTES) throw new RangeError("resume token must be 16 bytes");
+        w.u8(1);
+        w.raw(msg.resume);
+      } else {
+        w.u8(0);
+      }
+      break;
+    case "ReceiverReport":
+      writeReport(w, msg);
+      break;
+    case "Report":
+      w.u32(REPORT_REASONS.indexOf(msg.reason));
+      break;
+    case "Next":
+    case "Leave":
+    case "RequestKeyframe":
+      break;
+  }
+  return w.finish();
+}
+
+/** @param {Uint8Array} body @returns {ClientMsg} @throws {DecodeError} */
+export function decodeClientMsg(body) {
+  const r = new Reader(body);
+  const variant = r.u32();
+  /** @type {ClientMsg} */
+  let msg;
+  switch (CLIENT_VARIANTS[variant]) {
+    case "Hello": {
+      const version = r.u16();
+      const name = r.string();
+      const interests = readStrings(r);
+      const tag = r.u8();
+      if (tag > 1) throw new DecodeError(`invalid option tag ${tag}`);
+      const resume = tag === 1 ? r.raw(RESUME_TOKEN_BYTES).slice() : null;
+      msg = { type: "Hello", version, name, interests, resume };
+      const problem = helloProblem(msg);
+      if (problem) throw new DecodeError(problem);
+      break;
+    }
+    case "Next":
+      msg = { type: "Next" };
+      break;
+    case "Leave":
+      msg = { type: "Leave" };
+      break;
+    case "RequestKeyframe":
+      msg = { type: "RequestKeyframe" };
+      break;
+    case "ReceiverReport":
+      msg = { type: "ReceiverReport", ...readReport(r) };
+      break;
+    case "Report": {
+      const reason = REPORT_REASONS[r.u32()];
+      if (!reason) throw new DecodeError("unknown report reason");
+      msg = { type: "Report", reason };
+      break;
+    }
+    default:
+      throw new DecodeError(`unknown ClientMsg variant ${variant}`);
+  }
+  r.end();
+  return msg;
+}
+
+/** @param {ServerMsg} msg @returns {Uint8Array} the postcard body */
+export function encodeServerMsg(msg) {
+  const w = new Writer();
+  w.u32(SERVER_VARIANTS.indexOf(msg.type));
+  switch (msg.type) {
+    case "Welcome":
+      w.u64(msg.session_id);
+      if (msg.resume_token.length !== RESUME_TOKEN_BYTES) throw new RangeError("resume token must be 16 bytes");
+      w.raw(msg.resume_token);
+      w.bool(msg.resumed);
+      break;
+    case "Queued":
+      w.u32(msg.waiting);
+      break;
+    case "Matched":
+      w.u64(msg.match_id);
+      w.string(msg.partner_name);
+      writeStrings(w, msg.shared_interests);
+      writeStrings(w, msg.codec_hints);
+      break;
+    case "PeerLeft":
+      w.u32(LEAVE_REASONS.indexOf(msg.reason));
+      break;
+    case "PeerReport":
+      writeReport(w, msg);
+      break;
+    case "Stats":
+      w.u32(msg.rtt_us);
+      w.u16(msg.lost_permille);
+      w.u32(msg.send_rate_kbps);
+      break;
+    case "Error":
+      w.u32(msg.code);
+      w.string(msg.message);
+      w.bool(msg.fatal);
+      break;
+    case "PeerReconnecting":
+    case "PeerReturned":
+    case "KeyframeRequested":
+      break;
+  }
+  return w.finish();
+}
+
+/** @param {Uint8Array} body @returns {ServerMsg} @throws {DecodeError} */
+export function decodeServerMsg(body) {
+  const r = new Reader(body);
+  const variant = r.u32();
+  /** @type {ServerMsg} */
+  let msg;
+  switch (SERVER_VARIANTS[variant]) {
+    case "Welcome":
+      msg = { type: "Welcome", session_id: r.u64(), resume_token: r.raw(RESUME_TOKEN_BYTES).slice(), resumed: r.bool() };
+      break;
+    case "Queued":
+      msg = { type: "Queued", waiting: r.u32() };
+      break;
+    case "Matched":
+      msg = {
+        type: "Matched",
+        match_id: r.u64(),
+        partner_name: r.string(),
+        shared_interests: readStrings(r),
+        codec_hints: readStrings(r),
+      };
+      break;
+    case "PeerLeft": {
+      const reason = LEAVE_REASONS[r.u32()];
+      if (!reason) throw new DecodeError("unknown leave reason");
+      msg = { type: "PeerLeft", reason };
+      break;
+    }
+    case "PeerReconnecting":
+      msg = { type: "PeerReconnecting" };
+      break;
+    case "PeerReturned":
+      msg = { type: "PeerReturned" };
+      break;
+    case "KeyframeRequested":
+      msg = { type: "KeyframeRequested" };
+      break;
+    case "PeerReport":
+      msg = { type: "PeerReport", ...readReport(r) };
+      break;
+    case "Stats":
+      msg = { type: "Stats", rtt_us: r.u32(), lost_permille: r.u16(), send_rate_kbps: r.u32() };
+      break;
+    case "Error":
+      // An error code this client does not know is still shown (errorCodeName says
+      // "unknown"): a newer relay's refusal must not turn into a decode failure.
+      msg = { type: "Error", code: r.u32(), message: r.string(), fatal: r.bool() };
+      break;
+    default:
+      throw new DecodeError(`unknown ServerMsg variant ${variant}`);
+  }
+  r.end();
+  return msg;
+}
+
+/** @param {ChatFrame} frame @returns {Uint8Array} the postcard body */
+export function encodeChatFrame(frame) {
+  const w = new Writer();
+  if (frame.type === "Open") {
+    w.u32(0);
+    w.u64(frame.match_id);
+  } else {
+    w.u32(1);
+    w.string(frame.text);
+  }
+  return w.finish();
+}
+
+/** @param {Uint8Array} body @returns {ChatFrame} @throws {DecodeError} */
+export function decodeChatFrame(body) {
+  const r = new Reader(body);
+  const variant = r.u32();
+  /** @type {ChatFrame} */
+  let frame;
+  if (variant === 0) {
+    frame = { type: "Open", match_id: r.u64() };
+  } else if (variant === 1) {
+    const text = r.string();
+    if (utf8Length(text) > MAX_CHAT_BYTES) throw new DecodeError("chat line is over its limit");
+    frame = { type: "Line", text };
+  } else {
+    throw new DecodeError(`unknown ChatFrame variant ${variant}`);
+  }
+  r.end();
+  return frame;
+}
+
+/** @param {Writer} w @param {MediaHeader} h */
+function writeMediaHeader(w, h) {
+  w.u64(h.match_id);
+  w.u32(h.track);
+  w.u32(h.seq);
+  w.u32(h.frame);
+  w.u16(h.frag_index);
+  w.u16(h.frag_count);
+  w.bool(h.keyframe);
+  w.u64(h.capture_us);
+}
+
+/**
+ * The header alone, as `MediaHeader::write_datagram` writes it before the payload.
+ * @param {MediaHeader} h
+ * @returns {Uint8Array}
+ */
+export function encodeMediaHeader(h) {
+  const w = new Writer();
+  writeMediaHeader(w, h);
+  return w.finish();
+}
+
+/**
+ * A whole datagram: header then payload.
+ * @param {MediaHeader} h
+ * @param {Uint8Array} payload
+ * @returns {Uint8Array}
+ */
+export function encodeDatagram(h, payload) {
+  const w = new Writer();
+  writeMediaHeader(w, h);
+  w.raw(payload);
+  return w.finish();
+}
+
+/**
+ * Reads a datagram's header, checking what a receiver relies on (as `MediaHeader::read`).
+ * @param {Uint8Array} datagram
+ * @returns {{header: MediaHeader, offset: number}} offset is where the payload starts
+ * @throws {DecodeError}
+ */
+export function readDatagram(datagram) {
+  if (datagram.length > MAX_MEDIA_DATAGRAM_BYTES) {
+    throw new DecodeError(`datagram of ${datagram.length} bytes is over the ${MAX_MEDIA_DATAGRAM_BYTES}-byte limit`);
+  }
+  const r = new Reader(datagram);
+  const match_id = r.u64();
+  const track = r.u32();
+  if (track !== TRACK_AUDIO && track !== TRACK_VIDEO) throw new DecodeError(`unknown track ${track}`);
+  /** @type {MediaHeader} */
+  const header = {
+    match_id,
+    track,
+    seq: r.u32(),
+    frame: r.u32(),
+    frag_index: r.u16(),
+    frag_count: r.u16(),
+    keyframe: r.bool(),
+    capture_us: r.u64(),
+  };
+  if (header.frag_count === 0 || header.frag_count > MAX_FRAGMENTS || header.frag_index >= header.frag_count) {
+    throw new DecodeError(`fragment ${header.frag_index} of ${header.frag_count}`);
+  }
+  return { header, offset: r.pos };
+}
+
+/**
+ * Prefixes a body with its 2-byte big-endian length.
+ * @param {Uint8Array} body
+ * @returns {Uint8Array}
+ */
+export function encodeFrame(body) {
+  if (body.length > MAX_FRAME_BYTES) throw new RangeError(`frame of ${body.length} bytes is over the ${MAX_FRAME_BYTES}-byte limit`);
+  const out = new Uint8Array(2 + body.length);
+  out[0] = body.length >> 8;
+  out[1] = body.length & 0xff;
+  out.set(body, 2);
+  return out;
+}
+
+/**
+ * Cuts length-prefixed frames out of whatever chunks a stream delivers. It refuses an
+ * oversized frame as soon as its prefix is read, so it never holds more than one frame
+ * plus the last chunk pushed.
+ */
+export class FrameReader {
+  constructor() {
+    /** @type {Uint8Array} */
+    this.buf = new Uint8Array(0);
+  }
+
+  /** @param {Uint8Array} chunk */
+  push(chunk) {
+    if (this.buf.length === 0) {
+      this.buf = chunk.slice();
+      return;
+    }
+    const joined = new Uint8Array(this.buf.length + chunk.length);
+    joined.set(this.buf);
+    joined.set(chunk, this.buf.length);
+    this.buf = joined;
+  }
+
+  /**
+   * The next complete frame body, or null if more bytes are needed.
+   * @returns {Uint8Array | null}
+   * @throws {DecodeError} when the announced length is over the limit (the stream is then unusable)
+   */
+  next() {
+    if (this.buf.length < 2) return null;
+    const len = (this.buf[0] << 8) | this.buf[1];
+    if (len > MAX_FRAME_BYTES) throw new DecodeError(`frame of ${len} bytes is over the ${MAX_FRAME_BYTES}-byte limit`);
+    if (this.buf.length < 2 + len) return null;
+    const body = this.buf.slice(2, 2 + len);
+    this.buf = this.buf.subarray(2 + len);
+    return body;
+  }
+
+  /** Bytes held that do not yet form a frame. */
+  get pending() {
+    return this.buf.length;
+  }
+}

@@ -1,0 +1,209 @@
+// @ts-check
+/**
+ * @file Connection quality: what a receiver measures about incoming media (for its
+ * `ReceiverReport`), how a connection is classed for the indicator (good / fair / poor),
+ * and the sender's bitrate controller that follows the partner's reports and the
+ * transport's send-rate estimate.
+ *
+ * The controller is additive-increase / multiplicative-decrease, like the congestion
+ * controllers it sits on top of: it backs off at once and hard when the partner reports
+ * loss or the estimate falls below what we send, and creeps up slowly while the reports
+ * are clean, so a call settles just under what the path carries instead of oscillating.
+ *
+ * No browser API here: Node's test runner covers all of it. Times are milliseconds on
+ * any monotonic clock, passed in.
+ */
+
+import { TRACK_VIDEO } from "./protocol.js";
+
+/** @typedef {"good" | "fair" | "poor" | "unknown"} Quality */
+
+/** Below both: good. Above either poor line: poor. In between: fair. */
+export const GOOD_RTT_MS = 150;
+export const POOR_RTT_MS = 400;
+export const GOOD_LOSS_PERMILLE = 20;
+export const POOR_LOSS_PERMILLE = 80;
+
+/**
+ * @param {{rttMs: number | null, lossPermille: number | null}} m the latest measurements;
+ *   null where nothing is known yet
+ * @returns {Quality}
+ */
+export function classifyQuality(m) {
+  if (m.rttMs === null && m.lossPermille === null) return "unknown";
+  const rtt = m.rttMs ?? 0;
+  const loss = m.lossPermille ?? 0;
+  if (rtt > POOR_RTT_MS || loss > POOR_LOSS_PERMILLE) return "poor";
+  if (rtt > GOOD_RTT_MS || loss > GOOD_LOSS_PERMILLE) return "fair";
+  return "good";
+}
+
+/** Video bitrate bounds, in kbit/s: the floor still shows a face; the ceiling is plenty for 640×480. */
+export const MIN_VIDEO_KBPS = 150;
+export const MAX_VIDEO_KBPS = 2500;
+export const START_VIDEO_KBPS = 800;
+/** Loss the partner may report before we back off (a few lost packets are normal). */
+const BACKOFF_LOSS_PERMILLE = 30;
+/** Loss at which we back off hard. */
+const HEAVY_LOSS_PERMILLE = 100;
+/** At most one decrease per this long: each report covers about a second. */
+const DECREASE_HOLDOFF_MS = 1000;
+/** Clean time after a decrease before increasing again. */
+const INCREASE_HOLDOFF_MS = 3000;
+/** Increase per clean report: 5%, at least this many kbit/s. */
+const MIN_INCREASE_KBPS = 20;
+
+/** Picks the video encoder's target bitrate. */
+export class BitrateController {
+  /** @param {{min?: number, max?: number, start?: number}} [options] kbit/s */
+  constructor(options = {}) {
+    this.min = options.min ?? MIN_VIDEO_KBPS;
+    this.max = options.max ?? MAX_VIDEO_KBPS;
+    this.startKbps = Math.min(this.max, Math.max(this.min, options.start ?? START_VIDEO_KBPS));
+    this.target = this.startKbps;
+    this.lastDecreaseMs = -Infinity;
+    this.lastIncreaseMs = -Infinity;
+    /** @type {number | null} */
+    this.estimateKbps = null;
+  }
+
+  /** A new partner: start again from the starting rate (their path is not ours). */
+  reset() {
+    this.target = this.startKbps;
+    this.lastDecreaseMs = -Infinity;
+    this.lastIncreaseMs = -Infinity;
+    this.estimateKbps = null;
+  }
+
+  /** @param {number} kbps */
+  clamp(kbps) {
+    return Math.round(Math.min(this.max, Math.max(this.min, kbps)));
+  }
+
+  /**
+   * The partner's receiver report about our media.
+   * @param {{loss_permille: number}} report
+   * @param {number} nowMs
+   * @returns {number} the new target
+   */
+  onPeerReport(report, nowMs) {
+    const loss = report.loss_permille;
+    if (loss >= BACKOFF_LOSS_PERMILLE) {
+      if (nowMs - this.lastDecreaseMs >= DECREASE_HOLDOFF_MS) {
+        const factor = loss >= HEAVY_LOSS_PERMILLE ? 0.6 : 0.85;
+        this.target = this.clamp(this.target * factor);
+        this.lastDecreaseMs = nowMs;
+      }
+    } else if (loss <= BACKOFF_LOSS_PERMILLE / 2 && nowMs - this.lastDecreaseMs >= INCREASE_HOLDOFF_MS) {
+      let next = this.target + Math.max(MIN_INCREASE_KBPS, this.target * 0.05);
+      // Never climb past what the transport says it can send.
+      if (this.estimateKbps !== null) next = Math.min(next, Math.max(this.target, this.estimateKbps * 0.85));
+      this.target = this.clamp(next);
+      this.lastIncreaseMs = nowMs;
+    }
+    return this.target;
+  }
+
+  /**
+   * The transport's estimate of what it can send (WebTransport `estimatedSendRate`), for
+   * the whole session: audio and overhead ride on it too, so video keeps under 85% of it.
+   * @param {number | null} kbps
+   * @param {number} nowMs
+   * @returns {number} the new target
+   */
+  onSendEstimate(kbps, nowMs) {
+    if (kbps === null || !Number.isFinite(kbps) || kbps <= 0) return this.target;
+    const previous = this.estimateKbps;
+    this.estimateKbps = kbps;
+    const ceiling = kbps * 0.85;
+    if (this.target > ceiling && (previous === null || kbps < previous || nowMs - this.lastDecreaseMs >= DECREASE_HOLDOFF_MS)) {
+      this.target = this.clamp(ceiling);
+      this.lastDecreaseMs = nowMs;
+    }
+    return this.target;
+  }
+}
+
+/** Reports cover about this long. */
+export const REPORT_INTERVAL_MS = 1000;
+
+/**
+ * Measures incoming media for `ReceiverReport`: loss from sequence-number gaps (per
+ * track), interarrival jitter (RFC 3550 style, from capture stamps against arrival) and
+ * the bitrate received. Reset on a new pairing.
+ */
+export class ReceiveMeter {
+  constructor() {
+    /** Per track: highest sequence number seen, at the last report, and datagrams since. @type {Map<number, {highest: number, atReport: number, received: number}>} */
+    this.tracks = new Map();
+    this.bytes = 0;
+    this.jitterMs = 0;
+    /** @type {number | null} */
+    this.lastTransitMs = null;
+    /** @type {number | null} */
+    this.intervalStartMs = null;
+  }
+
+  reset() {
+    this.tracks.clear();
+    this.bytes = 0;
+    this.jitterMs = 0;
+    this.lastTransitMs = null;
+    this.intervalStartMs = null;
+  }
+
+  /**
+   * One datagram arrived.
+   * @param {{track: number, seq: number, capture_us: bigint}} header
+   * @param {number} size bytes
+   * @param {number} arrivalMs the receiver's wall clock (same epoch as capture_us, in ms)
+   */
+  onDatagram(header, size, arrivalMs) {
+    if (this.intervalStartMs === null) this.intervalStartMs = arrivalMs;
+    this.bytes += size;
+    const t = this.tracks.get(header.track);
+    if (!t) {
+      // The first datagram seen counts as the start: earlier ones were never expected.
+      this.tracks.set(header.track, { highest: header.seq, atReport: header.seq - 1, received: 1 });
+    } else {
+      t.received++;
+      if (header.seq > t.highest) t.highest = header.seq;
+    }
+    if (header.track === TRACK_VIDEO) return; // a video frame's fragments share a stamp: use audio's steady rhythm
+    const transit = arrivalMs - Number(header.capture_us) / 1000;
+    if (this.lastTransitMs !== null) {
+      const d = Math.abs(transit - this.lastTransitMs);
+      this.jitterMs += (d - this.jitterMs) / 16;
+    }
+    this.lastTransitMs = transit;
+  }
+
+  /**
+   * The report for the interval since the last one, and starts a new interval.
+   * @param {number} nowMs same clock as `arrivalMs`
+   * @param {number} framesDecoded video frames decoded since the session began
+   * @returns {import("./protocol.js").ReceiverReport}
+   */
+  report(nowMs, framesDecoded) {
+    let expected = 0;
+    let received = 0;
+    for (const t of this.tracks.values()) {
+      expected += Math.max(0, t.highest - t.atReport);
+      received += t.received;
+      t.atReport = t.highest;
+      t.received = 0;
+    }
+    const lost = Math.max(0, expected - received);
+    const loss_permille = expected > 0 ? Math.min(1000, Math.round((lost * 1000) / expected)) : 0;
+    const elapsed = this.intervalStartMs === null ? REPORT_INTERVAL_MS : Math.max(1, nowMs - this.intervalStartMs);
+    const bitrate_kbps = Math.min(0xffffffff, Math.round((this.bytes * 8) / elapsed));
+    this.bytes = 0;
+    this.intervalStartMs = nowMs;
+    return {
+      loss_permille,
+      jitter_ms: Math.min(0xffff, Math.round(this.jitterMs)),
+      frames_decoded: framesDecoded >>> 0,
+      bitrate_kbps,
+    };
+  }
+}
