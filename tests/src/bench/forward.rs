@@ -1,0 +1,760 @@
+//! The media scenarios: `forward` and `floor` (the relay and the plain UDP floor under the
+//! same load, in the same run), `impaired` (the relay through each shaper profile) and the
+//! driving half of `handover`.
+//!
+//! One function, [`drive`], runs a load against either forwarder: it sets the pairs up,
+//! starts the sender and the receive tasks, samples the forwarder's CPU and counters at the
+//! start and end of the measured window, drains in-flight media, and returns a [`PathRun`].
+
+use super::load::{self, GapWindows, MediaSpec, RecvReport, SendReport, Slot, Transport, Window};
+use super::process::{FloorProcess, RelayProcess};
+use super::procfs::{self, CpuSample};
+use super::report::{num, pct, Table, Target};
+use super::stats::{ratio, round3, round_sig, LatencyHistogram};
+use super::{BenchError, Common};
+use crate::impair::{Profile, Shaper, ShaperConfig, ShaperHandle};
+use duet_client::{Client, ClientEndpoint};
+use duet_proto::ServerMsg;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Longest wait for one pair to be connected and matched during setup.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Longest wait for the receive tasks to hand their figures back after the stop signal.
+const COLLECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The sender's lag (p99) beyond which the load generator counts as behind schedule.
+const BEHIND_LAG_MS: f64 = 5.0;
+
+/// The load of one run.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub pairs: usize,
+    pub seconds: f64,
+    pub warmup: f64,
+    pub media: MediaSpec,
+}
+
+/// A shaper profile in front of one end of each pair (both ends with `both`).
+#[derive(Debug, Clone)]
+pub struct Shaping {
+    pub name: String,
+    pub profile: Profile,
+    pub both: bool,
+    /// With periodic handovers: the period, for per-handover gap windows.
+    pub handover_every: Option<Duration>,
+}
+
+/// One forwarder under one load: what the tables and the JSON show. In a floor run the
+/// `relay_*` figures are the floor forwarder process's.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PathRun {
+    pub forwarder: String,
+    pub profile: Option<String>,
+    pub pairs: usize,
+    pub seconds: f64,
+    pub video_kbps: u32,
+    pub audio_pps: u32,
+    pub frames_sent: u64,
+    pub frames_delivered: u64,
+    pub delivered_ratio: Option<f64>,
+    pub datagrams_sent: u64,
+    pub datagrams_delivered: u64,
+    pub datagrams_forwarded: u64,
+    pub bytes_forwarded: u64,
+    pub forwarded_per_s: f64,
+    pub forwarder_drops: Option<serde_json::Value>,
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p95: Option<f64>,
+    pub latency_ms_p99: Option<f64>,
+    pub latency_ms_max: Option<f64>,
+    /// `(percentile, ms)` points of the latency distribution, for the charts.
+    pub latency_cdf: Vec<(f64, f64)>,
+    pub relay_cpu_s: f64,
+    pub relay_cpu_user_s: f64,
+    pub relay_cpu_system_s: f64,
+    /// CPU cores the forwarder kept busy on average over the window.
+    pub relay_cpu_cores: f64,
+    pub relay_cpu_us_per_datagram: Option<f64>,
+    pub relay_cpu_s_per_million_datagrams: Option<f64>,
+    pub relay_cpu_s_per_gb: Option<f64>,
+    pub relay_rss_mb: f64,
+    pub relay_rss_peak_mb: f64,
+    /// CPU cores the load generator (this process: clients, sender, shapers) used.
+    pub loadgen_cpu_cores: f64,
+    /// CPU cores everything else on the machine used meanwhile (other builds and tests on
+    /// a shared machine): high values make every figure here less trustworthy.
+    pub other_cpu_cores: f64,
+    pub send_lag_ms_p99: Option<f64>,
+    pub frames_skipped: u64,
+    /// The generator fell behind its schedule (lag or skipped frames): the figures then
+    /// describe the generator as much as the forwarder.
+    pub loadgen_behind: bool,
+    pub sessions_lost: u64,
+    pub rematches: u64,
+    pub errors: Vec<String>,
+}
+
+/// What a [`drive`] hands back besides the row: each pair's two receive reports (the
+/// shaped end first) for the handover figures.
+pub struct PairReports {
+    pub shaped: RecvReport,
+    pub partner: RecvReport,
+}
+
+/// The forwarder a run goes through.
+pub enum Forwarder<'a> {
+    Relay(&'a RelayProcess),
+    Floor(&'a mut FloorProcess),
+}
+
+struct Sample {
+    at: Instant,
+    cpu: CpuSample,
+    own: CpuSample,
+    machine: f64,
+    datagrams: u64,
+    bytes: u64,
+    drops: Option<serde_json::Value>,
+}
+
+async fn sample(fwd: &mut Forwarder<'_>) -> Result<Sample, BenchError> {
+    let at = Instant::now();
+    let (pid, datagrams, bytes, drops) = match fwd {
+        Forwarder::Relay(r) => {
+            let s = r.status().await?;
+            let n = |k: &str| s.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+            (
+                r.pid_str(),
+                n("datagrams_forwarded"),
+                n("bytes_forwarded"),
+                s.get("drops").cloned(),
+            )
+        }
+        Forwarder::Floor(f) => {
+            let (d, b) = f.counters()?;
+            (f.pid_str(), d, b, None)
+        }
+    };
+    let cpu =
+        procfs::cpu(&pid).ok_or_else(|| BenchError::Process(format!("cannot read /proc/{pid}")))?;
+    let own = procfs::cpu("self").unwrap_or_default();
+    let machine = procfs::machine_busy_s().unwrap_or(0.0);
+    Ok(Sample {
+        at,
+        cpu,
+        own,
+        machine,
+        datagrams,
+        bytes,
+        drops,
+    })
+}
+
+fn drops_delta(
+    a: &Option<serde_json::Value>,
+    b: &Option<serde_json::Value>,
+) -> Option<serde_json::Value> {
+    let (a, b) = (a.as_ref()?.as_object()?, b.as_ref()?.as_object()?);
+    let mut out = serde_json::Map::new();
+    for (k, v) in b {
+        let before = a.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+        out.insert(
+            k.clone(),
+            (v.as_u64().unwrap_or(0).saturating_sub(before)).into(),
+        );
+    }
+    Some(out.into())
+}
+
+/// Waits for `Matched` on a fresh session.
+async fn matched(c: &mut Client) -> Result<u64, BenchError> {
+    Ok(c.wait_for(SETUP_TIMEOUT, "Matched", |m| match m {
+        ServerMsg::Matched(m) => Some(m.match_id),
+        _ => None,
+    })
+    .await?)
+}
+
+struct Setup {
+    slots: Vec<Arc<Slot>>,
+    clients: Vec<Client>,
+    /// Per pair: when its shaper's timeline started (for handover windows).
+    origins: Vec<Option<Instant>>,
+    _shapers: Vec<ShaperHandle>,
+    _endpoints: Vec<Arc<ClientEndpoint>>,
+}
+
+/// Sessions ready to carry media, before any is sent.
+enum Prepared {
+    Quic(Setup),
+    Udp(Vec<Arc<Slot>>),
+}
+
+async fn setup_relay(
+    relay: &RelayProcess,
+    common: &Common,
+    load: &LoadOptions,
+    shaping: Option<&Shaping>,
+) -> Result<Setup, BenchError> {
+    let idle = common.idle_timeout();
+    let sessions = load.pairs * 2;
+    let per = common.sessions_per_endpoint.max(1);
+    let mut endpoints = Vec::new();
+    for _ in 0..sessions.div_ceil(per) {
+        endpoints.push(Arc::new(load::endpoint(
+            relay.cert_hash,
+            common.socket_buffer,
+            idle,
+        )?));
+    }
+    let mut s = Setup {
+        slots: Vec::new(),
+        clients: Vec::new(),
+        origins: Vec::new(),
+        _shapers: Vec::new(),
+        _endpoints: Vec::new(),
+    };
+    for p in 0..load.pairs {
+        let mut origin = None;
+        let mut pair = Vec::new();
+        for end in 0..2 {
+            let i = p * 2 + end;
+            let mut target = relay.quic;
+            if let Some(sh) = shaping.filter(|sh| end == 0 || sh.both) {
+                let cfg =
+                    ShaperConfig::new(([127, 0, 0, 1], 0).into(), relay.quic, sh.profile.clone())
+                        .with_seed(common.seed.wrapping_add(i as u64));
+                let shaper = Shaper::start(cfg).await?;
+                origin.get_or_insert_with(Instant::now);
+                target = shaper.local_addr();
+                s._shapers.push(shaper);
+            }
+            let opts = load::connect_options(target, relay.cert_hash, idle);
+            let endpoint = &endpoints[i / per];
+            let mut c = tokio::time::timeout(SETUP_TIMEOUT, Client::connect_on(endpoint, &opts))
+                .await
+                .map_err(|_| BenchError::Setup(format!("session {i} did not connect")))??;
+            tokio::time::timeout(SETUP_TIMEOUT, c.hello(&format!("bench-{i}"), &[], None))
+                .await
+                .map_err(|_| BenchError::Setup(format!("session {i} got no Welcome")))??;
+            pair.push(c);
+        }
+        let mut ids = Vec::new();
+        for c in pair.iter_mut() {
+            ids.push(matched(c).await?);
+        }
+        for (c, id) in pair.into_iter().zip(ids) {
+            s.slots
+                .push(Slot::new(Transport::Quic(c.connection().clone()), id));
+            s.clients.push(c);
+        }
+        s.origins.push(origin);
+    }
+    s._endpoints = endpoints;
+    Ok(s)
+}
+
+async fn setup_floor(
+    floor: &FloorProcess,
+    common: &Common,
+    load: &LoadOptions,
+) -> Result<Vec<Arc<Slot>>, BenchError> {
+    let mut slots = Vec::new();
+    for p in 0..load.pairs {
+        for _ in 0..2 {
+            let std = super::floor::sized_socket(([127, 0, 0, 1], 0).into(), common.socket_buffer)
+                .and_then(|s| s.set_nonblocking(true).map(|_| s))
+                .map_err(|e| BenchError::Process(format!("client socket: {e}")))?;
+            let socket = tokio::net::UdpSocket::from_std(std)
+                .map_err(|e| BenchError::Process(format!("client socket: {e}")))?;
+            // Match ids are the pair's number: the floor learns the two ends from them.
+            slots.push(Slot::new(
+                Transport::Udp {
+                    socket: Arc::new(socket),
+                    to: floor.addr,
+                },
+                p as u64 + 1,
+            ));
+        }
+    }
+    Ok(slots)
+}
+
+/// Runs `load` through `fwd` and measures it.
+pub async fn drive(
+    mut fwd: Forwarder<'_>,
+    common: &Common,
+    load: &LoadOptions,
+    shaping: Option<&Shaping>,
+) -> Result<(PathRun, Vec<PairReports>), BenchError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut receivers = Vec::new();
+    let slots;
+    let mut origins = Vec::new();
+    let mut _keep = None;
+    // Sessions are set up first; the window is placed after the warm-up that follows.
+    let prepared = match &fwd {
+        Forwarder::Relay(relay) => Prepared::Quic(setup_relay(relay, common, load, shaping).await?),
+        Forwarder::Floor(floor) => Prepared::Udp(setup_floor(floor, common, load).await?),
+    };
+    let warmup = Duration::from_secs_f64(load.warmup.max(0.0));
+    let seconds = Duration::from_secs_f64(load.seconds.max(0.1));
+    let t_start = Instant::now() + warmup;
+    let t_end = t_start + seconds;
+    let wall_start = load::now_us() + warmup.as_micros() as u64;
+    let window = Window {
+        start_us: wall_start,
+        end_us: wall_start + seconds.as_micros() as u64,
+    };
+    match prepared {
+        Prepared::Quic(setup) => {
+            let every = shaping.and_then(|s| s.handover_every);
+            for (i, (client, slot)) in setup
+                .clients
+                .into_iter()
+                .zip(setup.slots.iter())
+                .enumerate()
+            {
+                let gaps = match (every, setup.origins.get(i / 2).copied().flatten()) {
+                    (Some(every), Some(origin)) => {
+                        // Enough windows for every handover until the receivers stop.
+                        let n = ((origin.elapsed() + warmup + seconds).as_secs_f64()
+                            / every.as_secs_f64())
+                        .ceil() as usize
+                            + 2;
+                        Some(GapWindows::new(origin + every, every, n))
+                    }
+                    _ => None,
+                };
+                receivers.push(tokio::spawn(load::receive_quic(
+                    client,
+                    slot.clone(),
+                    window,
+                    gaps,
+                    t_end,
+                    stop_rx.clone(),
+                )));
+            }
+            origins = setup.origins;
+            slots = setup.slots;
+            _keep = Some((setup._shapers, setup._endpoints));
+        }
+        Prepared::Udp(udp_slots) => {
+            for slot in &udp_slots {
+                receivers.push(tokio::spawn(load::receive_udp(
+                    slot.clone(),
+                    window,
+                    stop_rx.clone(),
+                )));
+            }
+            slots = udp_slots;
+        }
+    }
+    // One sender per endpoint's worth of sessions: sending takes each connection's lock,
+    // which its driver holds while it encrypts, and one stalled send must not hold up
+    // every other session's schedule.
+    let senders: Vec<_> = slots
+        .chunks(common.sessions_per_endpoint.max(1))
+        .map(|group| tokio::spawn(load::send_media(group.to_vec(), load.media, window, t_end)))
+        .collect();
+
+    tokio::time::sleep_until(t_start).await;
+    let a = sample(&mut fwd).await?;
+    tokio::time::sleep_until(t_end).await;
+    let b = sample(&mut fwd).await?;
+    let pid = match &fwd {
+        Forwarder::Relay(r) => r.pid_str(),
+        Forwarder::Floor(f) => f.pid_str(),
+    };
+    let (rss, peak) = procfs::rss_mib(&pid).unwrap_or((0.0, 0.0));
+    let mut sent = SendReport::default();
+    for sender in senders {
+        let part = sender
+            .await
+            .map_err(|e| BenchError::Setup(format!("sender task failed: {e}")))?;
+        sent.merge(part);
+    }
+    // In-flight media (shaper queues hold up to a second) arrives before the receivers stop.
+    // Half the window, within 1.2 s (a shaper's queue plus its delay) and 2.5 s (the
+    // `congested` profile's full second of buffer, with room to spare).
+    let drain = if shaping.is_some() {
+        Duration::from_secs_f64((load.seconds / 2.0).clamp(1.2, 2.5))
+    } else {
+        Duration::from_millis(500)
+    };
+    tokio::time::sleep(drain).await;
+    let _ = stop_tx.send(true);
+    let mut reports = Vec::new();
+    for r in receivers {
+        match tokio::time::timeout(COLLECT_TIMEOUT, r).await {
+            Ok(Ok(rep)) => reports.push(rep),
+            _ => reports.push(RecvReport {
+                lost: true,
+                errors: vec!["receive task did not finish".into()],
+                ..RecvReport::default()
+            }),
+        }
+    }
+    drop(_keep);
+
+    let wall = (b.at - a.at).as_secs_f64().max(1e-3);
+    let cpu = a.cpu.until(&b.cpu);
+    let own = a.own.until(&b.own);
+    let datagrams = b.datagrams.saturating_sub(a.datagrams);
+    let bytes = b.bytes.saturating_sub(a.bytes);
+    let mut latency = LatencyHistogram::new();
+    let mut run = PathRun {
+        forwarder: match fwd {
+            Forwarder::Relay(_) => "relay".into(),
+            Forwarder::Floor(_) => "floor".into(),
+        },
+        profile: shaping.map(|s| s.name.clone()),
+        pairs: load.pairs,
+        seconds: round3(wall),
+        video_kbps: load.media.video_kbps,
+        audio_pps: load.media.audio_pps,
+        frames_sent: sent.frames_in_window,
+        datagrams_sent: sent.datagrams_in_window,
+        datagrams_forwarded: datagrams,
+        bytes_forwarded: bytes,
+        forwarded_per_s: round3(datagrams as f64 / wall),
+        forwarder_drops: drops_delta(&a.drops, &b.drops),
+        relay_cpu_s: round3(cpu.total_s),
+        relay_cpu_user_s: round3(cpu.user_s),
+        relay_cpu_system_s: round3(cpu.system_s),
+        relay_cpu_cores: round3(cpu.total_s / wall),
+        relay_cpu_us_per_datagram: ratio(cpu.total_s * 1e6, datagrams as f64)
+            .map(|v| round_sig(v, 4)),
+        relay_cpu_s_per_million_datagrams: ratio(cpu.total_s * 1e6, datagrams as f64)
+            .map(|v| round_sig(v, 4)),
+        relay_cpu_s_per_gb: ratio(cpu.total_s * 1e9, bytes as f64).map(|v| round_sig(v, 4)),
+        relay_rss_mb: round3(rss),
+        relay_rss_peak_mb: round3(peak),
+        loadgen_cpu_cores: round3(own.total_s / wall),
+        other_cpu_cores: round3(
+            ((b.machine - a.machine) - cpu.total_s - own.total_s).max(0.0) / wall,
+        ),
+        send_lag_ms_p99: sent.lag.quantile_ms(0.99),
+        frames_skipped: sent.frames_skipped,
+        ..PathRun::default()
+    };
+    for r in &reports {
+        run.frames_delivered += r.frames_in_window;
+        run.datagrams_delivered += r.datagrams_in_window;
+        run.sessions_lost += u64::from(r.lost);
+        run.rematches += u64::from(r.matches);
+        latency.merge(&r.latency);
+        for e in &r.errors {
+            if run.errors.len() < 10 {
+                run.errors.push(e.clone());
+            }
+        }
+    }
+    if sent.send_errors > 0 && run.errors.len() < 10 {
+        run.errors.push(format!(
+            "{} datagrams refused by the sending side",
+            sent.send_errors
+        ));
+    }
+    run.delivered_ratio =
+        ratio(run.frames_delivered as f64, run.frames_sent as f64).map(|v| (v * 1e5).round() / 1e5);
+    let s = latency.summary();
+    (
+        run.latency_ms_p50,
+        run.latency_ms_p95,
+        run.latency_ms_p99,
+        run.latency_ms_max,
+    ) = (s.p50, s.p95, s.p99, s.max);
+    run.latency_cdf = latency.cdf();
+    run.loadgen_behind =
+        run.frames_skipped > 0 || run.send_lag_ms_p99.is_some_and(|l| l > BEHIND_LAG_MS);
+
+    let mut pairs = Vec::new();
+    let mut it = reports.into_iter();
+    for _ in 0..origins.len() {
+        if let (Some(shaped), Some(partner)) = (it.next(), it.next()) {
+            pairs.push(PairReports { shaped, partner });
+        }
+    }
+    Ok((run, pairs))
+}
+
+/// One `forward` load size: the relay, the floor (unless skipped) and their ratio.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardRun {
+    #[serde(flatten)]
+    pub relay: PathRun,
+    pub floor: Option<PathRun>,
+    /// Relay CPU per forwarded datagram over the floor's, same load, same run.
+    pub relay_cpu_ratio_to_floor: Option<f64>,
+    pub relay_latency_ms_p99_over_floor: Option<f64>,
+    pub targets: Vec<Target>,
+}
+
+/// `forward` (and `floor`): each load size through a fresh relay, then through the floor.
+pub async fn forward(
+    common: &Common,
+    pair_counts: &[usize],
+    load: &LoadOptions,
+    with_floor: bool,
+    shaping: Option<&Shaping>,
+) -> Result<Vec<ForwardRun>, BenchError> {
+    let mut runs = Vec::new();
+    for &pairs in pair_counts {
+        let load = LoadOptions {
+            pairs,
+            ..load.clone()
+        };
+        eprintln!(
+            "forward: {pairs} pairs through the relay for {:.0} s…",
+            load.seconds
+        );
+        let relay = RelayProcess::start(&common.relay_options(pairs * 2 + 16))?;
+        let (relay_run, _) = drive(Forwarder::Relay(&relay), common, &load, shaping).await?;
+        drop(relay);
+        let floor_run = if with_floor {
+            eprintln!(
+                "forward: {pairs} pairs through the plain UDP floor for {:.0} s…",
+                load.seconds
+            );
+            let max = (load.warmup + load.seconds).ceil() as u64 + 60;
+            let mut floor = FloorProcess::start(common.socket_buffer, max)?;
+            let (run, _) = drive(Forwarder::Floor(&mut floor), common, &load, None).await?;
+            Some(run)
+        } else {
+            None
+        };
+        let cpu_ratio = floor_run.as_ref().and_then(|f| {
+            ratio(
+                relay_run.relay_cpu_us_per_datagram?,
+                f.relay_cpu_us_per_datagram?,
+            )
+            .map(|v| round_sig(v, 3))
+        });
+        let lat_ratio = floor_run.as_ref().and_then(|f| {
+            ratio(relay_run.latency_ms_p99?, f.latency_ms_p99?).map(|v| round_sig(v, 3))
+        });
+        let mut targets = Vec::new();
+        if shaping.is_none() {
+            targets.push(Target::at_most(
+                format!("relay CPU/datagram ÷ floor ({pairs} pairs)"),
+                2.5,
+                cpu_ratio,
+            ));
+            targets.push(Target::at_most(
+                format!("latency p99 ms ({pairs} pairs)"),
+                2.0,
+                relay_run.latency_ms_p99,
+            ));
+            targets.push(Target::at_least(
+                format!("delivered ratio ({pairs} pairs)"),
+                0.999,
+                relay_run.delivered_ratio,
+            ));
+        }
+        runs.push(ForwardRun {
+            relay: relay_run,
+            floor: floor_run,
+            relay_cpu_ratio_to_floor: cpu_ratio,
+            relay_latency_ms_p99_over_floor: lat_ratio,
+            targets,
+        });
+    }
+    Ok(runs)
+}
+
+/// The standard columns of a media row.
+pub fn media_table(title: &str, first: &str, rows: &[(String, &PathRun)]) -> Table {
+    let mut t = Table::new(
+        title,
+        &[
+            first,
+            "pairs",
+            "dg/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "delivered",
+            "CPU µs/dg",
+            "CPU s/M dg",
+            "CPU s/GB",
+            "cores",
+            "RSS MB",
+            "gen cores",
+            "gen lag p99",
+            "other cores",
+        ],
+    );
+    for (label, r) in rows {
+        t.row(vec![
+            label.clone(),
+            r.pairs.to_string(),
+            format!("{:.0}", r.forwarded_per_s),
+            num(r.latency_ms_p50, 2),
+            num(r.latency_ms_p95, 2),
+            num(r.latency_ms_p99, 2),
+            num(r.latency_ms_max, 1),
+            pct(r.delivered_ratio),
+            num(r.relay_cpu_us_per_datagram, 2),
+            num(r.relay_cpu_s_per_million_datagrams, 2),
+            num(r.relay_cpu_s_per_gb, 1),
+            num(Some(r.relay_cpu_cores), 2),
+            num(Some(r.relay_rss_mb), 1),
+            num(Some(r.loadgen_cpu_cores), 2),
+            num(r.send_lag_ms_p99, 2),
+            num(Some(r.other_cpu_cores), 2),
+        ]);
+    }
+    t
+}
+
+/// Tables for `forward` runs.
+pub fn forward_tables(runs: &[ForwardRun]) -> Vec<Table> {
+    let mut rows = Vec::new();
+    for r in runs {
+        rows.push((
+            format!(
+                "relay{}",
+                r.relay
+                    .profile
+                    .as_ref()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default()
+            ),
+            &r.relay,
+        ));
+        if let Some(f) = &r.floor {
+            rows.push(("floor (plain UDP)".to_string(), f));
+        }
+    }
+    let mut t = media_table(
+        "Forwarding: one-way latency client → forwarder → client, CPU of the forwarder process",
+        "forwarder",
+        &rows,
+    );
+    let mut ratios = Table::new(
+        "Relay against the floor (same load, same run)",
+        &[
+            "pairs",
+            "CPU/dg ratio",
+            "p99 ratio",
+            "relay behind?",
+            "floor behind?",
+        ],
+    );
+    for r in runs {
+        ratios.row(vec![
+            r.relay.pairs.to_string(),
+            num(r.relay_cpu_ratio_to_floor, 2),
+            num(r.relay_latency_ms_p99_over_floor, 2),
+            if r.relay.loadgen_behind {
+                "generator behind".into()
+            } else {
+                "no".into()
+            },
+            r.floor.as_ref().map_or("-".into(), |f| {
+                if f.loadgen_behind {
+                    "generator behind".into()
+                } else {
+                    "no".into()
+                }
+            }),
+        ]);
+    }
+    t.title.push_str("");
+    vec![t, ratios]
+}
+
+/// `impaired`: the relay through each profile, one row each.
+pub async fn impaired(
+    common: &Common,
+    profiles: &[String],
+    load: &LoadOptions,
+    both: bool,
+) -> Result<(Vec<PathRun>, Vec<Target>), BenchError> {
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for name in profiles {
+        let profile = Profile::named(name).map_err(|e| BenchError::Setup(e.to_string()))?;
+        let one_way = profile.delay;
+        let shaping = Shaping {
+            name: name.clone(),
+            profile,
+            both,
+            handover_every: None,
+        };
+        eprintln!(
+            "impaired: {} pairs through `{name}` for {:.0} s…",
+            load.pairs, load.seconds
+        );
+        let relay = RelayProcess::start(&common.relay_options(load.pairs * 2 + 16))?;
+        let (run, _) = drive(Forwarder::Relay(&relay), common, load, Some(&shaping)).await?;
+        if name == "cellular" {
+            targets.push(Target::at_least(
+                "cellular delivered ratio",
+                0.97,
+                run.delivered_ratio,
+            ));
+            let legs = if both { 2.0 } else { 1.0 };
+            let limit = one_way.as_secs_f64() * 1000.0 * legs + 60.0;
+            targets.push(Target::at_most(
+                "cellular latency p95 ms (profile delay + 60)",
+                limit,
+                run.latency_ms_p95,
+            ));
+        }
+        rows.push(run);
+    }
+    Ok((rows, targets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_json_has_the_keys_the_issue_asks_for() {
+        let run = ForwardRun {
+            relay: PathRun {
+                pairs: 100,
+                ..PathRun::default()
+            },
+            floor: Some(PathRun::default()),
+            relay_cpu_ratio_to_floor: Some(2.0),
+            relay_latency_ms_p99_over_floor: None,
+            targets: vec![],
+        };
+        let v = serde_json::to_value(&run).expect("serializes");
+        for key in [
+            "pairs",
+            "datagrams_forwarded",
+            "latency_ms_p50",
+            "latency_ms_p99",
+            "delivered_ratio",
+            "relay_cpu_us_per_datagram",
+            "relay_rss_mb",
+            "relay_cpu_ratio_to_floor",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert_eq!(v["pairs"], 100);
+        assert!(v["floor"].get("relay_cpu_us_per_datagram").is_some());
+    }
+
+    #[test]
+    fn drop_counters_are_deltas() {
+        let a = Some(serde_json::json!({"no_partner": 3, "send_failed": 1}));
+        let b = Some(serde_json::json!({"no_partner": 5, "send_failed": 1, "new": 2}));
+        assert_eq!(
+            drops_delta(&a, &b),
+            Some(serde_json::json!({"no_partner": 2, "send_failed": 0, "new": 2}))
+        );
+        assert_eq!(drops_delta(&None, &b), None);
+    }
+}

@@ -1,0 +1,730 @@
+//! The load generator: many native sessions on a few shared client endpoints, one sender
+//! task that paces every session's video and audio, and one receive task per session that
+//! tracks frames and latency.
+//!
+//! Efficiency decides whether the figures describe the relay or the generator, so:
+//!
+//! * sessions share client endpoints (one UDP socket and one QUIC driver task per
+//!   [`LoadOptions::sessions_per_endpoint`] sessions), with socket buffers sized like the
+//!   relay's;
+//! * one sender task serves every session: it wakes when the earliest frame is due, sends
+//!   what is due and sleeps again, so there is no timer per session. Sessions' schedules
+//!   are spread evenly over a frame interval, as independent people's cameras are;
+//! * payloads are one shared buffer, headers are written into one reused buffer, and the
+//!   receive side reads the header in place and counts fragments in a fixed ring: nothing
+//!   on the per-datagram path allocates (quinn and wtransport allocate their own packet
+//!   buffers, which is part of what is measured);
+//! * the sender measures how late it sends against its schedule and counts frames it had
+//!   to skip; the report says when the generator fell behind.
+//!
+//! The same sender and receive tracking drive the floor (plain UDP) transport, so the two
+//! carry byte-for-byte the same load.
+
+use super::stats::LatencyHistogram;
+use duet_client::{Client, ClientEndpoint, ConnectOptions};
+use duet_proto::limits::MAX_MEDIA_DATAGRAM_BYTES;
+use duet_proto::media::{peek_match_id, MediaHeader, Track};
+use duet_proto::ServerMsg;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// `Slot::match_id` when the session has no partner.
+pub const NO_MATCH: u64 = u64::MAX;
+
+/// Frames of one track tracked at once by a receiver. A frame still incomplete when a
+/// frame this many numbers later arrives is lost. 64 frames is two seconds of 30 fps
+/// video, more than the deepest queue of any profile.
+const FRAME_RING: usize = 64;
+
+/// The sender gives up on a session's backlog beyond this many frame intervals and skips
+/// ahead, counting the skipped frames: a generator that far behind is the bottleneck.
+const MAX_BACKLOG_FRAMES: u32 = 3;
+
+/// Most gap windows a receiver keeps (one per handover): a ten-minute run with a handover
+/// every second.
+const MAX_GAP_WINDOWS: usize = 600;
+
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// What every session sends while paired.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct MediaSpec {
+    pub video_kbps: u32,
+    pub fps: u32,
+    pub audio_pps: u32,
+    pub audio_bytes: usize,
+    /// A keyframe (twice the size) this often.
+    pub keyframe_every: Duration,
+}
+
+impl MediaSpec {
+    pub fn frame_bytes(&self) -> usize {
+        (u64::from(self.video_kbps) * 1000 / 8 / u64::from(self.fps.max(1))) as usize
+    }
+
+    fn video_period(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / f64::from(self.fps.max(1)))
+    }
+
+    fn audio_period(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / f64::from(self.audio_pps.max(1)))
+    }
+}
+
+/// The measured interval, by capture time (µs since the Unix epoch): frames captured in it
+/// are counted on both ends, so in-flight frames at the edges are never miscounted.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub start_us: u64,
+    pub end_us: u64,
+}
+
+impl Window {
+    pub fn contains(&self, us: u64) -> bool {
+        us >= self.start_us && us < self.end_us
+    }
+}
+
+/// How one session sends: over its WebTransport session, or as plain UDP to the floor.
+pub enum Transport {
+    Quic(wtransport::Connection),
+    Udp {
+        socket: Arc<tokio::net::UdpSocket>,
+        to: SocketAddr,
+    },
+}
+
+impl Transport {
+    fn send(&self, datagram: &[u8]) -> bool {
+        match self {
+            Transport::Quic(c) => c.send_datagram(datagram).is_ok(),
+            Transport::Udp { socket, to } => socket.try_send_to(datagram, *to).is_ok(),
+        }
+    }
+
+    /// Payload per datagram. Both transports use the protocol's datagram limit so that the
+    /// relay and the floor carry the same datagrams.
+    fn max_payload(&self) -> usize {
+        let limit = match self {
+            Transport::Quic(c) => c
+                .max_datagram_size()
+                .unwrap_or(MAX_MEDIA_DATAGRAM_BYTES)
+                .min(MAX_MEDIA_DATAGRAM_BYTES),
+            Transport::Udp { .. } => MAX_MEDIA_DATAGRAM_BYTES,
+        };
+        MediaHeader::max_payload(limit)
+    }
+}
+
+/// What the sender and a session's receive task share.
+pub struct Slot {
+    pub transport: Transport,
+    /// The current pairing, [`NO_MATCH`] while unpaired. Set by the receive task.
+    pub match_id: AtomicU64,
+}
+
+impl Slot {
+    pub fn new(transport: Transport, match_id: u64) -> Arc<Slot> {
+        Arc::new(Slot {
+            transport,
+            match_id: AtomicU64::new(match_id),
+        })
+    }
+}
+
+/// The sender's side of the figures.
+#[derive(Debug, Default)]
+pub struct SendReport {
+    pub frames_in_window: u64,
+    pub datagrams_in_window: u64,
+    pub datagrams_sent: u64,
+    pub send_errors: u64,
+    pub frames_skipped: u64,
+    /// How late frames went out against their schedule.
+    pub lag: LatencyHistogram,
+}
+
+impl SendReport {
+    /// Adds another sender's figures.
+    pub fn merge(&mut self, other: SendReport) {
+        self.frames_in_window += other.frames_in_window;
+        self.datagrams_in_window += other.datagrams_in_window;
+        self.datagrams_sent += other.datagrams_sent;
+        self.send_errors += other.send_errors;
+        self.frames_skipped += other.frames_skipped;
+        self.lag.merge(&other.lag);
+    }
+}
+
+struct Schedule {
+    next_video: Instant,
+    next_audio: Instant,
+    vseq: u32,
+    aseq: u32,
+    vframe: u32,
+    aframe: u32,
+    last_key: Instant,
+}
+
+/// Sends every paired slot's media from `start` until `stop`, on schedule.
+pub async fn send_media(
+    slots: Vec<Arc<Slot>>,
+    spec: MediaSpec,
+    window: Window,
+    stop: Instant,
+) -> SendReport {
+    let mut report = SendReport::default();
+    let vp = spec.video_period();
+    let ap = spec.audio_period();
+    let start = Instant::now();
+    let n = slots.len().max(1) as f64;
+    // Phases spread evenly over a frame interval: independent cameras do not tick together.
+    let mut sched: Vec<Schedule> = (0..slots.len())
+        .map(|i| Schedule {
+            next_video: start + vp.mul_f64(i as f64 / n),
+            next_audio: start + ap.mul_f64(((i as f64 * 0.618_034) % 1.0).abs()),
+            vseq: 0,
+            aseq: 0,
+            vframe: 0,
+            aframe: 0,
+            last_key: start,
+        })
+        .collect();
+    let frame = spec.frame_bytes().max(1);
+    // One payload buffer for everything: the bytes' values do not matter to any forwarder.
+    let payload: Vec<u8> = (0..frame * 2 + spec.audio_bytes)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut buf = Vec::with_capacity(MAX_MEDIA_DATAGRAM_BYTES);
+    loop {
+        let now = Instant::now();
+        if now >= stop {
+            break;
+        }
+        let mut earliest = stop;
+        for (slot, s) in slots.iter().zip(sched.iter_mut()) {
+            let match_id = slot.match_id.load(Relaxed);
+            for video in [true, false] {
+                let (next, period) = if video {
+                    (&mut s.next_video, vp)
+                } else {
+                    (&mut s.next_audio, ap)
+                };
+                if *next <= now {
+                    let late = now - *next;
+                    if late > period * MAX_BACKLOG_FRAMES {
+                        let behind = (late.as_secs_f64() / period.as_secs_f64()) as u64;
+                        report.frames_skipped += behind;
+                        *next += period.mul_f64(behind as f64);
+                    }
+                    report.lag.record_us(late.as_micros() as u64);
+                    *next += period;
+                    if match_id != NO_MATCH {
+                        let capture_us = now_us();
+                        let in_window = window.contains(capture_us);
+                        let (track, len, key, frame_no, seq) = if video {
+                            let key = now.duration_since(s.last_key) >= spec.keyframe_every
+                                || s.vframe == 0;
+                            if key {
+                                s.last_key = now;
+                            }
+                            s.vframe += 1;
+                            let len = if key { frame * 2 } else { frame };
+                            (Track::Video, len, key, s.vframe - 1, &mut s.vseq)
+                        } else {
+                            s.aframe += 1;
+                            (
+                                Track::Audio,
+                                spec.audio_bytes.max(1),
+                                true,
+                                s.aframe - 1,
+                                &mut s.aseq,
+                            )
+                        };
+                        let sent = send_frame(
+                            &slot.transport,
+                            match_id,
+                            track,
+                            frame_no,
+                            key,
+                            capture_us,
+                            payload.get(..len).unwrap_or(&payload),
+                            seq,
+                            &mut buf,
+                        );
+                        report.datagrams_sent += sent.0;
+                        report.send_errors += sent.1;
+                        if in_window {
+                            report.frames_in_window += 1;
+                            report.datagrams_in_window += sent.0 + sent.1;
+                        }
+                    }
+                }
+                earliest = earliest.min(*next);
+            }
+        }
+        // Yield even when something is already due, so receive tasks on this worker run.
+        if earliest <= Instant::now() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep_until(earliest).await;
+        }
+    }
+    report
+}
+
+/// Sends one frame as fragments; returns (datagrams sent, datagrams refused).
+#[allow(clippy::too_many_arguments)]
+fn send_frame(
+    transport: &Transport,
+    match_id: u64,
+    track: Track,
+    frame: u32,
+    keyframe: bool,
+    capture_us: u64,
+    data: &[u8],
+    seq: &mut u32,
+    buf: &mut Vec<u8>,
+) -> (u64, u64) {
+    let max = transport.max_payload().max(1);
+    let count = data.len().div_ceil(max).max(1);
+    let Ok(frag_count) = u16::try_from(count) else {
+        return (0, 1);
+    };
+    let (mut sent, mut failed) = (0, 0);
+    for (i, chunk) in data.chunks(max).enumerate() {
+        let header = MediaHeader {
+            match_id,
+            track,
+            seq: *seq,
+            frame,
+            frag_index: i as u16,
+            frag_count,
+            keyframe,
+            capture_us,
+        };
+        *seq = seq.wrapping_add(1);
+        header.write_datagram(chunk, buf);
+        if transport.send(buf) {
+            sent += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    (sent, failed)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct FrameSlot {
+    live: bool,
+    frame: u32,
+    count: u16,
+    got: u16,
+    /// Fragments seen, for the first 64 (duplicates beyond that are not expected: QUIC
+    /// never delivers a datagram twice, and plain UDP on loopback does not duplicate).
+    seen: u64,
+}
+
+/// Counts fragments into whole frames with no allocation: a fixed ring per track.
+#[derive(Debug)]
+pub struct FrameTracker {
+    tracks: [[FrameSlot; FRAME_RING]; 2],
+}
+
+impl Default for FrameTracker {
+    fn default() -> Self {
+        Self {
+            tracks: [[FrameSlot::default(); FRAME_RING]; 2],
+        }
+    }
+}
+
+impl FrameTracker {
+    /// Forgets everything (a new pairing starts its frame numbers over).
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Takes one fragment; true when it completes its frame.
+    pub fn push(&mut self, h: &MediaHeader) -> bool {
+        let t = usize::from(h.track == Track::Video);
+        let Some(slot) = self.tracks[t].get_mut(h.frame as usize % FRAME_RING) else {
+            return false;
+        };
+        if !slot.live || slot.frame != h.frame {
+            // A newer frame takes the place of whatever was there (complete or lost).
+            if slot.live && h.frame < slot.frame {
+                return false; // a straggler of a frame already replaced
+            }
+            *slot = FrameSlot {
+                live: true,
+                frame: h.frame,
+                count: h.frag_count,
+                got: 0,
+                seen: 0,
+            };
+        }
+        if slot.got >= slot.count {
+            return false; // already complete: a duplicate
+        }
+        if h.frag_index < 64 {
+            let bit = 1u64 << h.frag_index;
+            if slot.seen & bit != 0 {
+                return false;
+            }
+            slot.seen |= bit;
+        }
+        slot.got += 1;
+        slot.got == slot.count
+    }
+}
+
+/// Longest silence per handover: gaps between whole frames, filed under the handover
+/// window in which they started.
+#[derive(Debug, Clone)]
+pub struct GapWindows {
+    /// When handover 1 happens; handover k is at `first + (k - 1) × every`.
+    pub first: Instant,
+    pub every: Duration,
+    /// A gap belongs to a handover if it starts at most this long before it.
+    pub lead: Duration,
+    pub max_gap: Vec<Option<Duration>>,
+    /// When media stopped being sent: handovers too close to it are not complete.
+    pub until: Option<Instant>,
+}
+
+impl GapWindows {
+    pub fn new(first: Instant, every: Duration, count: usize) -> Self {
+        Self {
+            first,
+            every,
+            lead: Duration::from_millis(250),
+            max_gap: vec![None; count.min(MAX_GAP_WINDOWS)],
+            until: None,
+        }
+    }
+
+    /// Files a silence from `from` to `to`.
+    pub fn record(&mut self, from: Instant, to: Instant) {
+        let Some(since) = (from + self.lead).checked_duration_since(self.first) else {
+            return; // before the first handover
+        };
+        let k = (since.as_secs_f64() / self.every.as_secs_f64().max(1e-3)) as usize;
+        if let Some(slot) = self.max_gap.get_mut(k) {
+            let gap = to - from;
+            if slot.is_none_or(|g| gap > g) {
+                *slot = Some(gap);
+            }
+        }
+    }
+}
+
+/// A receiver's side of the figures.
+#[derive(Debug, Default)]
+pub struct RecvReport {
+    pub frames_in_window: u64,
+    pub datagrams_received: u64,
+    pub datagrams_in_window: u64,
+    pub stale: u64,
+    pub latency: LatencyHistogram,
+    /// Longest time between two whole frames over the whole run.
+    pub max_gap: Duration,
+    pub gaps: Option<GapWindows>,
+    pub matches: u32,
+    pub peer_left: u32,
+    pub peer_reconnecting: u32,
+    pub errors: Vec<String>,
+    /// The session ended before the benchmark did.
+    pub lost: bool,
+}
+
+/// Receive-side state shared by the QUIC and UDP receive tasks.
+struct Receiver {
+    window: Window,
+    tracker: FrameTracker,
+    tracker_match: u64,
+    last_frame: Option<Instant>,
+    report: RecvReport,
+}
+
+impl Receiver {
+    fn new(window: Window, gaps: Option<GapWindows>) -> Self {
+        Self {
+            window,
+            tracker: FrameTracker::default(),
+            tracker_match: NO_MATCH,
+            last_frame: None,
+            report: RecvReport {
+                gaps,
+                ..RecvReport::default()
+            },
+        }
+    }
+
+    fn on_datagram(&mut self, bytes: &[u8], current: u64) {
+        self.report.datagrams_received += 1;
+        let Ok((h, _)) = MediaHeader::read(bytes) else {
+            return;
+        };
+        if h.match_id != current {
+            self.report.stale += 1;
+            return;
+        }
+        if h.match_id != self.tracker_match {
+            self.tracker.reset();
+            self.tracker_match = h.match_id;
+        }
+        let in_window = self.window.contains(h.capture_us);
+        if in_window {
+            self.report.datagrams_in_window += 1;
+        }
+        if !self.tracker.push(&h) {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(prev) = self.last_frame {
+            let gap = now - prev;
+            self.report.max_gap = self.report.max_gap.max(gap);
+            if let Some(g) = self.report.gaps.as_mut() {
+                g.record(prev, now);
+            }
+        }
+        self.last_frame = Some(now);
+        if in_window {
+            self.report.frames_in_window += 1;
+            self.report
+                .latency
+                .record_us(now_us().saturating_sub(h.capture_us));
+        }
+    }
+
+    /// Closes the last gap at `end` (when the partner stopped sending), so media that
+    /// never came back shows.
+    fn finish(mut self, end: Instant) -> RecvReport {
+        if let Some(prev) = self.last_frame {
+            let gap = end.saturating_duration_since(prev);
+            self.report.max_gap = self.report.max_gap.max(gap);
+            if let Some(g) = self.report.gaps.as_mut() {
+                g.record(prev, end);
+            }
+        }
+        if let Some(g) = self.report.gaps.as_mut() {
+            g.until = Some(end);
+        }
+        self.report
+    }
+}
+
+/// Receives one WebTransport session's media and control until `stop` turns true.
+pub async fn receive_quic(
+    mut client: Client,
+    slot: Arc<Slot>,
+    window: Window,
+    gaps: Option<GapWindows>,
+    media_end: Instant,
+    mut stop: watch::Receiver<bool>,
+) -> RecvReport {
+    let conn = client.connection().clone();
+    let mut rx = Receiver::new(window, gaps);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            dg = conn.receive_datagram() => match dg {
+                Ok(dg) => rx.on_datagram(&dg.payload(), slot.match_id.load(Relaxed)),
+                Err(e) => {
+                    rx.report.errors.push(format!("datagrams: {e}"));
+                    rx.report.lost = true;
+                    break;
+                }
+            },
+            msg = client.recv() => match msg {
+                Ok(ServerMsg::Matched(m)) => {
+                    rx.report.matches += 1;
+                    slot.match_id.store(m.match_id, Relaxed);
+                }
+                Ok(ServerMsg::PeerLeft { .. }) => {
+                    rx.report.peer_left += 1;
+                    slot.match_id.store(NO_MATCH, Relaxed);
+                }
+                Ok(ServerMsg::PeerReconnecting) => rx.report.peer_reconnecting += 1,
+                Ok(ServerMsg::Error(e)) => {
+                    rx.report.errors.push(format!("{}: {}", e.code, e.message));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    rx.report.errors.push(e.to_string());
+                    rx.report.lost = true;
+                    break;
+                }
+            },
+        }
+    }
+    let report = rx.finish(media_end.min(Instant::now()));
+    client.close().await;
+    report
+}
+
+/// Receives one plain-UDP session's media until `stop` turns true.
+pub async fn receive_udp(
+    slot: Arc<Slot>,
+    window: Window,
+    mut stop: watch::Receiver<bool>,
+) -> RecvReport {
+    let Transport::Udp { socket, .. } = &slot.transport else {
+        return RecvReport::default();
+    };
+    let socket = socket.clone();
+    let mut rx = Receiver::new(window, None);
+    let mut buf = vec![0u8; 2048];
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            r = socket.recv(&mut buf) => match r {
+                Ok(n) => rx.on_datagram(buf.get(..n).unwrap_or_default(), slot.match_id.load(Relaxed)),
+                Err(e) => {
+                    rx.report.errors.push(e.to_string());
+                    break;
+                }
+            },
+        }
+    }
+    rx.finish(Instant::now())
+}
+
+/// A client endpoint (one UDP socket) with its buffers sized like the relay's.
+pub fn endpoint(
+    cert_hash: [u8; 32],
+    socket_buffer: usize,
+    idle_timeout: Duration,
+) -> Result<ClientEndpoint, super::BenchError> {
+    let socket = super::floor::sized_socket(SocketAddr::from(([127, 0, 0, 1], 0)), socket_buffer)
+        .and_then(|s| s.set_nonblocking(true).map(|_| s))
+        .map_err(|e| super::BenchError::Process(format!("client socket: {e}")))?;
+    let config = wtransport::ClientConfig::builder()
+        .with_bind_socket(socket)
+        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(cert_hash)])
+        .max_idle_timeout(Some(idle_timeout))
+        .map_err(|e| super::BenchError::Process(format!("idle timeout: {e}")))?
+        .keep_alive_interval(Some(idle_timeout / 3))
+        .build();
+    wtransport::Endpoint::client(config)
+        .map_err(|e| super::BenchError::Process(format!("client endpoint: {e}")))
+}
+
+/// Options to reach the relay (or a shaper in front of it) at `addr`.
+pub fn connect_options(
+    addr: SocketAddr,
+    cert_hash: [u8; 32],
+    idle_timeout: Duration,
+) -> ConnectOptions {
+    let mut o = ConnectOptions::new(format!("https://{addr}"), Some(cert_hash));
+    o.idle_timeout = idle_timeout;
+    o
+}
+
+/// A media datagram of one small frame, sent the moment a pairing starts (as a real client
+/// sends its first keyframe), so "time to first media" measures the relay, not a timer.
+pub fn hello_datagram(match_id: u64, buf: &mut Vec<u8>) {
+    MediaHeader {
+        match_id,
+        track: Track::Audio,
+        seq: 0,
+        frame: 0,
+        frag_index: 0,
+        frag_count: 1,
+        keyframe: true,
+        capture_us: now_us(),
+    }
+    .write_datagram(&[0u8; 80], buf);
+}
+
+/// The match id a datagram belongs to, if it has one.
+pub fn datagram_match(bytes: &[u8]) -> Option<u64> {
+    peek_match_id(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(track: Track, frame: u32, idx: u16, count: u16) -> MediaHeader {
+        MediaHeader {
+            match_id: 1,
+            track,
+            seq: 0,
+            frame,
+            frag_index: idx,
+            frag_count: count,
+            keyframe: false,
+            capture_us: 0,
+        }
+    }
+
+    #[test]
+    fn tracker_completes_frames_once_in_any_order() {
+        let mut t = FrameTracker::default();
+        assert!(!t.push(&h(Track::Video, 0, 2, 3)));
+        assert!(!t.push(&h(Track::Video, 0, 0, 3)));
+        assert!(!t.push(&h(Track::Video, 0, 0, 3)), "duplicate");
+        assert!(t.push(&h(Track::Video, 0, 1, 3)));
+        assert!(!t.push(&h(Track::Video, 0, 1, 3)), "already complete");
+        assert!(t.push(&h(Track::Audio, 0, 0, 1)), "tracks are separate");
+    }
+
+    #[test]
+    fn tracker_drops_an_incomplete_frame_when_its_slot_is_reused() {
+        let mut t = FrameTracker::default();
+        assert!(!t.push(&h(Track::Video, 1, 0, 2)));
+        let later = 1 + FRAME_RING as u32;
+        assert!(t.push(&h(Track::Video, later, 0, 1)));
+        assert!(!t.push(&h(Track::Video, 1, 1, 2)), "the old frame is gone");
+    }
+
+    #[test]
+    fn gaps_are_filed_under_their_handover() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut g = GapWindows::new(t0 + s, s, 3);
+        g.record(t0, t0 + Duration::from_millis(20)); // before the first handover
+        g.record(t0 + s, t0 + s + Duration::from_millis(400));
+        g.record(
+            t0 + s * 2 - Duration::from_millis(100),
+            t0 + s * 2 + Duration::from_millis(50),
+        );
+        g.record(t0 + s * 9, t0 + s * 10); // beyond the windows kept
+        assert_eq!(g.max_gap[0], Some(Duration::from_millis(400)));
+        assert_eq!(g.max_gap[1], Some(Duration::from_millis(150)));
+        assert_eq!(g.max_gap[2], None);
+    }
+
+    #[test]
+    fn window_is_half_open() {
+        let w = Window {
+            start_us: 10,
+            end_us: 20,
+        };
+        assert!(w.contains(10) && w.contains(19));
+        assert!(!w.contains(20) && !w.contains(9));
+    }
+
+    #[test]
+    fn frame_bytes_follow_the_bitrate() {
+        let spec = MediaSpec {
+            video_kbps: 1000,
+            fps: 25,
+            audio_pps: 50,
+            audio_bytes: 80,
+            keyframe_every: Duration::from_secs(2),
+        };
+        assert_eq!(spec.frame_bytes(), 5000);
+    }
+}
