@@ -23,18 +23,27 @@ async fn main() -> anyhow::Result<()> {
         .fingerprint()
         .unwrap_or_else(|| "none (real certificate)".into());
     // One machine-readable line first (tests and scripts parse it), then the human summary.
-    println!(
-        "duet-relay listening http=http://{http} quic={} cert_sha256={fingerprint}",
-        relay.quic_addr
-    );
-    println!("  Open {open} in a Chromium-based browser (two tabs to talk to yourself).");
-    println!("  WebTransport: https://{}/chat (UDP)", relay.quic_addr);
-    println!("  Certificate SHA-256: {fingerprint}");
-    println!("  Status: {open}status   Metrics: {open}metrics");
+    say(&format!(
+        "duet-relay listening http=http://{http} quic={} cert_sha256={fingerprint}\n  \
+         Open {open} in a Chromium-based browser (two tabs to talk to yourself).\n  \
+         WebTransport: https://{}/chat (UDP)\n  \
+         Certificate SHA-256: {fingerprint}\n  \
+         Status: {open}status   Metrics: {open}metrics",
+        relay.quic_addr, relay.quic_addr
+    ));
     shutdown_signal().await;
-    println!("shutting down");
+    say("shutting down");
     relay.shutdown().await;
     Ok(())
+}
+
+/// Prints a line to stdout. A closed stdout (the reader went away) must not take the relay
+/// down, as `println!` would by panicking.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 async fn shutdown_signal() {
