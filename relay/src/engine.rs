@@ -38,7 +38,8 @@ pub enum SessionEvent {
     },
     Paired {
         match_id: MatchId,
-        partner: PeerLink,
+        /// Boxed to keep every event small (channels reserve room for 32 events).
+        partner: Box<PeerLink>,
         shared_interests: Vec<String>,
     },
     PartnerLeft {
@@ -273,7 +274,7 @@ impl Engine {
             for (me, partner) in [(&a, b.clone()), (&b, a.clone())] {
                 let event = SessionEvent::Paired {
                     match_id: p.match_id,
-                    partner,
+                    partner: Box::new(partner),
                     shared_interests: p.shared_interests.clone(),
                 };
                 stuck.extend(self.tell(me.session_id, event));
