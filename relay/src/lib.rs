@@ -52,6 +52,8 @@ pub enum RelayError {
 pub struct RelayHandle {
     pub quic_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Whether the HTTP side speaks HTTPS (it does when a real certificate is loaded).
+    pub https: bool,
     endpoint: Arc<Endpoint<wtransport::endpoint::endpoint_side::Server>>,
     fingerprint: Arc<RwLock<Option<String>>>,
     metrics: Arc<Metrics>,
@@ -311,17 +313,57 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
         fingerprint: fingerprint.clone(),
         web_root: config.web_root.clone(),
     };
-    {
-        let mut stopped = stopped.clone();
-        tasks.push(tokio::spawn(async move {
-            let app = http::router(state);
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let app = http::router(state);
+    match (&config.cert, &config.key) {
+        // With a real certificate the page is served over HTTPS too: a browser on another
+        // device only grants camera, microphone and WebTransport to a secure context.
+        (Some(cert), Some(key)) => {
+            // wtransport already uses ring; make it rustls' process-wide default so the
+            // HTTPS side agrees (an error just means one is installed).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| duet_certs::CertError::Load {
+                    path: format!("{} / {}", cert.display(), key.display()),
+                    reason: e.to_string(),
+                })?;
+            let std_listener = listener.into_std().map_err(|source| RelayError::Bind {
+                what: "HTTPS (TCP)",
+                addr: config.http_addr,
+                source,
+            })?;
+            let handle = axum_server::Handle::new();
+            let server = axum_server::from_tcp_rustls(std_listener, tls).map_err(|source| {
+                RelayError::Bind {
+                    what: "HTTPS (TCP)",
+                    addr: config.http_addr,
+                    source,
+                }
+            })?;
+            let mut stopped = stopped.clone();
+            let stopper = handle.clone();
+            tasks.push(tokio::spawn(async move {
                 let _ = stopped.changed().await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!("HTTP server failed: {e}");
-            }
-        }));
+                stopper.graceful_shutdown(Some(Duration::from_secs(1)));
+            }));
+            tasks.push(tokio::spawn(async move {
+                let serve = server.handle(handle).serve(app.into_make_service());
+                if let Err(e) = serve.await {
+                    tracing::error!("HTTPS server failed: {e}");
+                }
+            }));
+        }
+        _ => {
+            let mut stopped = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let _ = stopped.changed().await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::error!("HTTP server failed: {e}");
+                }
+            }));
+        }
     }
 
     // Rotation: replace the development certificate after two thirds of its life.
@@ -360,6 +402,7 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
     Ok(RelayHandle {
         quic_addr,
         http_addr,
+        https: config.cert.is_some() && config.key.is_some(),
         endpoint,
         fingerprint,
         metrics,

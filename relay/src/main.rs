@@ -14,17 +14,18 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::load()?;
     let relay = duet_relay::start(config).await?;
     let http = relay.http_addr;
+    let scheme = if relay.https { "https" } else { "http" };
     let open = if http.ip().is_unspecified() {
-        format!("http://localhost:{}/", http.port())
+        format!("{scheme}://localhost:{}/", http.port())
     } else {
-        format!("http://{http}/")
+        format!("{scheme}://{http}/")
     };
     let fingerprint = relay
         .fingerprint()
         .unwrap_or_else(|| "none (real certificate)".into());
     // One machine-readable line first (tests and scripts parse it), then the human summary.
     say(&format!(
-        "duet-relay listening http=http://{http} quic={} cert_sha256={fingerprint}\n  \
+        "duet-relay listening http={scheme}://{http} quic={} cert_sha256={fingerprint}\n  \
          Open {open} in a Chromium-based browser (two tabs to talk to yourself).\n  \
          WebTransport: https://{}/chat (UDP)\n  \
          Certificate SHA-256: {fingerprint}\n  \

@@ -51,6 +51,11 @@ impl TestRelay {
             .expect("development certificate")
     }
 
+    /// Connect options with no certificate hash (set one, or rely on system roots).
+    pub fn opts_without_hash(&self) -> ConnectOptions {
+        ConnectOptions::new(format!("https://{}", self.relay.quic_addr), None)
+    }
+
     pub fn opts(&self) -> ConnectOptions {
         ConnectOptions::new(
             format!("https://{}", self.relay.quic_addr),

@@ -150,3 +150,81 @@ async fn rotating_the_certificate_keeps_open_sessions() {
 fn hex_of(h: [u8; 32]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A real deployment: certificate and key from PEM files. The QUIC side presents that
+/// certificate, the page is served over HTTPS (a secure context for other devices), and
+/// there is no development fingerprint to serve.
+#[tokio::test]
+async fn a_real_certificate_from_pem_files_serves_https_and_quic() {
+    use sha2::Digest;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(10);
+    let cert = params.self_signed(&key).expect("self-signed");
+    let dir = std::env::temp_dir().join(format!("duet-pem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).expect("write cert");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+
+    let mut config = test_config();
+    config.cert = Some(cert_path);
+    config.key = Some(key_path);
+    let relay = TestRelay::start(config).await;
+    assert!(relay.relay.https);
+    assert_eq!(
+        relay.relay.fingerprint(),
+        None,
+        "no development certificate"
+    );
+
+    // HTTPS, trusting exactly that certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).expect("root");
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let get = |path: &'static str| {
+        let connector = connector.clone();
+        let addr = relay.relay.http_addr;
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+            let mut s = connector.connect(name, tcp).await.expect("TLS handshake");
+            let req =
+                format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.expect("write");
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out).await;
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    };
+    let health = within("HTTPS /health", get("/health")).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let cert_page = within("HTTPS /certificate.sha256", get("/certificate.sha256")).await;
+    assert!(cert_page.starts_with("HTTP/1.1 404"), "{cert_page}");
+    assert!(
+        cert_page.contains("no fingerprint is needed"),
+        "{cert_page}"
+    );
+
+    // QUIC presents the same certificate: a client pinning its hash gets in.
+    let hash: [u8; 32] = sha2::Sha256::digest(cert.der()).into();
+    let mut opts = relay.opts_without_hash();
+    opts.cert_hash = Some(hash);
+    let mut c = within("connect", Client::connect(&opts))
+        .await
+        .expect("connects");
+    within("hello", c.hello("Real", &[], None))
+        .await
+        .expect("welcome");
+}
