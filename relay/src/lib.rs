@@ -150,10 +150,18 @@ fn transport_config(c: &Config) -> wtransport::quinn::TransportConfig {
     // buffer: a few frames of control and chat, not megabytes.
     t.stream_receive_window((64u32 * 1024).into());
     t.receive_window((256u32 * 1024).into());
-    // Datagram buffers: quinn drops the oldest when full, never grows. 256 KiB is ~200 ms
-    // of 8 Mbit/s video, more than any useful backlog for live media.
+    // Datagram buffers: quinn drops the oldest when full, never grows. Receive: 256 KiB is
+    // ~250 ms of 8 Mbit/s. Send: 64 KiB is ~500 ms of 1 Mbit/s video; media queued longer
+    // than that (behind a stalled path) is stale, better dropped than delivered late.
     t.datagram_receive_buffer_size(Some(256 * 1024));
-    t.datagram_send_buffer_size(256 * 1024);
+    t.datagram_send_buffer_size(64 * 1024);
+    // BBR rather than quinn's default CUBIC: after a handover's burst of loss, CUBIC
+    // declares persistent congestion and restarts from two packets (media gap ~520 ms for
+    // a 300 ms blackout); BBR keeps pacing at the measured rate (~360 ms). See
+    // `duet_client::transport_config` and BENCHMARKS.md.
+    t.congestion_controller_factory(std::sync::Arc::new(
+        wtransport::quinn::congestion::BbrConfig::default(),
+    ));
     t
 }
 

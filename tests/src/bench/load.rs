@@ -616,6 +616,13 @@ pub fn endpoint(
         .map_err(|e| super::BenchError::Process(format!("idle timeout: {e}")))?
         .keep_alive_interval(Some(idle_timeout / 3))
         .build();
+    let mut config = config;
+    // The same transport as duet-client's (BBR; see `duet_client::transport_config`).
+    config
+        .quic_config_mut()
+        .transport_config(std::sync::Arc::new(duet_client::transport_config(
+            idle_timeout,
+        )));
     wtransport::Endpoint::client(config)
         .map_err(|e| super::BenchError::Process(format!("client endpoint: {e}")))
 }
