@@ -406,6 +406,64 @@ impl Client {
     }
 }
 
+/// A resume attempt gives up after this long (a handshake started while the network was
+/// still down may never complete; later attempts cover the moment it comes back).
+const RESUME_ATTEMPT: Duration = Duration::from_secs(2);
+
+/// A new attempt starts this often while none has succeeded (±20% jitter, so a crowd that
+/// lost the same network does not retry in step)...
+const RESUME_SPACING: Duration = Duration::from_millis(200);
+
+/// ...with at most this many in flight at once.
+const RESUME_IN_FLIGHT: usize = 5;
+
+/// Reconnects after a lost connection and takes the session back with `token`, until
+/// `give_up`. Attempts overlap: a handshake begun while the network was still down
+/// retransmits only on QUIC's backed-off timers (a second or more), so rather than wait
+/// for it a fresh attempt starts every 200 ms, and the first to finish wins. The token is
+/// single-use, so the first `Hello` to reach the relay takes the session; the others are
+/// dropped. A refused token (`ErrorCode::BadResumeToken`: the grace period ran out, or the
+/// token was used) is final.
+pub async fn resume(
+    opts: &ConnectOptions,
+    name: &str,
+    token: ResumeToken,
+    give_up: Duration,
+) -> Result<(Client, Welcome), ClientError> {
+    let deadline = tokio::time::Instant::now() + give_up;
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut next_start = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            done = attempts.join_next(), if !attempts.is_empty() => match done {
+                Some(Ok(Ok(Ok(resumed)))) => {
+                    attempts.abort_all();
+                    return Ok(resumed);
+                }
+                Some(Ok(Ok(Err(ClientError::Server(e))))) if e.code == ErrorCode::BadResumeToken => {
+                    attempts.abort_all();
+                    return Err(ClientError::Server(e));
+                }
+                _ => {} // failed or timed out: others are running or will start
+            },
+            _ = tokio::time::sleep_until(next_start), if attempts.len() < RESUME_IN_FLIGHT => {
+                let (opts, name) = (opts.clone(), name.to_string());
+                attempts.spawn(tokio::time::timeout(RESUME_ATTEMPT, async move {
+                    let mut client = Client::connect(&opts).await?;
+                    let welcome = client.hello(&name, &[], Some(token)).await?;
+                    Ok::<_, ClientError>((client, welcome))
+                }));
+                next_start = tokio::time::Instant::now()
+                    + RESUME_SPACING.mul_f64(rand::random_range(0.8..1.2));
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                attempts.abort_all();
+                return Err(ClientError::Timeout("a resumed session"));
+            }
+        }
+    }
+}
+
 impl Drop for Client {
     /// Dropping the client ends the session (the reader tasks hold the connection, so it
     /// would otherwise stay open until the idle timeout).

@@ -320,3 +320,52 @@ async fn forged_and_reused_tokens_are_refused() {
     );
     matched(&mut a).await; // A and B were paired all along
 }
+
+#[tokio::test]
+async fn the_client_library_resumes_by_itself_when_the_network_returns() {
+    let mut config = test_config();
+    config.idle_timeout_ms = 800;
+    let relay = TestRelay::start(config).await;
+    let shaper = through_shaper(&relay).await;
+    let mut a = relay.client("Stays", &[]).await;
+    let mut opts = relay.opts();
+    opts.relay = format!("https://{}", shaper.local_addr());
+    opts.idle_timeout = Duration::from_millis(800);
+    let mut b = within("connect", Client::connect(&opts))
+        .await
+        .expect("connects");
+    let w = within("hello", b.hello("Tunnel", &[], None))
+        .await
+        .expect("welcome");
+    let m = matched(&mut a).await.match_id;
+    matched(&mut b).await;
+
+    shaper.blackout(true);
+    // The phone's own connection dies within its idle timeout...
+    within("the old connection to die", async {
+        while b.recv().await.is_ok() {}
+    })
+    .await;
+    // ...and it keeps trying while the network is down; the network comes back once
+    // the relay has noticed too.
+    let resuming = tokio::spawn({
+        let opts = opts.clone();
+        async move {
+            duet_client::resume(&opts, "Tunnel", w.resume_token, Duration::from_secs(20)).await
+        }
+    });
+    expect_msg(&mut a, "PeerReconnecting", |msg| {
+        matches!(msg, ServerMsg::PeerReconnecting).then_some(())
+    })
+    .await
+    .expect("partner told");
+    shaper.blackout(false);
+    let (mut b2, w2) = within("resume", resuming)
+        .await
+        .expect("task")
+        .expect("resumed");
+    assert!(w2.resumed);
+    assert_eq!(matched(&mut b2).await.match_id, m);
+    media_flows(&a, &b2, m, 1).await;
+    media_flows(&b2, &a, m, 2).await;
+}

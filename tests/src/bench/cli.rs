@@ -11,7 +11,7 @@ use super::forward::{self, ForwardRun, LoadOptions, PathRun, Shaping};
 use super::load::MediaSpec;
 use super::procfs::Machine;
 use super::report::{targets_table, Table, Target};
-use super::{handover, matching, process, sessions, BenchError, Common};
+use super::{handover, matching, process, resume, sessions, BenchError, Common};
 use crate::impair::Profile;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
@@ -183,6 +183,21 @@ pub enum Scenario {
         /// Seconds between handovers.
         #[arg(long, default_value_t = 5.0)]
         every: f64,
+    },
+    /// Pairs in a call while one end of each loses its network for longer than the idle
+    /// timeout and comes back with its resume token: media back after the network returns,
+    /// same partner or not. Set --idle-timeout-ms below --outage-ms (default 2000 / 5000).
+    Resume {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long, default_value_t = 10)]
+        pairs: usize,
+        /// Outages per pair.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// How long the network is gone, ms.
+        #[arg(long, default_value_t = 5000)]
+        outage_ms: u64,
     },
     /// Every scenario at a tiny size (CI): checks the runner works, nothing about speed.
     Smoke {
@@ -455,6 +470,28 @@ pub async fn run(scenario: &Scenario) -> Result<Outcome, BenchError> {
                 charts: vec![],
             })
         }
+        Scenario::Resume {
+            common: a,
+            pairs,
+            rounds,
+            outage_ms,
+        } => {
+            let mut c = common(a)?;
+            if c.idle_timeout_ms >= *outage_ms {
+                // The default 10 s idle timeout would outlast the outage: nothing to resume.
+                c.idle_timeout_ms = 2_000.min(outage_ms / 2);
+            }
+            let r = resume::run(&c, *pairs, *rounds, Duration::from_millis(*outage_ms)).await?;
+            let mut json = serde_json::to_value(&r).unwrap_or(Value::Null);
+            if let Some(o) = json.as_object_mut() {
+                o.insert("scenario".into(), "resume".into());
+            }
+            Ok(Outcome {
+                tables: resume::tables(&r),
+                json,
+                charts: vec![],
+            })
+        }
         Scenario::Smoke { common: a } => smoke(a).await,
         Scenario::FloorForwarder { .. } => {
             Err(BenchError::Setup("floor-forwarder runs in main".into()))
@@ -542,6 +579,13 @@ async fn smoke(a: &CommonArgs) -> Result<Outcome, BenchError> {
     check(h.media.frames_delivered > 0, "handover: media delivered")?;
     tables.extend(handover::tables(&h));
     json["handover"] = serde_json::to_value(&h).unwrap_or(Value::Null);
+
+    let mut short = c.clone();
+    short.idle_timeout_ms = 600;
+    let r = resume::run(&short, 1, 1, Duration::from_millis(1500)).await?;
+    check(r.same_partner == 1, "resume: the same partner came back")?;
+    tables.extend(resume::tables(&r));
+    json["resume"] = serde_json::to_value(&r).unwrap_or(Value::Null);
     Ok(Outcome {
         tables,
         json,
@@ -558,6 +602,7 @@ pub fn common_args(s: &Scenario) -> Option<&CommonArgs> {
         | Scenario::Sessions { common, .. }
         | Scenario::Impaired { common, .. }
         | Scenario::Handover { common, .. }
+        | Scenario::Resume { common, .. }
         | Scenario::Smoke { common } => Some(common),
         Scenario::FloorForwarder { .. } => None,
     }

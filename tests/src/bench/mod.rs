@@ -27,6 +27,7 @@ pub mod matching;
 pub mod process;
 pub mod procfs;
 pub mod report;
+pub mod resume;
 pub mod sessions;
 pub mod stats;
 
