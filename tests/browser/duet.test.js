@@ -396,6 +396,42 @@ describe("duet in the browser", () => {
     }, ["--idle-timeout-ms", "2000"]);
   });
 
+  test("a NAT rebinding mid-call: Chromium's connection follows, no reconnect, same pairing", async () => {
+    await withRelay(async (relay, people) => {
+      const proxy = await startUdpProxy(relay.quic);
+      try {
+        const ana = await join(people, relay.url, "Ana");
+        await ana.page.route("**/config.json", async (route) => {
+          const res = await route.fetch();
+          await route.fulfill({ response: res, json: { ...(await res.json()), quic_port: proxy.port } });
+        });
+        const sam = await join(people, relay.url, "Sam");
+        await ana.start();
+        await sam.start();
+        await expectPaired(ana, sam);
+        const matchId = (await ana.snapshot()).matchId;
+        await sam.until((s) => s.receive.video.framesDecoded > 5, "Ana's video");
+        for (let round = 0; round < 3; round++) {
+          proxy.rebind();
+          const s0 = (await sam.snapshot()).receive.video.framesDecoded;
+          const a0 = (await ana.snapshot()).receive.video.framesDecoded;
+          await sam.until((s) => s.receive.video.framesDecoded > s0 + 15, "Ana's video after the rebinding");
+          await ana.until((s) => s.receive.video.framesDecoded > a0 + 15, "Sam's video after the rebinding");
+        }
+        for (const p of [ana, sam]) {
+          const s = await p.snapshot();
+          assert.equal(s.phase, "paired");
+          assert.equal(s.matchId, matchId, "the same pairing throughout");
+        }
+        const status = await (await fetch(`${relay.url}status`)).json();
+        assert.equal(status.matches_made, 1, "nobody was re-matched");
+        assert.equal(status.sessions_opened, 2, "no reconnect: still the first two sessions");
+      } finally {
+        proxy.close();
+      }
+    });
+  });
+
   test("a certificate the browser refuses gives a clear message and a Retry", async () => {
     await withRelay(async (relay, people) => {
       const p = await join(people, relay.url, "Ana");

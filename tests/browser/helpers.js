@@ -382,21 +382,33 @@ export async function startUdpProxy(target) {
     let back = upstream.get(key);
     if (!back) {
       if (upstream.size >= MAX_PROXY_CLIENTS) return;
-      const sock = dgram.createSocket("udp4");
-      sock.bind(0, "127.0.0.1");
-      sock.on("message", (reply) => {
-        if (!dark) front.send(reply, from.port, from.address);
-      });
-      upstream.set(key, sock);
-      back = sock;
+      back = openUpstream(from);
+      upstream.set(key, back);
     }
     back.send(msg, targetPort, host);
   });
+  /** A socket toward the relay for one client, bound to a fresh port. @param {import("node:dgram").RemoteInfo} from */
+  function openUpstream(from) {
+    const sock = dgram.createSocket("udp4");
+    sock.bind(0, "127.0.0.1");
+    sock.on("message", (reply) => {
+      if (!dark) front.send(reply, from.port, from.address);
+    });
+    /** @type {any} */ (sock).client = from;
+    return sock;
+  }
   await new Promise((resolve) => front.bind(0, "127.0.0.1", () => resolve(undefined)));
   return {
     port: front.address().port,
     blackout: (on) => {
       dark = on;
+    },
+    /** Every client's traffic leaves from a new port, as after a NAT rebinding. */
+    rebind: () => {
+      for (const [key, old] of upstream) {
+        upstream.set(key, openUpstream(/** @type {any} */ (old).client));
+        old.close();
+      }
     },
     close: () => {
       for (const s of upstream.values()) s.close();

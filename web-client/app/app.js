@@ -39,9 +39,11 @@ const KEYFRAME_REQUEST_INTERVAL_MS = 500;
 const KEYFRAME_ANSWER_INTERVAL_MS = 250;
 /** Chat lines kept on screen (older ones scroll away for good). */
 const MAX_CHAT_LINES = 200;
-/** Resume attempts after losing the connection mid-call, and the first backoff. */
-const MAX_RESUME_ATTEMPTS = 5;
+/** Resume attempts after losing the connection mid-call, the first backoff and its cap.
+ * 10 attempts at 0.5, 1, 2, 4, 4, … s cover the relay's 30 s grace period. */
+const MAX_RESUME_ATTEMPTS = 10;
 const RESUME_BACKOFF_MS = 500;
+const RESUME_BACKOFF_MAX_MS = 4000;
 /** No partner frame for this long while paired: say so on the video. */
 const VIDEO_STALE_MS = 3000;
 /** Error codes after which retrying at once is pointless. */
@@ -649,7 +651,9 @@ async function connect(resume) {
 function scheduleResume() {
   state.resumeAttempts++;
   setPhase("connecting");
-  const delay = RESUME_BACKOFF_MS * 2 ** (state.resumeAttempts - 1);
+  // ±20% jitter, so everyone who lost the same network does not retry in step.
+  const base = Math.min(RESUME_BACKOFF_MS * 2 ** (state.resumeAttempts - 1), RESUME_BACKOFF_MAX_MS);
+  const delay = base * (0.8 + 0.4 * Math.random());
   state.resumeTimer = setTimeout(() => {
     state.resumeTimer = null;
     if (state.phase === "connecting") void connect(state.resumeToken !== null);
