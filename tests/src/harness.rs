@@ -161,6 +161,42 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     }
 }
 
+/// One single-fragment audio datagram of pairing `match_id`.
+pub fn media_datagram(match_id: u64, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    duet_proto::MediaHeader {
+        match_id,
+        track: duet_proto::Track::Audio,
+        seq,
+        frame: seq,
+        frag_index: 0,
+        frag_count: 1,
+        keyframe: true,
+        capture_us: 0,
+    }
+    .write_datagram(payload, &mut buf);
+    buf
+}
+
+/// Sends `datagram` from `from` until exactly those bytes arrive at `to`. Datagrams are
+/// unreliable by contract, so one not seen within 200 ms is sent again (on loopback that
+/// happens only where a test impairs the path on purpose).
+pub async fn deliver(from: &Client, to: &Client, datagram: &[u8]) {
+    within("a datagram to arrive unchanged", async {
+        loop {
+            from.send_datagram(datagram).expect("send");
+            if let Ok(d) =
+                tokio::time::timeout(Duration::from_millis(200), to.recv_datagram()).await
+            {
+                if d.expect("receive")[..] == datagram[..] {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+}
+
 /// Waits for `Matched`, skipping other messages.
 pub async fn matched(c: &mut Client) -> Matched {
     c.wait_for(patience(), "Matched", |m| match m {

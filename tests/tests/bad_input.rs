@@ -6,7 +6,6 @@ use duet_client::{connect_raw, Client};
 use duet_proto::media::MediaHeader;
 use duet_proto::*;
 use duet_tests::harness::*;
-use std::time::Duration;
 
 /// A pair that must keep working through all the abuse.
 struct HealthyPair {
@@ -32,34 +31,10 @@ impl HealthyPair {
 
     /// Media and chat still flow both ways.
     async fn still_talks(&mut self) {
-        let mut buf = Vec::new();
         self.seq += 1;
-        for (from, to) in [(&self.a, &self.b), (&self.b, &self.a)] {
-            MediaHeader {
-                match_id: self.match_id,
-                track: Track::Audio,
-                seq: self.seq,
-                frame: self.seq,
-                frag_index: 0,
-                frag_count: 1,
-                keyframe: true,
-                capture_us: 0,
-            }
-            .write_datagram(b"still here", &mut buf);
-            within("healthy media", async {
-                loop {
-                    from.send_datagram(&buf).expect("send");
-                    if let Ok(d) =
-                        tokio::time::timeout(Duration::from_millis(500), to.recv_datagram()).await
-                    {
-                        if d.expect("receive")[..] == buf[..] {
-                            break;
-                        }
-                    }
-                }
-            })
-            .await;
-        }
+        let datagram = media_datagram(self.match_id, self.seq, b"still here");
+        deliver(&self.a, &self.b, &datagram).await;
+        deliver(&self.b, &self.a, &datagram).await;
         let text = format!("ping {}", self.seq);
         self.a.send_chat(self.match_id, &text).await.expect("chat");
         let (_, got) = within("healthy chat", self.b.recv_chat())
@@ -277,29 +252,7 @@ async fn bad_datagrams_are_dropped_and_counted_and_the_session_lives_on() {
         "datagrams are dropped, not fatal"
     );
     // X and Y are still paired and talking.
-    MediaHeader {
-        match_id: m,
-        track: Track::Audio,
-        seq: 9,
-        frame: 9,
-        frag_index: 0,
-        frag_count: 1,
-        keyframe: true,
-        capture_us: 0,
-    }
-    .write_datagram(b"fine", &mut buf);
-    within("X still reaches Y", async {
-        loop {
-            x.send_datagram(&buf).expect("send");
-            if let Ok(d) = tokio::time::timeout(Duration::from_millis(500), y.recv_datagram()).await
-            {
-                if d.expect("recv")[..] == buf[..] {
-                    break;
-                }
-            }
-        }
-    })
-    .await;
+    deliver(&x, &y, &media_datagram(m, 9, b"fine")).await;
     healthy.still_talks().await;
 }
 

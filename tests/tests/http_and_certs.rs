@@ -4,8 +4,6 @@
 
 use duet_client::call::{self, CallOptions};
 use duet_client::{connect_raw, Client};
-use duet_proto::media::MediaHeader;
-use duet_proto::*;
 use duet_tests::harness::*;
 use std::time::Duration;
 
@@ -107,30 +105,7 @@ async fn rotating_the_certificate_keeps_open_sessions() {
     assert_ne!(Some(new_hash.clone()), old_opts.cert_hash.map(hex_of));
 
     // The pair on the old certificate keeps talking.
-    let mut buf = Vec::new();
-    MediaHeader {
-        match_id: m,
-        track: Track::Audio,
-        seq: 1,
-        frame: 1,
-        frag_index: 0,
-        frag_count: 1,
-        keyframe: true,
-        capture_us: 0,
-    }
-    .write_datagram(b"after rotation", &mut buf);
-    within("media after rotation", async {
-        loop {
-            a.send_datagram(&buf).expect("send");
-            if let Ok(d) = tokio::time::timeout(Duration::from_millis(500), b.recv_datagram()).await
-            {
-                if d.expect("recv")[..] == buf[..] {
-                    break;
-                }
-            }
-        }
-    })
-    .await;
+    deliver(&a, &b, &media_datagram(m, 1, b"after rotation")).await;
     a.send_chat(m, "still here").await.expect("chat");
     assert_eq!(
         within("chat", b.recv_chat()).await.map(|x| x.1).as_deref(),

@@ -4,7 +4,6 @@
 //! re-queued; a forged or reused token is refused.
 
 use duet_client::Client;
-use duet_proto::media::MediaHeader;
 use duet_proto::*;
 use duet_tests::harness::*;
 use duet_tests::impair::{Profile, Shaper, ShaperConfig, ShaperHandle};
@@ -13,30 +12,11 @@ use std::time::Duration;
 /// Media from `from` reaches `to` (resending while it does not: datagrams are unreliable,
 /// and during a handover some are lost by design).
 async fn media_flows(from: &Client, to: &Client, match_id: u64, seq: u32) {
-    let mut buf = Vec::new();
-    MediaHeader {
-        match_id,
-        track: Track::Audio,
-        seq,
-        frame: seq,
-        frag_index: 0,
-        frag_count: 1,
-        keyframe: true,
-        capture_us: 0,
-    }
-    .write_datagram(format!("hello {seq}").as_bytes(), &mut buf);
-    within("media to flow", async {
-        loop {
-            from.send_datagram(&buf).expect("send");
-            if let Ok(d) =
-                tokio::time::timeout(Duration::from_millis(200), to.recv_datagram()).await
-            {
-                if d.expect("receive")[..] == buf[..] {
-                    break;
-                }
-            }
-        }
-    })
+    deliver(
+        from,
+        to,
+        &media_datagram(match_id, seq, format!("hello {seq}").as_bytes()),
+    )
     .await;
 }
 
