@@ -366,7 +366,7 @@ const MAX_PROXY_CLIENTS = 64;
  * page's QUIC connection die (both sides hit their idle timeout) without closing the page.
  * One upstream socket per client address, as a NAT would. Loopback only.
  * @param {string} target host:port of the relay's QUIC endpoint
- * @returns {Promise<{port: number, blackout: (on: boolean) => void, close: () => void}>}
+ * @returns {Promise<{port: number, blackout: (on: boolean) => void, rebind: () => void, close: () => void}>}
  */
 export async function startUdpProxy(target) {
   const dgram = await import("node:dgram");
