@@ -361,23 +361,32 @@ describe("duet in the browser", () => {
     }
   });
 
+  /**
+   * Ana (behind `proxy`: her page is told the proxy's port) and Sam (direct) in a call,
+   * with Ana's video reaching Sam.
+   * @param {any} people @param {any} relay @param {{port: number}} proxy
+   */
+  async function callThroughProxy(people, relay, proxy) {
+    const ana = await join(people, relay.url, "Ana");
+    await ana.page.route("**/config.json", async (route) => {
+      const res = await route.fetch();
+      await route.fulfill({ response: res, json: { ...(await res.json()), quic_port: proxy.port } });
+    });
+    const sam = await join(people, relay.url, "Sam");
+    await ana.start();
+    await sam.start();
+    await expectPaired(ana, sam);
+    const matchId = (await ana.snapshot()).matchId;
+    await sam.until((s) => s.receive.video.framesDecoded > 5, "Ana's video");
+    return { ana, sam, matchId };
+  }
+
   test("a lost connection is resumed with its token: the same partner comes back", async () => {
     // A short QUIC idle timeout, so a blackout of a few seconds really kills the connection.
     await withRelay(async (relay, people) => {
       const proxy = await startUdpProxy(relay.quic);
       try {
-        const ana = await join(people, relay.url, "Ana");
-        // Ana reaches the relay through the proxy: her page is told the proxy's port.
-        await ana.page.route("**/config.json", async (route) => {
-          const res = await route.fetch();
-          await route.fulfill({ response: res, json: { ...(await res.json()), quic_port: proxy.port } });
-        });
-        const sam = await join(people, relay.url, "Sam");
-        await ana.start();
-        await sam.start();
-        await expectPaired(ana, sam);
-        const matchId = (await ana.snapshot()).matchId;
-        await sam.until((s) => s.receive.video.framesDecoded > 5, "Ana's video");
+        const { ana, sam, matchId } = await callThroughProxy(people, relay, proxy);
 
         proxy.blackout(true);
         await sam.waitStatus(/Ana is reconnecting…/, 15_000);
@@ -400,17 +409,7 @@ describe("duet in the browser", () => {
     await withRelay(async (relay, people) => {
       const proxy = await startUdpProxy(relay.quic);
       try {
-        const ana = await join(people, relay.url, "Ana");
-        await ana.page.route("**/config.json", async (route) => {
-          const res = await route.fetch();
-          await route.fulfill({ response: res, json: { ...(await res.json()), quic_port: proxy.port } });
-        });
-        const sam = await join(people, relay.url, "Sam");
-        await ana.start();
-        await sam.start();
-        await expectPaired(ana, sam);
-        const matchId = (await ana.snapshot()).matchId;
-        await sam.until((s) => s.receive.video.framesDecoded > 5, "Ana's video");
+        const { ana, sam, matchId } = await callThroughProxy(people, relay, proxy);
         for (let round = 0; round < 3; round++) {
           proxy.rebind();
           const s0 = (await sam.snapshot()).receive.video.framesDecoded;
