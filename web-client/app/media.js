@@ -173,6 +173,38 @@ export function codecLabel(codec) {
 }
 
 /** Camera → VideoEncoder → datagrams. */
+
+/**
+ * Reads a camera or microphone track item by item (through `MediaStreamTrackProcessor`)
+ * until the track ends or the sender stops, handing each item to `handle` and always
+ * closing it afterwards: an unclosed VideoFrame or AudioData stalls the capture pipeline.
+ * @template {{ close(): void }} T
+ * @param {{ track: MediaStreamTrack, stopped: boolean, reader?: ReadableStreamDefaultReader<any>, fail(e: unknown): void }} sender
+ * @param {(item: T) => void} handle
+ */
+async function pumpTrack(sender, handle) {
+  const processor = /** @type {MediaStreamTrackProcessor<any>} */ (new MediaStreamTrackProcessor({ track: sender.track }));
+  const reader = processor.readable.getReader();
+  sender.reader = reader;
+  while (!sender.stopped) {
+    let result;
+    try {
+      result = await reader.read();
+    } catch {
+      return;
+    }
+    if (result.done) return;
+    const item = /** @type {T} */ (result.value);
+    try {
+      handle(item);
+    } catch (e) {
+      sender.fail(e);
+    } finally {
+      item.close();
+    }
+  }
+}
+
 export class VideoSender {
   /**
    * @param {MediaStreamTrack} track
@@ -209,31 +241,13 @@ export class VideoSender {
     /** Capture stamp and pairing of each frame inside the encoder, by frame timestamp. @type {Map<number, {captureUs: bigint, matchId: bigint}>} */
     this.pending = new Map();
     this.stats = { framesEncoded: 0, keyframes: 0, framesDropped: 0, bytesSent: 0, datagramsSent: 0, oversized: 0, width: 0, height: 0, lastKeyframeSentAt: 0 };
+    /** @type {ReadableStreamDefaultReader<any> | undefined} */
+    this.reader = undefined;
   }
 
   /** Starts reading the camera; resolves when the track ends or `stop()` is called. */
   async run() {
-    const processor = /** @type {MediaStreamTrackProcessor<VideoFrame>} */ (new MediaStreamTrackProcessor({ track: this.track }));
-    const reader = processor.readable.getReader();
-    /** @type {ReadableStreamDefaultReader<any> | undefined} */
-    this.reader = reader;
-    while (!this.stopped) {
-      let result;
-      try {
-        result = await reader.read();
-      } catch {
-        return;
-      }
-      if (result.done) return;
-      const frame = result.value;
-      try {
-        this.onFrame(frame);
-      } catch (e) {
-        this.fail(e);
-      } finally {
-        frame.close();
-      }
-    }
+    await pumpTrack(this, /** @type {(frame: VideoFrame) => void} */ ((frame) => this.onFrame(frame)));
   }
 
   stop() {
@@ -467,30 +481,12 @@ export class AudioSender {
     /** @type {bigint | null} */
     this.encodingFor = null;
     this.stats = { framesEncoded: 0, bytesSent: 0 };
+    /** @type {ReadableStreamDefaultReader<any> | undefined} */
+    this.reader = undefined;
   }
 
   async run() {
-    const processor = /** @type {MediaStreamTrackProcessor<AudioData>} */ (new MediaStreamTrackProcessor({ track: this.track }));
-    const reader = processor.readable.getReader();
-    /** @type {ReadableStreamDefaultReader<any> | undefined} */
-    this.reader = reader;
-    while (!this.stopped) {
-      let result;
-      try {
-        result = await reader.read();
-      } catch {
-        return;
-      }
-      if (result.done) return;
-      const data = result.value;
-      try {
-        this.onData(data);
-      } catch (e) {
-        this.fail(e);
-      } finally {
-        data.close();
-      }
-    }
+    await pumpTrack(this, /** @type {(data: AudioData) => void} */ ((data) => this.onData(data)));
   }
 
   stop() {
