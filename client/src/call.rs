@@ -154,29 +154,22 @@ fn send_frame(
     max_payload: usize,
     buf: &mut Vec<u8>,
 ) -> u64 {
-    let count = data.len().div_ceil(max_payload).max(1);
-    let Ok(frag_count) = u16::try_from(count) else {
-        return 0;
+    let header = MediaHeader {
+        match_id,
+        track,
+        seq: 0,
+        frame,
+        frag_index: 0,
+        frag_count: 1,
+        keyframe,
+        capture_us: now_us(),
     };
-    let capture_us = now_us();
     let mut sent = 0;
-    for (i, chunk) in data.chunks(max_payload).enumerate() {
-        let h = MediaHeader {
-            match_id,
-            track,
-            seq: *seq,
-            frame,
-            frag_index: i as u16,
-            frag_count,
-            keyframe,
-            capture_us,
-        };
-        *seq = seq.wrapping_add(1);
-        h.write_datagram(chunk, buf);
-        if client.send_datagram(buf).is_ok() {
+    duet_proto::media::fragment(header, data, max_payload, seq, buf, |d| {
+        if client.send_datagram(d).is_ok() {
             sent += 1;
         }
-    }
+    });
     sent
 }
 

@@ -78,6 +78,41 @@ impl MediaHeader {
     }
 }
 
+/// Splits a frame into media datagrams of at most `max_payload` payload bytes each.
+/// `frame` gives the frame's fields (`seq`, `frag_index` and `frag_count` are filled in
+/// here); `seq` is the track's next sequence number and advances per datagram. Each
+/// datagram is written into `buf` and handed to `send`. A frame that would need more than
+/// [`MAX_FRAGMENTS`] fragments is not sent at all (`None`): the relay would drop it.
+pub fn fragment(
+    frame: MediaHeader,
+    data: &[u8],
+    max_payload: usize,
+    seq: &mut u32,
+    buf: &mut Vec<u8>,
+    mut send: impl FnMut(&[u8]),
+) -> Option<u16> {
+    let max_payload = max_payload.max(1);
+    let count = u16::try_from(data.len().div_ceil(max_payload).max(1))
+        .ok()
+        .filter(|c| *c <= MAX_FRAGMENTS)?;
+    // An empty frame still goes out as one (empty) fragment.
+    let chunks = data
+        .chunks(max_payload)
+        .chain(data.is_empty().then_some(&[][..]));
+    for (i, chunk) in chunks.enumerate() {
+        let header = MediaHeader {
+            seq: *seq,
+            frag_index: i as u16,
+            frag_count: count,
+            ..frame
+        };
+        *seq = seq.wrapping_add(1);
+        header.write_datagram(chunk, buf);
+        send(buf);
+    }
+    Some(count)
+}
+
 /// Reads only the leading `match_id` varint: all the relay needs to route a datagram.
 pub fn peek_match_id(datagram: &[u8]) -> Option<u64> {
     let mut value: u64 = 0;
@@ -320,6 +355,32 @@ mod tests {
         }
         assert!(r.video.partial.len() <= MAX_FRAMES_IN_REASSEMBLY);
         assert!(r.stats.frames_lost >= 95);
+    }
+
+    #[test]
+    fn fragmenting_then_reassembling_gives_the_frame_back() {
+        let data: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
+        let (mut seq, mut buf, mut datagrams) = (10, Vec::new(), Vec::new());
+        let count = fragment(header(3, 0, 1), &data, 1000, &mut seq, &mut buf, |d| {
+            datagrams.push(d.to_vec())
+        });
+        assert_eq!(count, Some(3));
+        assert_eq!(seq, 13);
+        let mut r = Reassembler::new();
+        let mut out = None;
+        for d in datagrams.iter().rev() {
+            let (h, off) = MediaHeader::read(d).expect("valid");
+            out = out.or(r.push(&h, &d[off..]));
+        }
+        assert_eq!(out.map(|f| f.data), Some(data));
+        // Too many fragments: nothing is sent.
+        let mut sent = 0;
+        let big = vec![0u8; usize::from(MAX_FRAGMENTS) + 1];
+        assert_eq!(
+            fragment(header(4, 0, 1), &big, 1, &mut seq, &mut buf, |_| sent += 1),
+            None
+        );
+        assert_eq!(sent, 0);
     }
 
     #[test]

@@ -295,30 +295,27 @@ fn send_frame(
     seq: &mut u32,
     buf: &mut Vec<u8>,
 ) -> (u64, u64) {
-    let max = transport.max_payload().max(1);
-    let count = data.len().div_ceil(max).max(1);
-    let Ok(frag_count) = u16::try_from(count) else {
-        return (0, 1);
+    let header = MediaHeader {
+        match_id,
+        track,
+        seq: 0,
+        frame,
+        frag_index: 0,
+        frag_count: 1,
+        keyframe,
+        capture_us,
     };
     let (mut sent, mut failed) = (0, 0);
-    for (i, chunk) in data.chunks(max).enumerate() {
-        let header = MediaHeader {
-            match_id,
-            track,
-            seq: *seq,
-            frame,
-            frag_index: i as u16,
-            frag_count,
-            keyframe,
-            capture_us,
-        };
-        *seq = seq.wrapping_add(1);
-        header.write_datagram(chunk, buf);
-        if transport.send(buf) {
-            sent += 1;
-        } else {
-            failed += 1;
-        }
+    let fragments =
+        duet_proto::media::fragment(header, data, transport.max_payload(), seq, buf, |d| {
+            if transport.send(d) {
+                sent += 1;
+            } else {
+                failed += 1;
+            }
+        });
+    if fragments.is_none() {
+        failed += 1;
     }
     (sent, failed)
 }
