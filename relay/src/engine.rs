@@ -12,13 +12,13 @@
 use crate::limits::ENGINE_INBOX;
 use crate::matching::{MatchId, MatchQueue, MatchRules, Pairing, SessionId, Unpaired};
 use crate::metrics::Metrics;
+use crate::Connection;
 use duet_proto::{LeaveReason, ServerMsg};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use wtransport::Connection;
 
 /// What a session needs to reach its partner directly, without going through the engine:
 /// the partner's connection (for media datagrams) and event queue (for chat and relayed
@@ -302,9 +302,10 @@ impl Engine {
                     session = id,
                     "session event queue full or closed; dropping it"
                 );
-                link.conn.close(
-                    wtransport::VarInt::from_u32(duet_proto::ErrorCode::Internal.to_code()),
-                    b"session could not keep up",
+                crate::session::close_conn(
+                    &link.conn,
+                    duet_proto::ErrorCode::Internal,
+                    "session could not keep up",
                 );
                 Some(id)
             }

@@ -26,13 +26,19 @@ use duet_certs::DevCertificate;
 use engine::Matchmaker;
 use matching::MatchRules;
 use metrics::{Metrics, StatusLimits};
+use quinn::{Endpoint, VarInt};
 use session::Shared;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
-use wtransport::{Endpoint, Identity, ServerConfig, VarInt};
+use wtransport::Identity;
+
+/// One client's WebTransport session on top of its QUIC connection. It `Deref`s to the
+/// [`quinn::Connection`]. Shared behind an `Arc`: a session is ~800 bytes and several
+/// tasks (and the partner's route) hold it.
+pub type Connection = Arc<web_transport_quinn::Session>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -54,7 +60,7 @@ pub struct RelayHandle {
     pub http_addr: SocketAddr,
     /// Whether the HTTP side speaks HTTPS (it does when a real certificate is loaded).
     pub https: bool,
-    endpoint: Arc<Endpoint<wtransport::endpoint::endpoint_side::Server>>,
+    endpoint: Endpoint,
     fingerprint: Arc<RwLock<Option<String>>>,
     metrics: Arc<Metrics>,
     config: Config,
@@ -92,8 +98,7 @@ impl RelayHandle {
     /// Closes every session with `shutting_down` and stops serving.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        // The accept loop must have stopped before the endpoint closes: wtransport's
-        // `accept` panics on a closed endpoint.
+        // Stop accepting before the endpoint closes, so no new session starts meanwhile.
         if !self.tasks.is_empty() {
             let accept = self.tasks.remove(0);
             let _ = tokio::time::timeout(Duration::from_secs(2), accept).await;
@@ -131,13 +136,12 @@ fn status_limits(c: &Config) -> StatusLimits {
 }
 
 /// QUIC transport settings. Built fresh for each certificate (quinn's config is not Clone).
-fn transport_config(c: &Config) -> wtransport::quinn::TransportConfig {
-    let mut t = wtransport::quinn::TransportConfig::default();
+fn transport_config(c: &Config) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
     let idle = Duration::from_millis(c.idle_timeout_ms.max(300));
     // Idle timeouts fit a u32 of milliseconds for any sane value; clamp the rest.
-    let idle_varint = wtransport::quinn::IdleTimeout::try_from(idle).unwrap_or_else(|_| {
-        wtransport::quinn::IdleTimeout::from(wtransport::quinn::VarInt::from_u32(u32::MAX))
-    });
+    let idle_varint = quinn::IdleTimeout::try_from(idle)
+        .unwrap_or_else(|_| quinn::IdleTimeout::from(quinn::VarInt::from_u32(u32::MAX)));
     t.max_idle_timeout(Some(idle_varint));
     // The relay pings too, so a client that sends nothing (waiting in the queue) stays up
     // and a vanished one is noticed within the idle timeout.
@@ -159,27 +163,45 @@ fn transport_config(c: &Config) -> wtransport::quinn::TransportConfig {
     // declares persistent congestion and restarts from two packets (media gap ~520 ms for
     // a 300 ms blackout); BBR keeps pacing at the measured rate (~360 ms). See
     // `duet_client::transport_config` and BENCHMARKS.md.
-    t.congestion_controller_factory(std::sync::Arc::new(
-        wtransport::quinn::congestion::BbrConfig::default(),
-    ));
+    t.congestion_controller_factory(std::sync::Arc::new(quinn::congestion::BbrConfig::default()));
     t
 }
 
-fn server_config(
-    c: &Config,
-    identity: Identity,
-    socket: Option<std::net::UdpSocket>,
-) -> ServerConfig {
-    let builder = ServerConfig::builder();
-    let builder = match socket {
-        Some(s) => builder.with_bind_socket(s),
-        // Only used for reloads with `rebind = false`, where the address is not bound.
-        None => builder.with_bind_default(c.quic_addr.port()),
+/// The QUIC server configuration: TLS 1.3 with the HTTP/3 ALPN WebTransport needs, and
+/// the transport settings above. Connection migration stays on (quinn's default): it is
+/// what keeps a call up when a phone changes networks.
+fn server_config(c: &Config, identity: &Identity) -> Result<quinn::ServerConfig, RelayError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let chain: Vec<CertificateDer<'static>> = identity
+        .certificate_chain()
+        .as_slice()
+        .iter()
+        .map(|c| CertificateDer::from(c.der().to_vec()))
+        .collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        identity.private_key().secret_der().to_vec(),
+    ));
+    let tls_error = |e: &dyn std::fmt::Display| {
+        RelayError::Certificate(duet_certs::CertError::Load {
+            path: "TLS configuration".into(),
+            reason: e.to_string(),
+        })
     };
-    builder
-        .with_custom_transport(identity, transport_config(c))
-        .allow_migration(true)
-        .build()
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_error(&e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| tls_error(&e))?;
+    tls.alpn_protocols = vec![web_transport_quinn::ALPN.as_bytes().to_vec()];
+    tls.max_early_data_size = 0;
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| tls_error(&e))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport_config(c)));
+    config.migration(true);
+    Ok(config)
 }
 
 fn bind_udp(c: &Config) -> Result<std::net::UdpSocket, RelayError> {
@@ -199,6 +221,7 @@ fn bind_udp(c: &Config) -> Result<std::net::UdpSocket, RelayError> {
     let _ = socket.set_recv_buffer_size(c.socket_buffer);
     let _ = socket.set_send_buffer_size(c.socket_buffer);
     socket.bind(&c.quic_addr.into()).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
     Ok(socket.into())
 }
 
@@ -215,7 +238,7 @@ fn dev_names(c: &Config) -> Vec<String> {
 
 fn rotate(
     config: &Config,
-    endpoint: &Endpoint<wtransport::endpoint::endpoint_side::Server>,
+    endpoint: &Endpoint,
     fingerprint: &RwLock<Option<String>>,
     metrics: &Metrics,
 ) -> Result<String, RelayError> {
@@ -227,13 +250,7 @@ fn rotate(
         SystemTime::now(),
         duet_certs::DEV_VALIDITY,
     )?;
-    endpoint
-        .reload_config(server_config(config, cert.identity(), None), false)
-        .map_err(|source| RelayError::Bind {
-            what: "QUIC (reload)",
-            addr: config.quic_addr,
-            source,
-        })?;
+    endpoint.set_server_config(Some(server_config(config, &cert.identity())?));
     let hex = cert.fingerprint_hex();
     *fingerprint.write().unwrap_or_else(|e| e.into_inner()) = Some(hex.clone());
     metrics.certificate_rotations.fetch_add(1, Relaxed);
@@ -258,20 +275,27 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
     };
     let fingerprint = Arc::new(RwLock::new(dev_cert.as_ref().map(|c| c.fingerprint_hex())));
     let socket = bind_udp(&config)?;
-    let endpoint =
-        Endpoint::server(server_config(&config, identity, Some(socket))).map_err(|source| {
-            RelayError::Bind {
-                what: "QUIC (UDP)",
-                addr: config.quic_addr,
-                source,
-            }
-        })?;
+    let runtime = quinn::default_runtime().ok_or_else(|| RelayError::Bind {
+        what: "QUIC (UDP)",
+        addr: config.quic_addr,
+        source: std::io::Error::other("no async runtime"),
+    })?;
+    let endpoint = Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config(&config, &identity)?),
+        socket,
+        runtime,
+    )
+    .map_err(|source| RelayError::Bind {
+        what: "QUIC (UDP)",
+        addr: config.quic_addr,
+        source,
+    })?;
     let quic_addr = endpoint.local_addr().map_err(|source| RelayError::Bind {
         what: "QUIC (UDP)",
         addr: config.quic_addr,
         source,
     })?;
-    let endpoint = Arc::new(endpoint);
 
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
@@ -305,9 +329,12 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
                 tokio::select! {
                     biased;
                     _ = stopped.changed() => return,
-                    incoming = endpoint.accept() => {
-                        tokio::spawn(session::handle_incoming(incoming, shared.clone()));
-                    }
+                    incoming = endpoint.accept() => match incoming {
+                        Some(incoming) => {
+                            tokio::spawn(session::handle_incoming(incoming, shared.clone()));
+                        }
+                        None => return, // the endpoint is closed
+                    },
                 }
             }
         }));
@@ -326,8 +353,8 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
         // With a real certificate the page is served over HTTPS too: a browser on another
         // device only grants camera, microphone and WebTransport to a secure context.
         (Some(cert), Some(key)) => {
-            // wtransport already uses ring; make it rustls' process-wide default so the
-            // HTTPS side agrees (an error just means one is installed).
+            // The QUIC side uses ring; make it rustls' process-wide default so the HTTPS
+            // side agrees (an error just means one is installed).
             let _ = rustls::crypto::ring::default_provider().install_default();
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await

@@ -25,9 +25,6 @@ pub enum Drop {
     SendFailed,
     /// Sent before `Hello`.
     BeforeHello,
-    /// Taken by wtransport's own reader and seen only when the connection closed (at most
-    /// one per connection; see `session::forward_media`).
-    HeldByTransport,
 }
 
 #[derive(Debug, Default)]
@@ -45,11 +42,11 @@ pub struct Metrics {
     pub bytes_forwarded: AtomicU64,
     pub chat_lines_forwarded: AtomicU64,
     pub certificate_rotations: AtomicU64,
-    drops: [AtomicU64; 8],
+    drops: [AtomicU64; 7],
     errors: [AtomicU64; ErrorCode::ALL.len()],
 }
 
-const DROP_NAMES: [&str; 8] = [
+const DROP_NAMES: [&str; 7] = [
     "no_partner",
     "stale_match",
     "malformed",
@@ -57,7 +54,6 @@ const DROP_NAMES: [&str; 8] = [
     "rate_limited",
     "send_failed",
     "before_hello",
-    "held_by_transport",
 ];
 
 impl Metrics {

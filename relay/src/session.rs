@@ -20,7 +20,7 @@ use crate::limits::*;
 use crate::matching::{MatchId, SessionId};
 use crate::metrics::{Drop, Metrics};
 use crate::Config;
-use bytes::Bytes;
+use crate::Connection;
 use duet_proto::frame::FrameReader;
 use duet_proto::limits::{MAX_CHAT_BYTES, MAX_MEDIA_DATAGRAM_BYTES};
 use duet_proto::media::peek_match_id;
@@ -32,8 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
-use wtransport::endpoint::IncomingSession;
-use wtransport::{Connection, RecvStream, SendStream, VarInt};
+use web_transport_quinn::{RecvStream, SendStream, SessionError, WebTransportError};
 
 /// Codecs suggested to every pair, best first. Browsers probe with `isConfigSupported`
 /// and fall back along this list; VP8 is the floor every WebCodecs build decodes.
@@ -135,21 +134,45 @@ impl Fatal {
 }
 
 /// Handles one incoming QUIC connection to the end.
-pub async fn handle_incoming(incoming: IncomingSession, shared: Arc<Shared>) {
-    let request = match incoming.await {
-        Ok(r) => r,
+pub async fn handle_incoming(incoming: quinn::Incoming, shared: Arc<Shared>) {
+    let conn = match incoming.await {
+        Ok(c) => c,
         Err(e) => {
-            tracing::debug!("handshake failed: {e}");
+            tracing::debug!("QUIC handshake failed: {e}");
             return;
         }
     };
-    if request.path() != SESSION_PATH {
-        request.not_found().await;
+    // The HTTP/3 SETTINGS exchange and the WebTransport CONNECT request, bounded like Hello.
+    let deadline = Duration::from_millis(shared.config.hello_timeout_ms);
+    let request = match timeout(deadline, web_transport_quinn::Request::accept(conn.clone())).await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::debug!("WebTransport handshake failed: {e}");
+            close_conn(&conn, ErrorCode::Malformed, "WebTransport handshake failed");
+            return;
+        }
+        Err(_) => {
+            close_conn(
+                &conn,
+                ErrorCode::HelloTimeout,
+                "no WebTransport CONNECT request in time",
+            );
+            return;
+        }
+    };
+    if request.url.path() != SESSION_PATH {
+        let _ = timeout(
+            ERROR_FLUSH_TIMEOUT,
+            request.reject(web_transport_quinn::http::StatusCode::NOT_FOUND),
+        )
+        .await;
+        close_conn(&conn, ErrorCode::Malformed, "unknown WebTransport path");
         return;
     }
-    let admission = shared.admit(request.remote_address().ip());
-    let conn = match request.accept().await {
-        Ok(c) => c,
+    let admission = shared.admit(conn.remote_address().ip());
+    let conn = match request.ok().await {
+        Ok(c) => Arc::new(c),
         Err(e) => {
             tracing::debug!("session accept failed: {e}");
             return;
@@ -181,7 +204,7 @@ async fn close_with(conn: &Connection, send: Option<SendStream>, fatal: &Fatal, 
         if let Ok(frame) = encode_frame(&msg.encode()) {
             let flushed = async {
                 send.write_all(&frame).await.ok()?;
-                send.finish().await.ok()?;
+                send.finish().ok()?;
                 // Resolves once the peer has acknowledged everything written.
                 let _ = send.stopped().await;
                 Some(())
@@ -192,8 +215,10 @@ async fn close_with(conn: &Connection, send: Option<SendStream>, fatal: &Fatal, 
     close_conn(conn, fatal.code, &fatal.message);
 }
 
-fn close_conn(conn: &Connection, code: ErrorCode, message: &str) {
-    conn.close(VarInt::from_u32(code.to_code()), message.as_bytes());
+/// Closes the QUIC connection itself with `code` as the application error code, so any
+/// client (not only one that reads WebTransport close capsules) learns the code and why.
+pub(crate) fn close_conn(conn: &quinn::Connection, code: ErrorCode, message: &str) {
+    conn.close(quinn::VarInt::from_u32(code.to_code()), message.as_bytes());
 }
 
 /// Waits for the control stream and its first frame, which must be `Hello`.
@@ -215,7 +240,7 @@ async fn await_hello(
                         Ok(streams) => Step::Control(streams),
                         Err(_) => Step::Gone,
                     },
-                    dg = conn.receive_datagram() => match dg {
+                    dg = conn.read_datagram() => match dg {
                         Ok(_) => Step::EarlyMedia,
                         Err(_) => Step::Gone,
                     },
@@ -225,7 +250,7 @@ async fn await_hello(
                         Ok(Some(n)) => Step::Read(n),
                         _ => Step::Gone,
                     },
-                    dg = conn.receive_datagram() => match dg {
+                    dg = conn.read_datagram() => match dg {
                         Ok(_) => Step::EarlyMedia,
                         Err(_) => Step::Gone,
                     },
@@ -318,57 +343,18 @@ fn msg_name(msg: &ClientMsg) -> &'static str {
     }
 }
 
-/// Where this session's media goes: the partner's connection, for one pairing.
+/// Where this session's media goes: the partner's session, for one pairing.
 struct Route {
     match_id: MatchId,
-    /// The partner's QUIC connection: datagrams go to it directly, not through wtransport.
-    partner: wtransport::quinn::Connection,
-    /// The HTTP/3 datagram prefix (quarter stream id) of the partner's session.
-    prefix: DatagramPrefix,
+    partner: Connection,
 }
 
 impl Route {
     fn new(match_id: MatchId, partner: &Connection) -> Self {
         Self {
             match_id,
-            partner: partner.quic_connection().clone(),
-            prefix: DatagramPrefix::of(partner),
+            partner: partner.clone(),
         }
-    }
-}
-
-/// The varint every WebTransport datagram starts with: its session's quarter stream id
-/// (RFC 9297). Usually the same one byte on both sides of a pairing, which is what lets
-/// the relay forward the received bytes as they are.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct DatagramPrefix {
-    bytes: [u8; 8],
-    len: usize,
-}
-
-impl DatagramPrefix {
-    fn of(conn: &Connection) -> Self {
-        let quarter = conn.session_id().into_u64() / 4;
-        let mut bytes = [0u8; 8];
-        // QUIC variable-length integer: two high bits give the length.
-        let len = if quarter < 1 << 6 {
-            bytes[0] = quarter as u8;
-            1
-        } else if quarter < 1 << 14 {
-            bytes[..2].copy_from_slice(&((quarter as u16) | 0x4000).to_be_bytes());
-            2
-        } else if quarter < 1 << 30 {
-            bytes[..4].copy_from_slice(&((quarter as u32) | 0x8000_0000).to_be_bytes());
-            4
-        } else {
-            bytes.copy_from_slice(&(quarter | 0xC000_0000_0000_0000).to_be_bytes());
-            8
-        };
-        Self { bytes, len }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        &self.bytes[..self.len]
     }
 }
 
@@ -458,9 +444,31 @@ impl Attachment {
             }
             None => {
                 self.writer.abort();
-                self.conn.close(VarInt::from_u32(0), b"bye");
+                quinn::Connection::close(&self.conn, 0u32.into(), b"bye");
             }
         }
+    }
+}
+
+/// Whether the client ended its connection on purpose (rather than losing it).
+///
+/// quinn's reason alone does not say: web-transport-quinn closes the connection itself as
+/// soon as the session's CONNECT stream ends, which happens on a WebTransport close
+/// capsule but also when the connection has just timed out or been reset, and that local
+/// close replaces quinn's `TimedOut`. So a local close counts as the client's only when the
+/// client did close: with a capsule, or with a QUIC `CONNECTION_CLOSE` of its own.
+fn client_closed(conn: &Connection, why: &quinn::ConnectionError) -> bool {
+    match why {
+        quinn::ConnectionError::ApplicationClosed(_) => true,
+        quinn::ConnectionError::LocallyClosed => {
+            matches!(
+                conn.close_reason(),
+                Some(SessionError::WebTransportError(WebTransportError::Closed(
+                    ..
+                )))
+            ) || quinn::Connection::stats(conn).frame_rx.connection_close > 0
+        }
+        _ => false,
     }
 }
 
@@ -658,10 +666,9 @@ impl Session {
                     }
                     Ok(())
                 }
-                why = conn.closed() => return match why {
-                    wtransport::error::ConnectionError::ApplicationClosed(_)
-                    | wtransport::error::ConnectionError::LocallyClosed => Ended::Left,
-                    _ => Ended::Lost,
+                why = quinn::Connection::closed(&conn) => return match client_closed(&conn, &why) {
+                    true => Ended::Left,
+                    false => Ended::Lost,
                 },
             };
             match step {
@@ -995,7 +1002,7 @@ async fn control_writer(mut send: SendStream, mut out: mpsc::Receiver<Box<Server
             return;
         }
     }
-    if send.finish().await.is_ok() {
+    if send.finish().is_ok() {
         let _ = send.stopped().await;
     }
 }
@@ -1058,10 +1065,7 @@ async fn chat_reader(mut recv: RecvStream, inbox: mpsc::Sender<Input>) {
 
 /// Opens this pairing's chat stream toward the client and writes the partner's lines.
 async fn chat_writer(conn: Connection, match_id: MatchId, mut lines: mpsc::Receiver<String>) {
-    let Ok(opening) = conn.open_uni().await else {
-        return;
-    };
-    let Ok(mut send) = opening.await else {
+    let Ok(mut send) = conn.open_uni().await else {
         return;
     };
     let Ok(open) = encode_frame(&ChatFrame::Open { match_id }.encode()) else {
@@ -1078,43 +1082,30 @@ async fn chat_writer(conn: Connection, match_id: MatchId, mut lines: mpsc::Recei
             return;
         }
     }
-    let _ = send.finish().await;
+    let _ = send.finish();
 }
 
-/// The forwarding hot path: read a datagram, check its header and match id, hand the same
-/// bytes to the partner's connection. No global lock and, when both sessions share a
-/// datagram prefix (the usual case), no copy: the received buffer is what is sent.
+/// The forwarding hot path: read a datagram, check its header and match id, hand it to
+/// the partner's session. No global lock; the only shared state is this session's route.
 ///
-/// Datagrams are read from quinn directly rather than through wtransport, whose driver
-/// task passes each one through a channel and an async lock, wakes for every datagram, and
-/// copies each one on the way out (measured: 15.3 µs of relay CPU per forwarded datagram
-/// through wtransport, 11.4 µs direct; `duet-bench forward --pairs 100`). The driver still
-/// reads datagrams into a one-slot channel that nothing drains after `Hello`: the first
-/// datagram it takes stays there, the slot is then full, and the driver never competes
-/// again. That one datagram per connection is lost like any other (the receiver asks for
-/// a keyframe) and counted when the connection closes. (A probe datagram for the driver to
-/// take was tried: this task wins the race for it most of the time, so it did not help.)
+/// This task is the only reader of the connection's datagrams, so none is taken from
+/// under it. (wtransport, used before, had its own driver read datagrams into a channel;
+/// reading around it lost one datagram per connection, reading through it cost a third
+/// more CPU per datagram.)
 async fn forward_media(conn: Connection, route: SharedRoute, metrics: Arc<Metrics>, kbps: u32) {
-    let quic = conn.quic_connection().clone();
-    let mine = DatagramPrefix::of(&conn);
     // One second of the allowed rate as burst: enough for a keyframe at that bitrate.
     let bytes_per_s = f64::from(kbps) * 1000.0 / 8.0;
     let mut budget = TokenBucket::new(bytes_per_s, bytes_per_s, Instant::now().into_std());
     loop {
-        // `raw` is the whole QUIC datagram when we have it (prefix included).
-        let (raw, payload): (Option<Bytes>, Bytes) = tokio::select! {
-            d = quic.read_datagram() => match d {
-                Ok(raw) => {
-                    let Some(rest) = raw.strip_prefix(mine.as_slice()) else {
-                        metrics.datagrams_received.fetch_add(1, Relaxed);
-                        metrics.dropped(Drop::Malformed);
-                        continue;
-                    };
-                    let payload = raw.slice(raw.len() - rest.len()..);
-                    (Some(raw), payload)
-                }
-                Err(_) => break,
-            },
+        let payload = match conn.read_datagram().await {
+            Ok(p) => p,
+            // A datagram for another WebTransport session id: there is only ours.
+            Err(SessionError::WebTransportError(_)) => {
+                metrics.datagrams_received.fetch_add(1, Relaxed);
+                metrics.dropped(Drop::Malformed);
+                continue;
+            }
+            Err(_) => break,
         };
         metrics.datagrams_received.fetch_add(1, Relaxed);
         if payload.len() > MAX_MEDIA_DATAGRAM_BYTES {
@@ -1133,40 +1124,25 @@ async fn forward_media(conn: Connection, route: SharedRoute, metrics: Arc<Metric
             metrics.dropped(Drop::RateLimited);
             continue;
         }
+        let len = payload.len() as u64;
         let sent = {
             let guard = route.lock().unwrap_or_else(|e| e.into_inner());
             match guard.as_ref() {
                 None => Err(Drop::NoPartner),
                 Some(r) if r.match_id != match_id => Err(Drop::StaleMatch),
-                Some(r) => {
-                    let out = match &raw {
-                        Some(raw) if r.prefix == mine => raw.clone(),
-                        _ => {
-                            let mut b = Vec::with_capacity(r.prefix.len + payload.len());
-                            b.extend_from_slice(r.prefix.as_slice());
-                            b.extend_from_slice(&payload);
-                            Bytes::from(b)
-                        }
-                    };
-                    r.partner.send_datagram(out).map_err(|_| Drop::SendFailed)
-                }
+                Some(r) => r
+                    .partner
+                    .send_datagram(payload)
+                    .map_err(|_| Drop::SendFailed),
             }
         };
         match sent {
             Ok(()) => {
                 metrics.datagrams_forwarded.fetch_add(1, Relaxed);
-                metrics
-                    .bytes_forwarded
-                    .fetch_add(payload.len() as u64, Relaxed);
+                metrics.bytes_forwarded.fetch_add(len, Relaxed);
             }
             Err(why) => metrics.dropped(why),
         }
-    }
-    // The connection is closed: count the datagram wtransport's driver may be holding.
-    if let Ok(Ok(held)) = timeout(Duration::ZERO, conn.receive_datagram()).await {
-        let _ = held;
-        metrics.datagrams_received.fetch_add(1, Relaxed);
-        metrics.dropped(Drop::HeldByTransport);
     }
 }
 
@@ -1180,7 +1156,7 @@ struct StatsProbe {
 
 impl StatsProbe {
     fn new(conn: &Connection) -> Self {
-        let s = conn.quic_connection().stats();
+        let s = quinn::Connection::stats(conn);
         Self {
             at: std::time::Instant::now(),
             lost: s.path.lost_packets,
@@ -1190,7 +1166,7 @@ impl StatsProbe {
     }
 
     fn sample(&mut self, conn: &Connection) -> RelayStats {
-        let s = conn.quic_connection().stats();
+        let s = quinn::Connection::stats(conn);
         let now = std::time::Instant::now();
         let secs = now.duration_since(self.at).as_secs_f64().max(0.001);
         let sent = s.path.sent_packets.saturating_sub(self.sent);
