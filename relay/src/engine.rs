@@ -50,7 +50,7 @@ pub enum SessionEvent {
     /// valid only while `match_id` is still the pairing.
     FromPartner {
         match_id: MatchId,
-        msg: ServerMsg,
+        msg: Box<ServerMsg>,
     },
     /// The partner is back on a new connection: point media at it.
     PartnerReturned {

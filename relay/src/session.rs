@@ -685,7 +685,7 @@ impl Session {
         if let Some(cur) = &self.current {
             let _ = cur.partner.events.try_send(SessionEvent::FromPartner {
                 match_id: cur.match_id,
-                msg: ServerMsg::PeerReconnecting,
+                msg: Box::new(ServerMsg::PeerReconnecting),
             });
         }
     }
@@ -871,7 +871,7 @@ impl Session {
                     };
                     let _ = cur.partner.events.try_send(SessionEvent::FromPartner {
                         match_id: cur.match_id,
-                        msg: relayed,
+                        msg: Box::new(relayed),
                     });
                 }
             }
@@ -932,7 +932,7 @@ impl Session {
                     .as_ref()
                     .is_some_and(|c| c.match_id == match_id)
                 {
-                    self.send(msg);
+                    self.send(*msg);
                 }
                 Ok(())
             }
@@ -1085,8 +1085,16 @@ async fn chat_writer(conn: Connection, match_id: MatchId, mut lines: mpsc::Recei
     let _ = send.finish();
 }
 
-/// The forwarding hot path: read a datagram, check its header and match id, hand it to
-/// the partner's session. No global lock; the only shared state is this session's route.
+/// The HTTP/3 datagram prefix (RFC 9297: the quarter stream id of the session's CONNECT
+/// stream) of every session here. web-transport-quinn takes the connection's first
+/// client bidirectional stream as the CONNECT stream, and that is stream 0, so every
+/// session has id 0 and every datagram starts with this one byte. That is what lets the
+/// relay forward the bytes it received as they are, prefix included, with no copy.
+const DATAGRAM_PREFIX: u8 = 0;
+
+/// The forwarding hot path: read a datagram, check its header and match id, hand the same
+/// bytes to the partner's connection. No global lock; the only shared state is this
+/// session's route.
 ///
 /// This task is the only reader of the connection's datagrams, so none is taken from
 /// under it. (wtransport, used before, had its own driver read datagrams into a channel;
@@ -1097,26 +1105,25 @@ async fn forward_media(conn: Connection, route: SharedRoute, metrics: Arc<Metric
     let bytes_per_s = f64::from(kbps) * 1000.0 / 8.0;
     let mut budget = TokenBucket::new(bytes_per_s, bytes_per_s, Instant::now().into_std());
     loop {
-        let payload = match conn.read_datagram().await {
-            Ok(p) => p,
-            // A datagram for another WebTransport session id: there is only ours.
-            Err(SessionError::WebTransportError(_)) => {
-                metrics.datagrams_received.fetch_add(1, Relaxed);
-                metrics.dropped(Drop::Malformed);
-                continue;
-            }
-            Err(_) => break,
+        let Ok(raw) = quinn::Connection::read_datagram(&conn).await else {
+            break;
+        };
+        let Some((&DATAGRAM_PREFIX, payload)) = raw.split_first() else {
+            // Empty, or for a WebTransport session that does not exist.
+            metrics.datagrams_received.fetch_add(1, Relaxed);
+            metrics.dropped(Drop::Malformed);
+            continue;
         };
         metrics.datagrams_received.fetch_add(1, Relaxed);
         if payload.len() > MAX_MEDIA_DATAGRAM_BYTES {
             metrics.dropped(Drop::TooLarge);
             continue;
         }
-        if MediaHeader::read(&payload).is_err() {
+        if MediaHeader::read(payload).is_err() {
             metrics.dropped(Drop::Malformed);
             continue;
         }
-        let Some(match_id) = peek_match_id(&payload) else {
+        let Some(match_id) = peek_match_id(payload) else {
             metrics.dropped(Drop::Malformed);
             continue;
         };
@@ -1130,10 +1137,9 @@ async fn forward_media(conn: Connection, route: SharedRoute, metrics: Arc<Metric
             match guard.as_ref() {
                 None => Err(Drop::NoPartner),
                 Some(r) if r.match_id != match_id => Err(Drop::StaleMatch),
-                Some(r) => r
-                    .partner
-                    .send_datagram(payload)
-                    .map_err(|_| Drop::SendFailed),
+                Some(r) => {
+                    quinn::Connection::send_datagram(&r.partner, raw).map_err(|_| Drop::SendFailed)
+                }
             }
         };
         match sent {
