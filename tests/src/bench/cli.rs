@@ -534,7 +534,10 @@ async fn smoke(a: &CommonArgs) -> Result<Outcome, BenchError> {
     )?;
     check(
         m.next_to_first_datagram_ms.count >= 1,
-        "match: a Next got media from a new partner",
+        &format!(
+            "match: a Next got media from a new partner (failures: {:?})",
+            m.failures
+        ),
     )?;
     tables.push(matching::table(&m));
     json["match"] = serde_json::to_value(&m).unwrap_or(Value::Null);
