@@ -3,8 +3,7 @@
 
 use duet_relay::Config;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -12,6 +11,14 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = Config::load()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.threads > 0 {
+        runtime.worker_threads(config.threads);
+    }
+    runtime.enable_all().build()?.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let relay = duet_relay::start(config).await?;
     let http = relay.http_addr;
     let scheme = if relay.https { "https" } else { "http" };
