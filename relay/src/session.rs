@@ -666,10 +666,9 @@ impl Session {
                     }
                     Ok(())
                 }
-                why = quinn::Connection::closed(&conn) => return match client_closed(&conn, &why) {
-                    true => Ended::Left,
-                    false => Ended::Lost,
-                },
+                why = quinn::Connection::closed(&conn) => {
+                    return if client_closed(&conn, &why) { Ended::Left } else { Ended::Lost };
+                }
             };
             match step {
                 Ok(()) => {}
