@@ -250,6 +250,19 @@ pub struct Outcome {
     pub charts: Vec<(String, String)>,
 }
 
+/// A scenario's tables, and its report as JSON with the scenario's name added.
+fn report_outcome<T: serde::Serialize>(scenario: &str, report: &T, tables: Vec<Table>) -> Outcome {
+    let mut json = serde_json::to_value(report).unwrap_or(Value::Null);
+    if let Some(o) = json.as_object_mut() {
+        o.insert("scenario".into(), scenario.into());
+    }
+    Outcome {
+        tables,
+        json,
+        charts: vec![],
+    }
+}
+
 /// Puts the single run's fields at the top level too, so `jq .latency_ms_p99` works.
 fn runs_json(scenario: &str, runs: &[ForwardRun]) -> Value {
     let mut top = json!({ "scenario": scenario, "runs": runs });
@@ -365,15 +378,7 @@ pub async fn run(scenario: &Scenario) -> Result<Outcome, BenchError> {
             let c = common(a)?;
             let r = matching::run(&c, *clients, *rate, *nexts).await?;
             let tables = vec![matching::table(&r), targets_table(&r.targets)];
-            let mut json = serde_json::to_value(&r).unwrap_or(Value::Null);
-            if let Some(o) = json.as_object_mut() {
-                o.insert("scenario".into(), "match".into());
-            }
-            Ok(Outcome {
-                tables,
-                json,
-                charts: vec![],
-            })
+            Ok(report_outcome("match", &r, tables))
         }
         Scenario::Forward {
             common: a,
@@ -403,15 +408,7 @@ pub async fn run(scenario: &Scenario) -> Result<Outcome, BenchError> {
             let r =
                 sessions::run(&c, *k, *concurrency, Duration::from_secs_f64(hold.max(0.0))).await?;
             let tables = vec![sessions::table(&r), targets_table(&r.targets)];
-            let mut json = serde_json::to_value(&r).unwrap_or(Value::Null);
-            if let Some(o) = json.as_object_mut() {
-                o.insert("scenario".into(), "sessions".into());
-            }
-            Ok(Outcome {
-                tables,
-                json,
-                charts: vec![],
-            })
+            Ok(report_outcome("sessions", &r, tables))
         }
         Scenario::Impaired {
             common: a,
@@ -460,15 +457,7 @@ pub async fn run(scenario: &Scenario) -> Result<Outcome, BenchError> {
             let c = common(a)?;
             let load = media.load(*pairs, 30.0);
             let r = handover::run(&c, &load, Duration::from_secs_f64(every.max(0.5))).await?;
-            let mut json = serde_json::to_value(&r).unwrap_or(Value::Null);
-            if let Some(o) = json.as_object_mut() {
-                o.insert("scenario".into(), "handover".into());
-            }
-            Ok(Outcome {
-                tables: handover::tables(&r),
-                json,
-                charts: vec![],
-            })
+            Ok(report_outcome("handover", &r, handover::tables(&r)))
         }
         Scenario::Resume {
             common: a,
@@ -482,15 +471,7 @@ pub async fn run(scenario: &Scenario) -> Result<Outcome, BenchError> {
                 c.idle_timeout_ms = 2_000.min(outage_ms / 2);
             }
             let r = resume::run(&c, *pairs, *rounds, Duration::from_millis(*outage_ms)).await?;
-            let mut json = serde_json::to_value(&r).unwrap_or(Value::Null);
-            if let Some(o) = json.as_object_mut() {
-                o.insert("scenario".into(), "resume".into());
-            }
-            Ok(Outcome {
-                tables: resume::tables(&r),
-                json,
-                charts: vec![],
-            })
+            Ok(report_outcome("resume", &r, resume::tables(&r)))
         }
         Scenario::Smoke { common: a } => smoke(a).await,
         Scenario::FloorForwarder { .. } => {

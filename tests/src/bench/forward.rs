@@ -204,14 +204,7 @@ async fn setup_relay(
     let idle = common.idle_timeout();
     let sessions = load.pairs * 2;
     let per = common.sessions_per_endpoint.max(1);
-    let mut endpoints = Vec::new();
-    for _ in 0..sessions.div_ceil(per) {
-        endpoints.push(Arc::new(load::endpoint(
-            relay.cert_hash,
-            common.socket_buffer,
-            idle,
-        )?));
-    }
+    let endpoints = load::endpoints(relay.cert_hash, common, sessions)?;
     let mut s = Setup {
         slots: Vec::new(),
         clients: Vec::new(),

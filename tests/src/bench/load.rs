@@ -624,6 +624,19 @@ pub fn endpoint(
         .map_err(|e| super::BenchError::Process(format!("client endpoint: {e}")))
 }
 
+/// Enough client endpoints for `sessions` sessions, `sessions_per_endpoint` on each;
+/// session `i` uses endpoint `i / sessions_per_endpoint`.
+pub fn endpoints(
+    cert_hash: [u8; 32],
+    common: &super::Common,
+    sessions: usize,
+) -> Result<Vec<Arc<ClientEndpoint>>, super::BenchError> {
+    let per = common.sessions_per_endpoint.max(1);
+    (0..sessions.div_ceil(per))
+        .map(|_| endpoint(cert_hash, common.socket_buffer, common.idle_timeout()).map(Arc::new))
+        .collect()
+}
+
 /// Options to reach the relay (or a shaper in front of it) at `addr`.
 pub fn connect_options(
     addr: SocketAddr,

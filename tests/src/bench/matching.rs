@@ -193,14 +193,7 @@ async fn phase(
 ) -> Result<Phase, BenchError> {
     let idle = common.idle_timeout();
     let per = common.sessions_per_endpoint.max(1);
-    let mut endpoints = Vec::new();
-    for _ in 0..n.div_ceil(per) {
-        endpoints.push(Arc::new(load::endpoint(
-            relay.cert_hash,
-            common.socket_buffer,
-            idle,
-        )?));
-    }
+    let endpoints = load::endpoints(relay.cert_hash, common, n)?;
     let opts = load::connect_options(relay.quic, relay.cert_hash, idle);
     let (ev_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let (stop, stop_rx) = watch::channel(false);

@@ -15,7 +15,6 @@ use super::stats::{ratio, round3};
 use super::{BenchError, Common};
 use duet_client::Client;
 use serde::Serialize;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -63,14 +62,7 @@ pub async fn run(
     let rss = || procfs::rss_mib(&pid).map_or((0.0, 0.0), |x| x);
     let idle = common.idle_timeout();
     let per = common.sessions_per_endpoint.max(1);
-    let mut endpoints = Vec::new();
-    for _ in 0..k.div_ceil(per) {
-        endpoints.push(Arc::new(load::endpoint(
-            relay.cert_hash,
-            common.socket_buffer,
-            idle,
-        )?));
-    }
+    let endpoints = load::endpoints(relay.cert_hash, common, k)?;
     let opts = load::connect_options(relay.quic, relay.cert_hash, idle);
     let before = rss().0;
     let cpu0 = procfs::cpu(&pid).unwrap_or_default();
