@@ -7,7 +7,9 @@
 //! small.
 
 use crate::error::{DecodeError, ErrorCode};
-use crate::limits::{MAX_INTERESTS, MAX_INTEREST_BYTES, MAX_NAME_BYTES};
+use crate::limits::{
+    MAX_CODECS, MAX_INTERESTS, MAX_INTEREST_BYTES, MAX_NACK_FRAGMENTS, MAX_NAME_BYTES,
+};
 use serde::{Deserialize, Serialize};
 
 /// An unguessable, single-use secret that lets a client whose connection was lost take its
@@ -22,22 +24,45 @@ impl std::fmt::Debug for ResumeToken {
     }
 }
 
+/// A stable, random identity a client keeps across visits (the web client stores it in
+/// `localStorage`). Not a credential: it only lets the relay remember "do not pair these
+/// two again" past a reconnect. A client may omit it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VisitorId(pub [u8; 16]);
+
+impl std::fmt::Debug for VisitorId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VisitorId({:02x}{:02x}…)", self.0[0], self.0[1])
+    }
+}
+
 /// Messages a client sends on the control stream.
+///
+/// Every message about a pairing names its `match_id`: a message the client sent while it
+/// still saw one partner must never act on the next one (the partner may have pressed Next
+/// first, and the relay may have paired this client again before the message arrived).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientMsg {
-    /// First message of every session: who I am, what I like, and (optionally) which
-    /// session I am resuming. A fresh session joins the queue at once.
+    /// First message of every session: who I am, what I like, what media I handle, and
+    /// (optionally) which session I am resuming. A fresh session joins the queue at once.
     Hello(Hello),
-    /// Leave the current partner (or, when idle, join the queue) and find someone new.
-    Next,
+    /// Leave the pairing `match_id` (or, with `None` while idle, join the queue) and find
+    /// someone new. A `Next` naming a pairing that has already ended is ignored.
+    Next { match_id: Option<u64> },
     /// Leave the partner and the queue; the session stays open and idle until `Next`.
     Leave,
-    /// Ask the partner's encoder for a keyframe (a fragment went missing).
-    RequestKeyframe,
-    /// How the partner's media is arriving; relayed to the partner for bitrate adaptation.
+    /// Ask the partner's encoder for a keyframe (a frame was lost beyond repair).
+    RequestKeyframe { match_id: u64 },
+    /// How the partner's media is arriving; relayed to the partner for rate adaptation.
     ReceiverReport(ReceiverReport),
-    /// An abuse report on the current partner: they are not paired with the reporter again.
+    /// An abuse report on the partner of `match_id`: they are not paired again.
     Report(AbuseReport),
+    /// What this client can encode and decode now (a codec failed on this machine, say).
+    /// Takes effect from the next pairing.
+    Caps(MediaCaps),
+    /// Ask the partner to send these fragments of a video frame again (from its short send
+    /// history); relayed as [`ServerMsg::PeerNack`].
+    Nack(Nack),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +71,8 @@ pub struct Hello {
     pub name: String,
     pub interests: Vec<String>,
     pub resume: Option<ResumeToken>,
+    pub visitor: Option<VisitorId>,
+    pub media: MediaCaps,
 }
 
 impl Hello {
@@ -60,12 +87,86 @@ impl Hello {
         if self.interests.iter().any(|i| i.len() > MAX_INTEREST_BYTES) {
             return Err(DecodeError::FieldTooLarge { field: "interest" });
         }
+        self.media.validate()
+    }
+}
+
+/// A video codec family. The browser maps each to a full WebCodecs codec string; the
+/// relay only needs the family to pick one both partners handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum VideoCodec {
+    Vp8,
+    Vp9,
+    Av1,
+    H264,
+}
+
+impl VideoCodec {
+    pub const ALL: [VideoCodec; 4] = [
+        VideoCodec::Vp8,
+        VideoCodec::Vp9,
+        VideoCodec::Av1,
+        VideoCodec::H264,
+    ];
+}
+
+/// What a client can do with video. `encode` is in the client's order of preference (it
+/// knows its CPU); `hardware_encode` lists the codecs it encodes in hardware, which win.
+/// Audio is Opus everywhere and needs no negotiation.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MediaCaps {
+    pub decode: Vec<VideoCodec>,
+    pub encode: Vec<VideoCodec>,
+    pub hardware_encode: Vec<VideoCodec>,
+}
+
+impl MediaCaps {
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        let lists = [&self.decode, &self.encode, &self.hardware_encode];
+        if lists.iter().any(|l| l.len() > MAX_CODECS) {
+            return Err(DecodeError::FieldTooLarge { field: "codecs" });
+        }
+        Ok(())
+    }
+
+    /// The codec `sender` should encode for `receiver`: one the sender encodes and the
+    /// receiver decodes, a hardware encoder first, then in the sender's own order of
+    /// preference. `None`: no video this way (text and audio still work).
+    pub fn choose(sender: &MediaCaps, receiver: &MediaCaps) -> Option<VideoCodec> {
+        let usable = |c: &&VideoCodec| receiver.decode.contains(c);
+        let hardware = sender
+            .encode
+            .iter()
+            .filter(|c| sender.hardware_encode.contains(c))
+            .find(usable);
+        hardware
+            .or_else(|| sender.encode.iter().find(usable))
+            .copied()
+    }
+}
+
+/// A request to resend missing fragments of one video frame of the pairing `match_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nack {
+    pub match_id: u64,
+    pub frame: u32,
+    /// Fragment indices, at most [`MAX_NACK_FRAGMENTS`].
+    pub fragments: Vec<u16>,
+}
+
+impl Nack {
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        if self.fragments.len() > MAX_NACK_FRAGMENTS {
+            return Err(DecodeError::FieldTooLarge { field: "fragments" });
+        }
         Ok(())
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ReceiverReport {
+    /// The pairing whose media this describes; a report for another is not relayed.
+    pub match_id: u64,
     /// Media lost over the last report interval, in thousandths.
     pub loss_permille: u16,
     /// Inter-arrival jitter, in milliseconds.
@@ -74,10 +175,15 @@ pub struct ReceiverReport {
     pub frames_decoded: u32,
     /// Media bitrate received over the last interval, in kbit/s.
     pub bitrate_kbps: u32,
+    /// How far the latest one-way delay sits above the lowest seen recently, in
+    /// milliseconds: a queue building on the path (the sender's delay signal).
+    pub queue_delay_ms: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AbuseReport {
+    /// The pairing whose partner is reported; a report for a pairing that ended is ignored.
+    pub match_id: u64,
     pub reason: ReportReason,
 }
 
@@ -114,6 +220,14 @@ pub enum ServerMsg {
     /// The relay's view of your connection.
     Stats(RelayStats),
     Error(ErrorMsg),
+    /// The partner asks for these fragments again.
+    PeerNack(Nack),
+    /// The relay is shutting down: calls go on for at most `within_ms`, then the session
+    /// closes with [`ErrorCode::ShuttingDown`]; the client should resume (with its token)
+    /// on the relay when it is back, or on another.
+    Draining {
+        within_ms: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,9 +244,12 @@ pub struct Matched {
     pub match_id: u64,
     pub partner_name: String,
     pub shared_interests: Vec<String>,
-    /// Codecs the relay suggests, best first (the partner decodes what the sender encodes;
-    /// WebCodecs decoders describe themselves in the first keyframe's config).
-    pub codec_hints: Vec<String>,
+    /// The video codec to encode for this partner ([`MediaCaps::choose`]); `None`: send no
+    /// video (the partner cannot decode anything this client encodes).
+    pub send_codec: Option<VideoCodec>,
+    /// The video codec the partner will send, so the decoder can be ready before the first
+    /// keyframe arrives.
+    pub recv_codec: Option<VideoCodec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,8 +282,11 @@ pub struct ErrorMsg {
 impl ClientMsg {
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
         let msg: ClientMsg = postcard::from_bytes(body)?;
-        if let ClientMsg::Hello(hello) = &msg {
-            hello.validate()?;
+        match &msg {
+            ClientMsg::Hello(hello) => hello.validate()?,
+            ClientMsg::Caps(caps) => caps.validate()?,
+            ClientMsg::Nack(nack) => nack.validate()?,
+            _ => {}
         }
         Ok(msg)
     }
@@ -178,7 +298,11 @@ impl ClientMsg {
 
 impl ServerMsg {
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        Ok(postcard::from_bytes(body)?)
+        let msg: ServerMsg = postcard::from_bytes(body)?;
+        if let ServerMsg::PeerNack(nack) = &msg {
+            nack.validate()?;
+        }
+        Ok(msg)
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -32,11 +32,17 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A bug on the relay's side.
     Internal,
+    /// Several people reported this person recently: no pairing for a while.
+    CoolingOff,
+    /// The operator blocked this address.
+    Blocked,
+    /// The relay is overloaded and cannot keep this session (its events were not read).
+    Overloaded,
 }
 
 impl ErrorCode {
     /// Every code, for tests and the test vectors.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::Malformed,
         ErrorCode::TooLarge,
         ErrorCode::WrongState,
@@ -49,6 +55,9 @@ impl ErrorCode {
         ErrorCode::IdleTimeout,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
+        ErrorCode::CoolingOff,
+        ErrorCode::Blocked,
+        ErrorCode::Overloaded,
     ];
 
     /// The number on the wire, also the WebTransport close code. 0 is left for a normal close.
@@ -66,6 +75,9 @@ impl ErrorCode {
             ErrorCode::IdleTimeout => 10,
             ErrorCode::ShuttingDown => 11,
             ErrorCode::Internal => 12,
+            ErrorCode::CoolingOff => 13,
+            ErrorCode::Blocked => 14,
+            ErrorCode::Overloaded => 15,
         }
     }
 
@@ -88,6 +100,9 @@ impl ErrorCode {
             ErrorCode::IdleTimeout => "idle_timeout",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::CoolingOff => "cooling_off",
+            ErrorCode::Blocked => "blocked",
+            ErrorCode::Overloaded => "overloaded",
         }
     }
 }

@@ -25,8 +25,8 @@ pub mod vectors;
 
 pub use chat::ChatFrame;
 pub use control::{
-    AbuseReport, ClientMsg, ErrorMsg, Hello, LeaveReason, Matched, ReceiverReport, RelayStats,
-    ReportReason, ResumeToken, ServerMsg, Welcome,
+    AbuseReport, ClientMsg, ErrorMsg, Hello, LeaveReason, Matched, MediaCaps, Nack, ReceiverReport,
+    RelayStats, ReportReason, ResumeToken, ServerMsg, VideoCodec, VisitorId, Welcome,
 };
 pub use error::{DecodeError, ErrorCode};
 pub use frame::{encode_frame, FrameReader};
@@ -34,7 +34,7 @@ pub use media::{MediaHeader, Reassembler, Track};
 
 /// The protocol version a client states in `Hello`. A relay refuses any other version with
 /// [`ErrorCode::UnsupportedVersion`] and a message naming the version it speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The WebTransport path on the relay's QUIC port.
 pub const SESSION_PATH: &str = "/chat";

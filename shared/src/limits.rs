@@ -23,7 +23,15 @@ pub const MAX_CHAT_BYTES: usize = 2000;
 pub const MAX_MEDIA_DATAGRAM_BYTES: usize = 1100;
 
 /// Upper bound of an encoded [`crate::MediaHeader`]: every varint at its widest.
-pub const MAX_MEDIA_HEADER_BYTES: usize = 10 + 1 + 5 + 5 + 3 + 3 + 1 + 10;
+pub const MAX_MEDIA_HEADER_BYTES: usize = 10 + 1 + 5 + 5 + 3 + 3 + 1 + 10 + 5;
+
+/// Most codecs in one list of `MediaCaps`: there are four families today; room for more
+/// without letting a `Hello` carry a long list.
+pub const MAX_CODECS: usize = 8;
+
+/// Most fragment indices in one `Nack`. A frame that lost more than this is better
+/// recovered by a keyframe than by resending.
+pub const MAX_NACK_FRAGMENTS: usize = 64;
 
 /// Most fragments one video frame may be split into: 256 × ~1 KB is a 256 KB frame, well
 /// above a 4K keyframe at realtime bitrates, and it bounds the receiver's reassembly buffer.

@@ -33,6 +33,10 @@ pub struct MediaHeader {
     pub keyframe: bool,
     /// When the frame was captured, in microseconds on the sender's clock (Unix epoch).
     pub capture_us: u64,
+    /// The frame this one references (its own number for a keyframe). A receiver decodes
+    /// a frame only when its reference was decoded, so a lost frame that nothing refers to
+    /// (a top temporal layer, `L1T2`/`L1T3`) costs one frame, never a broken picture.
+    pub ref_frame: u32,
 }
 
 impl MediaHeader {
@@ -136,6 +140,7 @@ pub struct Frame {
     pub frame: u32,
     pub keyframe: bool,
     pub capture_us: u64,
+    pub ref_frame: u32,
     pub data: Vec<u8>,
 }
 
@@ -144,6 +149,7 @@ struct Partial {
     frame: u32,
     keyframe: bool,
     capture_us: u64,
+    ref_frame: u32,
     parts: Vec<Option<Vec<u8>>>,
     received: u16,
 }
@@ -227,6 +233,7 @@ impl Reassembler {
                     frame: header.frame,
                     keyframe: header.keyframe,
                     capture_us: header.capture_us,
+                    ref_frame: header.ref_frame,
                     parts: vec![None; usize::from(header.frag_count)],
                     received: 0,
                 });
@@ -264,6 +271,7 @@ impl Reassembler {
             frame: done.frame,
             keyframe: done.keyframe,
             capture_us: done.capture_us,
+            ref_frame: done.ref_frame,
             data,
         })
     }
@@ -283,6 +291,7 @@ mod tests {
             frag_count: count,
             keyframe: frame == 0,
             capture_us: 1_700_000_000_000_000,
+            ref_frame: frame.saturating_sub(1),
         }
     }
 

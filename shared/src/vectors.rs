@@ -59,6 +59,12 @@ pub fn all() -> Vec<Vector> {
             name: "Ana".into(),
             interests: vec!["music".into(), "chess".into()],
             resume: None,
+            visitor: Some(VisitorId([7; 16])),
+            media: MediaCaps {
+                decode: VideoCodec::ALL.to_vec(),
+                encode: vec![VideoCodec::Vp9, VideoCodec::Vp8, VideoCodec::H264],
+                hardware_encode: vec![VideoCodec::H264],
+            },
         }),
     ));
     v.push(client(
@@ -68,18 +74,47 @@ pub fn all() -> Vec<Vector> {
             name: "Zoë 🎸 Łukasz".into(),
             interests: vec![],
             resume: Some(TOKEN),
+            visitor: None,
+            media: MediaCaps::default(),
         }),
     ));
-    v.push(client("next", ClientMsg::Next));
+    v.push(client("next_idle", ClientMsg::Next { match_id: None }));
+    v.push(client(
+        "next",
+        ClientMsg::Next {
+            match_id: Some(1 << 40),
+        },
+    ));
     v.push(client("leave", ClientMsg::Leave));
-    v.push(client("request_keyframe", ClientMsg::RequestKeyframe));
+    v.push(client(
+        "request_keyframe",
+        ClientMsg::RequestKeyframe { match_id: 77 },
+    ));
     v.push(client(
         "receiver_report",
         ClientMsg::ReceiverReport(ReceiverReport {
+            match_id: u64::MAX,
             loss_permille: 1000,
             jitter_ms: 65535,
             frames_decoded: 4_000_000_000,
             bitrate_kbps: 128,
+            queue_delay_ms: 300,
+        }),
+    ));
+    v.push(client(
+        "caps",
+        ClientMsg::Caps(MediaCaps {
+            decode: vec![VideoCodec::Vp8, VideoCodec::Av1],
+            encode: vec![VideoCodec::Vp8],
+            hardware_encode: vec![],
+        }),
+    ));
+    v.push(client(
+        "nack",
+        ClientMsg::Nack(Nack {
+            match_id: 300,
+            frame: 70_000,
+            fragments: vec![0, 5, limits::MAX_FRAGMENTS - 1],
         }),
     ));
     for (name, reason) in [
@@ -89,7 +124,13 @@ pub fn all() -> Vec<Vector> {
         ("report_underage", ReportReason::Underage),
         ("report_other", ReportReason::Other),
     ] {
-        v.push(client(name, ClientMsg::Report(AbuseReport { reason })));
+        v.push(client(
+            name,
+            ClientMsg::Report(AbuseReport {
+                match_id: 1 << 20,
+                reason,
+            }),
+        ));
     }
 
     v.push(server(
@@ -107,7 +148,18 @@ pub fn all() -> Vec<Vector> {
             match_id: 1 << 40,
             partner_name: "Sam".into(),
             shared_interests: vec!["chess".into()],
-            codec_hints: vec!["vp09.00.10.08".into(), "vp8".into(), "opus".into()],
+            send_codec: Some(VideoCodec::H264),
+            recv_codec: Some(VideoCodec::Vp9),
+        }),
+    ));
+    v.push(server(
+        "matched_text_only",
+        ServerMsg::Matched(Matched {
+            match_id: 2,
+            partner_name: "".into(),
+            shared_interests: vec![],
+            send_codec: None,
+            recv_codec: Some(VideoCodec::Av1),
         }),
     ));
     for (name, reason) in [
@@ -124,11 +176,25 @@ pub fn all() -> Vec<Vector> {
     v.push(server(
         "peer_report",
         ServerMsg::PeerReport(ReceiverReport {
+            match_id: 5,
             loss_permille: 12,
             jitter_ms: 3,
             frames_decoded: 900,
             bitrate_kbps: 1500,
+            queue_delay_ms: 0,
         }),
+    ));
+    v.push(server(
+        "peer_nack",
+        ServerMsg::PeerNack(Nack {
+            match_id: 9,
+            frame: 1,
+            fragments: vec![2],
+        }),
+    ));
+    v.push(server(
+        "draining",
+        ServerMsg::Draining { within_ms: 30_000 },
     ));
     v.push(server(
         "stats",
@@ -176,6 +242,7 @@ pub fn all() -> Vec<Vector> {
                 frag_count: 1,
                 keyframe: true,
                 capture_us: 1_763_700_000_000_000,
+                ref_frame: 0,
             },
         ),
         (
@@ -189,6 +256,7 @@ pub fn all() -> Vec<Vector> {
                 frag_count: 9,
                 keyframe: false,
                 capture_us: 1_763_700_000_123_456,
+                ref_frame: 2_331,
             },
         ),
         (
@@ -202,6 +270,7 @@ pub fn all() -> Vec<Vector> {
                 frag_count: limits::MAX_FRAGMENTS,
                 keyframe: true,
                 capture_us: u64::MAX,
+                ref_frame: u32::MAX,
             },
         ),
     ] {
@@ -230,6 +299,8 @@ pub fn file_json() -> String {
             "MAX_MEDIA_DATAGRAM_BYTES": limits::MAX_MEDIA_DATAGRAM_BYTES,
             "MAX_MEDIA_HEADER_BYTES": limits::MAX_MEDIA_HEADER_BYTES,
             "MAX_FRAGMENTS": limits::MAX_FRAGMENTS,
+            "MAX_CODECS": limits::MAX_CODECS,
+            "MAX_NACK_FRAGMENTS": limits::MAX_NACK_FRAGMENTS,
         },
         "error_codes": codes,
         "vectors": all(),

@@ -10,14 +10,47 @@ fn token() -> impl Strategy<Value = ResumeToken> {
 }
 
 fn report() -> impl Strategy<Value = ReceiverReport> {
-    (any::<u16>(), any::<u16>(), any::<u32>(), any::<u32>()).prop_map(|(l, j, f, b)| {
-        ReceiverReport {
+    (
+        any::<u64>(),
+        any::<u16>(),
+        any::<u16>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u16>(),
+    )
+        .prop_map(|(m, l, j, f, b, q)| ReceiverReport {
+            match_id: m,
             loss_permille: l,
             jitter_ms: j,
             frames_decoded: f,
             bitrate_kbps: b,
-        }
+            queue_delay_ms: q,
+        })
+}
+
+fn codecs() -> impl Strategy<Value = Vec<VideoCodec>> {
+    proptest::collection::vec(proptest::sample::select(VideoCodec::ALL.to_vec()), 0..=4)
+}
+
+fn caps() -> impl Strategy<Value = MediaCaps> {
+    (codecs(), codecs(), codecs()).prop_map(|(decode, encode, hardware_encode)| MediaCaps {
+        decode,
+        encode,
+        hardware_encode,
     })
+}
+
+fn nack() -> impl Strategy<Value = Nack> {
+    (
+        any::<u64>(),
+        any::<u32>(),
+        proptest::collection::vec(any::<u16>(), 0..=limits::MAX_NACK_FRAGMENTS),
+    )
+        .prop_map(|(match_id, frame, fragments)| Nack {
+            match_id,
+            frame,
+            fragments,
+        })
 }
 
 fn client_msg() -> impl Strategy<Value = ClientMsg> {
@@ -26,23 +59,30 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
             any::<u16>(),
             "\\PC{0,16}",
             proptest::collection::vec("[a-z]{1,32}", 0..8),
-            proptest::option::of(token())
+            proptest::option::of(token()),
+            proptest::option::of(any::<[u8; 16]>().prop_map(VisitorId)),
+            caps(),
         )
-            .prop_map(
-                |(version, name, interests, resume)| ClientMsg::Hello(Hello {
+            .prop_map(|(version, name, interests, resume, visitor, media)| {
+                ClientMsg::Hello(Hello {
                     version,
                     name,
                     interests,
-                    resume
+                    resume,
+                    visitor,
+                    media,
                 })
-            ),
-        Just(ClientMsg::Next),
+            }),
+        proptest::option::of(any::<u64>()).prop_map(|match_id| ClientMsg::Next { match_id }),
         Just(ClientMsg::Leave),
-        Just(ClientMsg::RequestKeyframe),
+        any::<u64>().prop_map(|match_id| ClientMsg::RequestKeyframe { match_id }),
         report().prop_map(ClientMsg::ReceiverReport),
-        Just(ClientMsg::Report(AbuseReport {
+        any::<u64>().prop_map(|match_id| ClientMsg::Report(AbuseReport {
+            match_id,
             reason: ReportReason::Spam
         })),
+        caps().prop_map(ClientMsg::Caps),
+        nack().prop_map(ClientMsg::Nack),
     ]
 }
 
@@ -59,16 +99,23 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         (
             any::<u64>(),
             "\\PC{0,64}",
-            proptest::collection::vec("\\PC{0,8}", 0..4)
+            proptest::collection::vec("\\PC{0,8}", 0..4),
+            proptest::option::of(proptest::sample::select(VideoCodec::ALL.to_vec())),
+            proptest::option::of(proptest::sample::select(VideoCodec::ALL.to_vec())),
         )
             .prop_map(
-                |(match_id, partner_name, shared_interests)| ServerMsg::Matched(Matched {
-                    match_id,
-                    partner_name,
-                    shared_interests,
-                    codec_hints: vec!["vp8".into()],
-                })
+                |(match_id, partner_name, shared_interests, send_codec, recv_codec)| {
+                    ServerMsg::Matched(Matched {
+                        match_id,
+                        partner_name,
+                        shared_interests,
+                        send_codec,
+                        recv_codec,
+                    })
+                }
             ),
+        nack().prop_map(ServerMsg::PeerNack),
+        any::<u32>().prop_map(|within_ms| ServerMsg::Draining { within_ms }),
         Just(ServerMsg::PeerLeft {
             reason: LeaveReason::Disconnected
         }),
@@ -105,7 +152,8 @@ proptest! {
         capture_us in any::<u64>(), payload in proptest::collection::vec(any::<u8>(), 0..900),
     ) {
         let h = MediaHeader { match_id, track: Track::Video, seq, frame,
-            frag_index: idx_seed % count, frag_count: count, keyframe, capture_us };
+            frag_index: idx_seed % count, frag_count: count, keyframe, capture_us,
+            ref_frame: frame.wrapping_sub(1) };
         let mut dg = Vec::new();
         h.write_datagram(&payload, &mut dg);
         let (back, off) = MediaHeader::read(&dg).expect("round trip");
@@ -133,7 +181,8 @@ proptest! {
         let mut r = Reassembler::new();
         for (frame, idx, count, audio) in frags {
             let h = MediaHeader { match_id: 1, track: if audio { Track::Audio } else { Track::Video },
-                seq: 0, frame, frag_index: idx % count, frag_count: count, keyframe: false, capture_us: 0 };
+                seq: 0, frame, frag_index: idx % count, frag_count: count, keyframe: false, capture_us: 0,
+                ref_frame: 0 };
             let _ = r.push(&h, b"x");
         }
     }
@@ -147,6 +196,8 @@ fn oversized_fields_in_hello_are_refused() {
             name,
             interests,
             resume: None,
+            visitor: None,
+            media: MediaCaps::default(),
         })
         .encode()
     };
@@ -161,4 +212,40 @@ fn oversized_fields_in_hello_are_refused() {
         text: "x".repeat(limits::MAX_CHAT_BYTES + 1),
     };
     assert!(ChatFrame::decode(&long_chat.encode()).is_err());
+}
+
+#[test]
+fn codec_choice_prefers_hardware_then_the_senders_order() {
+    use VideoCodec::*;
+    let caps = |decode: &[VideoCodec], encode: &[VideoCodec], hw: &[VideoCodec]| MediaCaps {
+        decode: decode.to_vec(),
+        encode: encode.to_vec(),
+        hardware_encode: hw.to_vec(),
+    };
+    let phone = caps(&[Vp8, H264], &[Vp9, Vp8, H264], &[H264]);
+    let desktop = caps(&[Vp8, Vp9, Av1, H264], &[Vp9, Vp8], &[]);
+    // The phone encodes H.264 in hardware and the desktop decodes it.
+    assert_eq!(MediaCaps::choose(&phone, &desktop), Some(H264));
+    // The desktop prefers VP9, but the phone cannot decode it: VP8.
+    assert_eq!(MediaCaps::choose(&desktop, &phone), Some(Vp8));
+    // Nothing in common: no video that way.
+    let text_only = caps(&[], &[], &[]);
+    assert_eq!(MediaCaps::choose(&desktop, &text_only), None);
+    assert_eq!(MediaCaps::choose(&text_only, &desktop), None);
+}
+
+#[test]
+fn oversized_codec_lists_and_nacks_are_refused() {
+    let caps = MediaCaps {
+        decode: vec![VideoCodec::Vp8; limits::MAX_CODECS + 1],
+        ..MediaCaps::default()
+    };
+    assert!(ClientMsg::decode(&ClientMsg::Caps(caps).encode()).is_err());
+    let nack = Nack {
+        match_id: 1,
+        frame: 1,
+        fragments: vec![0; limits::MAX_NACK_FRAGMENTS + 1],
+    };
+    assert!(ClientMsg::decode(&ClientMsg::Nack(nack.clone()).encode()).is_err());
+    assert!(ServerMsg::decode(&ServerMsg::PeerNack(nack).encode()).is_err());
 }
