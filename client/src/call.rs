@@ -91,7 +91,8 @@ pub struct CallReport {
     pub partners: Vec<String>,
     pub matches: u32,
     pub time_to_match_ms: Option<f64>,
-    pub codec_hints: Vec<String>,
+    /// The codec the relay chose for this client's video to its first partner.
+    pub send_codec: Option<String>,
     pub video_frames_sent: u64,
     pub audio_frames_sent: u64,
     pub frames_sent: u64,
@@ -163,6 +164,12 @@ fn send_frame(
         frag_count: 1,
         keyframe,
         capture_us: now_us(),
+        // Synthetic media: each delta frame refers to the one before it.
+        ref_frame: if keyframe {
+            frame
+        } else {
+            frame.wrapping_sub(1)
+        },
     };
     let mut sent = 0;
     duet_proto::media::fragment(header, data, max_payload, seq, buf, |d| {
@@ -238,7 +245,7 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
                         if report.time_to_match_ms.is_none() {
                             report.time_to_match_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
                             report.partner = Some(m.partner_name.clone());
-                            report.codec_hints = m.codec_hints.clone();
+                            report.send_codec = m.send_codec.map(|c| format!("{c:?}"));
                             end = Some(Instant::now() + opts.duration);
                         }
                         report.matches += 1;
@@ -283,7 +290,7 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
                 }
                 let Some(frame): Option<Frame> = p.reassembler.push(&h, &bytes[off..]) else {
                     if p.reassembler.take_keyframe_request() {
-                        let _ = client.send(&ClientMsg::RequestKeyframe).await;
+                        let _ = client.send(&ClientMsg::RequestKeyframe { match_id: p.match_id }).await;
                     }
                     continue;
                 };
@@ -297,7 +304,7 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
                 }
                 let _ = latency.record(now_us().saturating_sub(frame.capture_us).max(1));
                 if p.reassembler.take_keyframe_request() {
-                    let _ = client.send(&ClientMsg::RequestKeyframe).await;
+                    let _ = client.send(&ClientMsg::RequestKeyframe { match_id: p.match_id }).await;
                 }
             }
             _ = video.tick(), if sending => {
@@ -333,7 +340,8 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
                 }
             }
             _ = next.tick(), if sending && opts.next_every.is_some() => {
-                if client.send(&ClientMsg::Next).await.is_ok() {
+                let match_id = pairing.as_ref().map(|p| p.match_id);
+                if client.send(&ClientMsg::Next { match_id }).await.is_ok() {
                     report.nexts += 1;
                     pairing = None;
                     unpaired_at = Some(Instant::now());

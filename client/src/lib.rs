@@ -275,20 +275,27 @@ impl Client {
         })
     }
 
-    /// Sends `Hello` and waits for `Welcome`.
+    /// Sends `Hello` (with [`native_caps`]) and waits for `Welcome`.
     pub async fn hello(
         &mut self,
         name: &str,
         interests: &[String],
         resume: Option<ResumeToken>,
     ) -> Result<Welcome, ClientError> {
-        self.send(&ClientMsg::Hello(Hello {
+        self.hello_as(Hello {
             version: PROTOCOL_VERSION,
             name: name.to_string(),
             interests: interests.to_vec(),
             resume,
-        }))
-        .await?;
+            visitor: None,
+            media: native_caps(),
+        })
+        .await
+    }
+
+    /// Sends this `Hello` as it is and waits for `Welcome`.
+    pub async fn hello_as(&mut self, hello: Hello) -> Result<Welcome, ClientError> {
+        self.send(&ClientMsg::Hello(hello)).await?;
         match self.recv().await? {
             ServerMsg::Welcome(w) => Ok(w),
             ServerMsg::Error(e) => Err(ClientError::Server(e)),
@@ -544,5 +551,15 @@ async fn accept_chat(conn: Connection, tx: mpsc::Sender<(u64, String)>) {
                 }
             }
         });
+    }
+}
+
+/// What the native client says it handles: its media is synthetic, so it "decodes" every
+/// codec and "encodes" VP8, the floor every browser decodes.
+pub fn native_caps() -> MediaCaps {
+    MediaCaps {
+        decode: VideoCodec::ALL.to_vec(),
+        encode: vec![VideoCodec::Vp8],
+        hardware_encode: vec![],
     }
 }

@@ -20,6 +20,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+pub type SharedCaps = Arc<std::sync::Mutex<duet_proto::MediaCaps>>;
+
 /// What a session needs to reach its partner directly, without going through the engine:
 /// the partner's connection (for media datagrams) and event queue (for chat and relayed
 /// control messages).
@@ -27,6 +29,9 @@ use tokio::time::Instant;
 pub struct PeerLink {
     pub session_id: SessionId,
     pub name: Arc<str>,
+    /// What the session's client can encode and decode, updated by `ClientMsg::Caps`; read
+    /// by the partner's session when the pair is made, to pick each direction's codec.
+    pub caps: SharedCaps,
     pub conn: Connection,
     pub events: mpsc::Sender<SessionEvent>,
 }

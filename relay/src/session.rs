@@ -15,7 +15,7 @@
 //! Every refusal is an [`ErrorCode`] with a message: sent on the control stream when
 //! there is one, and as the close reason too.
 
-use crate::engine::{Matchmaker, PeerLink, SessionEvent};
+use crate::engine::{Matchmaker, PeerLink, SessionEvent, SharedCaps};
 use crate::limits::*;
 use crate::matching::{MatchId, SessionId};
 use crate::metrics::{Drop, Metrics};
@@ -33,10 +33,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use web_transport_quinn::{RecvStream, SendStream, SessionError, WebTransportError};
-
-/// Codecs suggested to every pair, best first. Browsers probe with `isConfigSupported`
-/// and fall back along this list; VP8 is the floor every WebCodecs build decodes.
-const CODEC_HINTS: [&str; 4] = ["vp09.00.10.08", "av01.0.04M.08", "vp8", "opus"];
 
 /// State shared by every session of one relay.
 pub struct Shared {
@@ -335,9 +331,11 @@ enum Step {
 fn msg_name(msg: &ClientMsg) -> &'static str {
     match msg {
         ClientMsg::Hello(_) => "Hello",
-        ClientMsg::Next => "Next",
+        ClientMsg::Next { .. } => "Next",
         ClientMsg::Leave => "Leave",
-        ClientMsg::RequestKeyframe => "RequestKeyframe",
+        ClientMsg::RequestKeyframe { .. } => "RequestKeyframe",
+        ClientMsg::Caps(_) => "Caps",
+        ClientMsg::Nack(_) => "Nack",
         ClientMsg::ReceiverReport(_) => "ReceiverReport",
         ClientMsg::Report(_) => "Report",
     }
@@ -375,6 +373,9 @@ struct Current {
     match_id: MatchId,
     partner: PeerLink,
     shared_interests: Vec<String>,
+    /// The codecs chosen at pairing time, re-sent as they were on resume.
+    send_codec: Option<VideoCodec>,
+    recv_codec: Option<VideoCodec>,
     chat_out: Option<mpsc::Sender<String>>,
 }
 
@@ -510,11 +511,14 @@ async fn run(conn: Connection, shared: Arc<Shared>, admission: Admission) {
     let link = PeerLink {
         session_id: id,
         name: Arc::from(hello.name.as_str()),
+        caps: Arc::new(Mutex::new(hello.media.clone())),
         conn: handoff.conn.clone(),
         events: events_tx,
     };
+    let caps = link.caps.clone();
     let mut session = Session {
         id,
+        caps,
         shared: shared.clone(),
         att: Some(Attachment::start(handoff, route.clone(), &shared)),
         route,
@@ -609,6 +613,8 @@ enum Stop {
 
 struct Session {
     id: SessionId,
+    /// This client's media capabilities, shared with the engine's view of it.
+    caps: SharedCaps,
     shared: Arc<Shared>,
     /// The client's current connection; `None` while it is away.
     att: Option<Attachment>,
@@ -730,7 +736,8 @@ impl Session {
                 match_id: cur.match_id,
                 partner_name: cur.partner.name.to_string(),
                 shared_interests: cur.shared_interests.clone(),
-                codec_hints: CODEC_HINTS.iter().map(|c| c.to_string()).collect(),
+                send_codec: cur.send_codec,
+                recv_codec: cur.recv_codec,
             }));
             let _ = cur.partner.events.try_send(SessionEvent::PartnerReturned {
                 match_id: cur.match_id,
@@ -793,6 +800,13 @@ impl Session {
         self.send(ServerMsg::error(code, message, false));
     }
 
+    /// This client left its pairing (Next, Leave, Report): from now on its media and
+    /// messages reach nobody, whatever the partner's session has yet to hear.
+    fn end_own_pairing(&mut self) {
+        self.current = None;
+        self.set_route(None);
+    }
+
     fn set_route(&self, route: Option<Route>) {
         *self.route.lock().unwrap_or_else(|e| e.into_inner()) = route;
     }
@@ -843,7 +857,14 @@ impl Session {
                     "Hello was already sent on this session",
                 )))
             }
-            ClientMsg::Next => {
+            ClientMsg::Next { match_id } => {
+                let current = self.current.as_ref().map(|c| c.match_id);
+                if match_id != current {
+                    // Sent while the client saw another pairing (its partner pressed Next
+                    // first, and this client may already be paired again): acting on it
+                    // would end a pairing the client has not seen yet.
+                    return Ok(());
+                }
                 if !self.next_bucket.try_take(1.0, now) {
                     self.refuse(
                         ErrorCode::RateLimited,
@@ -851,23 +872,39 @@ impl Session {
                     );
                     return Ok(());
                 }
-                let expected = self.current.as_ref().map(|c| c.match_id);
-                matchmaker.next(self.id, expected).await;
+                matchmaker.next(self.id, current).await;
+                self.end_own_pairing();
             }
-            ClientMsg::Leave => matchmaker.leave(self.id).await,
+            ClientMsg::Leave => {
+                matchmaker.leave(self.id).await;
+                self.end_own_pairing();
+            }
             ClientMsg::Report(report) => {
+                if self.current.as_ref().map(|c| c.match_id) != Some(report.match_id) {
+                    return Ok(()); // about a pairing that has ended: nobody to report
+                }
                 tracing::info!(session = self.id, reason = ?report.reason, "abuse report");
                 matchmaker.report(self.id).await;
+                self.end_own_pairing();
             }
-            ClientMsg::RequestKeyframe | ClientMsg::ReceiverReport(_) => {
+            ClientMsg::Caps(caps) => {
+                *self.caps.lock().unwrap_or_else(|e| e.into_inner()) = caps;
+            }
+            ClientMsg::RequestKeyframe { .. }
+            | ClientMsg::ReceiverReport(_)
+            | ClientMsg::Nack(_) => {
                 if !self.control_bucket.try_take(1.0, now) {
                     return Ok(()); // far above any real client's rate: drop quietly
                 }
-                if let Some(cur) = &self.current {
-                    let relayed = match msg {
-                        ClientMsg::ReceiverReport(r) => ServerMsg::PeerReport(r),
-                        _ => ServerMsg::KeyframeRequested,
-                    };
+                let (match_id, relayed) = match msg {
+                    ClientMsg::ReceiverReport(r) => (r.match_id, ServerMsg::PeerReport(r)),
+                    ClientMsg::Nack(n) => (n.match_id, ServerMsg::PeerNack(n)),
+                    ClientMsg::RequestKeyframe { match_id } => {
+                        (match_id, ServerMsg::KeyframeRequested)
+                    }
+                    _ => return Ok(()),
+                };
+                if let Some(cur) = self.current.as_ref().filter(|c| c.match_id == match_id) {
                     let _ = cur.partner.events.try_send(SessionEvent::FromPartner {
                         match_id: cur.match_id,
                         msg: Box::new(relayed),
@@ -887,16 +924,27 @@ impl Session {
                 shared_interests,
             } => {
                 self.set_route(Some(Route::new(match_id, &partner.conn)));
+                let (send_codec, recv_codec) = {
+                    let mine = self.caps.lock().unwrap_or_else(|e| e.into_inner());
+                    let theirs = partner.caps.lock().unwrap_or_else(|e| e.into_inner());
+                    (
+                        MediaCaps::choose(&mine, &theirs),
+                        MediaCaps::choose(&theirs, &mine),
+                    )
+                };
                 let msg = ServerMsg::Matched(Matched {
                     match_id,
                     partner_name: partner.name.to_string(),
                     shared_interests: shared_interests.clone(),
-                    codec_hints: CODEC_HINTS.iter().map(|c| c.to_string()).collect(),
+                    send_codec,
+                    recv_codec,
                 });
                 self.current = Some(Current {
                     match_id,
                     partner: *partner,
                     shared_interests,
+                    send_codec,
+                    recv_codec,
                     chat_out: None,
                 });
                 self.left_while_away = None;

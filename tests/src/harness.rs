@@ -173,6 +173,7 @@ pub fn media_datagram(match_id: u64, seq: u32, payload: &[u8]) -> Vec<u8> {
         frag_count: 1,
         keyframe: true,
         capture_us: 0,
+        ref_frame: seq,
     }
     .write_datagram(payload, &mut buf);
     buf

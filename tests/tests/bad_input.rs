@@ -111,7 +111,9 @@ async fn each_bad_control_input_ends_only_its_own_session_with_a_clear_error() {
 
     // 3. Next before Hello.
     let mut c = Client::connect(&relay.opts()).await.expect("connect");
-    c.send(&ClientMsg::Next).await.expect("write");
+    c.send(&ClientMsg::Next { match_id: None })
+        .await
+        .expect("write");
     let msg = expect_refusal(&mut c, ErrorCode::WrongState).await;
     assert!(msg.contains("Hello"), "{msg}");
     healthy.still_talks().await;
@@ -128,6 +130,7 @@ async fn each_bad_control_input_ends_only_its_own_session_with_a_clear_error() {
         frag_count: 1,
         keyframe: true,
         capture_us: 0,
+        ref_frame: 0,
     }
     .write_datagram(b"sneaky", &mut buf);
     c.send_datagram(&buf).expect("send");
@@ -146,6 +149,8 @@ async fn each_bad_control_input_ends_only_its_own_session_with_a_clear_error() {
         name: "Future".into(),
         interests: vec![],
         resume: None,
+        visitor: None,
+        media: duet_client::native_caps(),
     }))
     .await
     .expect("write");
@@ -159,6 +164,8 @@ async fn each_bad_control_input_ends_only_its_own_session_with_a_clear_error() {
         name: "x".repeat(limits::MAX_NAME_BYTES + 1),
         interests: vec![],
         resume: None,
+        visitor: None,
+        media: duet_client::native_caps(),
     }))
     .await
     .expect("write");
@@ -171,6 +178,8 @@ async fn each_bad_control_input_ends_only_its_own_session_with_a_clear_error() {
         name: "Twice".into(),
         interests: vec![],
         resume: None,
+        visitor: None,
+        media: duet_client::native_caps(),
     }))
     .await
     .expect("write");
@@ -222,6 +231,7 @@ async fn bad_datagrams_are_dropped_and_counted_and_the_session_lives_on() {
         frag_count: 2, // index past the count
         keyframe: false,
         capture_us: 0,
+        ref_frame: 0,
     }
     .write_datagram(b"x", &mut buf);
     x.send_datagram(&buf).expect("send");
@@ -236,6 +246,7 @@ async fn bad_datagrams_are_dropped_and_counted_and_the_session_lives_on() {
         frag_count: 1,
         keyframe: false,
         capture_us: 0,
+        ref_frame: 0,
     }
     .write_datagram(&big, &mut big_dg);
     x.send_datagram(&big_dg)

@@ -33,6 +33,7 @@ async fn exchange(
             frag_count: 1,
             keyframe: i == 0,
             capture_us: 1,
+            ref_frame: i.saturating_sub(1),
         };
         let payload: Vec<u8> = (0..(100 + i * 30))
             .map(|b| (b as u8) ^ tag ^ (i as u8))
@@ -70,7 +71,9 @@ async fn two_strangers_see_names_and_exchange_media_and_chat_both_ways() {
     assert_eq!(a.partner_name, "Bob 🎸");
     assert_eq!(b.partner_name, "Ana");
     assert_eq!(a.match_id, b.match_id);
-    assert!(b.codec_hints.iter().any(|c| c == "vp8"));
+    // Both sides are native clients: VP8 each way, and each knows what it will receive.
+    assert_eq!(b.send_codec, Some(VideoCodec::Vp8));
+    assert_eq!(b.recv_codec, Some(VideoCodec::Vp8));
 
     exchange(&ana, &bob, a.match_id, 20, 0xA5).await;
     exchange(&bob, &ana, b.match_id, 20, 0x5A).await;
@@ -134,7 +137,11 @@ async fn next_pairs_with_the_waiting_stranger_and_the_old_partner_reaches_nobody
     .await
     .expect("C waits");
 
-    a.send(&ClientMsg::Next).await.expect("Next");
+    a.send(&ClientMsg::Next {
+        match_id: Some(ab.match_id),
+    })
+    .await
+    .expect("Next");
     let ac = matched(&mut a).await;
     assert_eq!(
         ac.partner_name, "C",
@@ -169,6 +176,7 @@ async fn next_pairs_with_the_waiting_stranger_and_the_old_partner_reaches_nobody
             frag_count: 1,
             keyframe: false,
             capture_us: 0,
+            ref_frame: 0,
         }
         .write_datagram(b"from the last call", &mut buf);
         b.send_datagram(&buf).expect("send");
@@ -233,7 +241,9 @@ async fn a_partner_who_closes_is_noticed_and_the_other_requeued() {
         })
         .await;
     // Next from idle re-joins the queue (and C may meet A again only after the cooldown).
-    c.send(&ClientMsg::Next).await.expect("Next");
+    c.send(&ClientMsg::Next { match_id: None })
+        .await
+        .expect("Next");
     relay
         .status_until("both waiting", |s| s["waiting"] == 2)
         .await;
@@ -299,6 +309,7 @@ async fn two_hundred_clients_at_once_end_in_one_hundred_pairs_that_all_talk() {
                 frag_count: 1,
                 keyframe: true,
                 capture_us: 0,
+                ref_frame: 0,
             }
             .write_datagram(name.as_bytes(), &mut buf);
             let heard = loop {

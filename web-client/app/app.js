@@ -26,7 +26,18 @@ import {
   readDatagram,
 } from "./protocol.js";
 import { utf8Length } from "./postcard.js";
-import { AudioReceiver, AudioSender, VideoReceiver, VideoSender, captureMedia, chooseVideoCodec, codecLabel, probeVideoCodecs } from "./media.js";
+import {
+  AudioReceiver,
+  AudioSender,
+  VideoReceiver,
+  VideoSender,
+  captureMedia,
+  chooseVideoCodec,
+  codecLabel,
+  mediaCaps,
+  probeVideoCodecs,
+  probeVideoDecoders,
+} from "./media.js";
 import { BitrateController, ReceiveMeter, classifyQuality, REPORT_INTERVAL_MS } from "./quality.js";
 import { RelaySession, describe, describeErrorCode } from "./transport.js";
 
@@ -125,8 +136,10 @@ const state = {
   reportedMatch: null,
   /** @type {import("./media.js").Capture | null} */
   capture: null,
-  /** @type {string[]} */
+  /** @type {string[]} codec strings this browser encodes and decodes, best first */
   codecs: [],
+  /** @type {string[]} codec strings this browser decodes */
+  decoders: [],
   /** @type {AudioContext | null} */
   audioCtx: null,
   /** @type {VideoSender | null} */
@@ -148,7 +161,7 @@ const state = {
   relayStats: null,
   /** @type {import("./protocol.js").ReceiverReport | null} the partner's last report about our media */
   peerReport: null,
-  /** @type {import("./protocol.js").ReceiverReport | null} our last report about theirs */
+  /** @type {Omit<import("./protocol.js").ReceiverReport, "match_id"> | null} our last report about theirs */
   ownReport: null,
   /** @type {number | null} */
   transportRttMs: null,
@@ -331,6 +344,7 @@ function mediaProblem(text) {
 /** Camera and microphone on, encoders ready. Never throws: missing media means text only. */
 async function startMedia() {
   if (state.capture) return;
+  state.decoders = await probeVideoDecoders();
   const capture = await captureMedia();
   state.capture = capture;
   ui.selfView.srcObject = capture.video ? new MediaStream([capture.video]) : null;
@@ -392,7 +406,7 @@ function requestKeyframe() {
   const now = performance.now();
   if (state.phase !== "paired" || now - state.lastKeyframeRequestAt < KEYFRAME_REQUEST_INTERVAL_MS) return;
   state.lastKeyframeRequestAt = now;
-  state.session?.send({ type: "RequestKeyframe" });
+  if (state.matchId !== null) state.session?.send({ type: "RequestKeyframe", match_id: state.matchId });
 }
 
 function currentMatchRecord() {
@@ -457,7 +471,7 @@ function onMatched(msg) {
   ensureReceivers();
   state.videoReceiver?.reset();
   state.audioReceiver?.reset();
-  const codec = chooseVideoCodec(state.codecs, msg.codec_hints);
+  const codec = chooseVideoCodec(state.codecs, msg.send_codec);
   state.videoSender?.setCodec(codec);
   state.videoSender?.setBitrate(state.bitrate.target);
   state.videoSender?.newPairing();
@@ -584,7 +598,15 @@ function onMessage(msg) {
       break;
     }
     case "PeerReport":
-      state.peerReport = { loss_permille: msg.loss_permille, jitter_ms: msg.jitter_ms, frames_decoded: msg.frames_decoded, bitrate_kbps: msg.bitrate_kbps };
+      if (msg.match_id !== state.matchId) break; // about a pairing that has ended
+      state.peerReport = {
+        match_id: msg.match_id,
+        loss_permille: msg.loss_permille,
+        jitter_ms: msg.jitter_ms,
+        frames_decoded: msg.frames_decoded,
+        bitrate_kbps: msg.bitrate_kbps,
+        queue_delay_ms: msg.queue_delay_ms,
+      };
       state.videoSender?.setBitrate(state.bitrate.onPeerReport(msg, performance.now()));
       break;
     case "Stats":
@@ -607,6 +629,25 @@ function onMessage(msg) {
 // ---------------------------------------------------------------- session
 
 /**
+ * A random id kept across visits in localStorage, so that "never pair these two again"
+ * survives a reconnect. Not a credential; null where storage is unavailable.
+ * @returns {Uint8Array | null}
+ */
+function visitorId() {
+  try {
+    const stored = localStorage.getItem("duet.visitor");
+    if (stored && /^[0-9a-f]{32}$/.test(stored)) {
+      return Uint8Array.from(stored.match(/../g) ?? [], (h) => parseInt(h, 16));
+    }
+    const id = crypto.getRandomValues(new Uint8Array(16));
+    localStorage.setItem("duet.visitor", Array.from(id, (b) => b.toString(16).padStart(2, "0")).join(""));
+    return id;
+  } catch {
+    return null;
+  }
+}
+
+/**
  * Opens a session (or resumes one) with the current name and interests.
  * @param {boolean} resume
  */
@@ -616,6 +657,8 @@ async function connect(resume) {
     name: state.hello.name,
     interests: state.hello.interests,
     resume: resume ? state.resumeToken : null,
+    visitor: visitorId(),
+    media: mediaCaps(state.codecs, state.decoders),
   };
   const session = new RelaySession({
     onMessage: (m) => {
@@ -704,7 +747,7 @@ function readForm() {
     ),
   ];
   if (interests.length > MAX_INTERESTS) return `At most ${MAX_INTERESTS} interests, please.`;
-  const problem = helloProblem({ version: PROTOCOL_VERSION, name, interests, resume: null });
+  const problem = helloProblem({ version: PROTOCOL_VERSION, name, interests, resume: null, visitor: null, media: mediaCaps([], []) });
   return problem ?? { name, interests };
 }
 
@@ -740,7 +783,7 @@ async function onStart() {
   const same = form.name === state.hello.name && form.interests.join("\n") === state.hello.interests.join("\n");
   if (state.session && !state.session.closed && same) {
     // The session stayed open after Stop: Next puts us back in the queue.
-    state.session.send({ type: "Next" });
+    state.session.send({ type: "Next", match_id: null });
     setPhase("waiting");
     return;
   }
@@ -756,7 +799,7 @@ async function onStart() {
 function onNext() {
   if (state.phase !== "paired" || !state.session) return;
   state.timeline.nextClickAt = epochMs();
-  state.session.send({ type: "Next" });
+  state.session.send({ type: "Next", match_id: state.matchId });
   unpair("Finding someone new…");
   setPhase("waiting");
 }
@@ -798,8 +841,9 @@ function onReportSubmit() {
   if (ui.reportDialog.returnValue !== "send" || !reason || state.phase !== "paired" || !state.session) return;
   const r = REPORT_REASONS.find((x) => x === reason);
   if (!r) return;
+  if (state.matchId === null) return;
   state.reportedMatch = state.matchId;
-  state.session.send({ type: "Report", reason: r });
+  state.session.send({ type: "Report", match_id: state.matchId, reason: r });
   // Like Next: the relay ends the pairing and re-queues us; we stop showing them at once.
   const line = `Thanks — ${state.partnerName} was reported and won't be matched with you again. Finding someone new…`;
   chatLine("system", line);
@@ -819,7 +863,7 @@ async function everySecond() {
   if (state.phase === "paired") {
     const report = state.meter.report(performance.timeOrigin + performance.now(), state.videoReceiver?.stats.framesDecoded ?? 0);
     state.ownReport = report;
-    session.send({ type: "ReceiverReport", ...report });
+    if (state.matchId !== null) session.send({ type: "ReceiverReport", match_id: state.matchId, ...report });
     if (performance.now() - state.lastPartnerFrameAt > VIDEO_STALE_MS && !state.partnerReconnecting) {
       // Camera off, no camera, or video this browser cannot decode: say so instead of a frozen or empty picture.
       const text = `No video from ${state.partnerName}`;

@@ -55,9 +55,11 @@ export class Fragmenter {
    * @param {boolean} keyframe
    * @param {bigint} captureUs
    * @param {number} maxDatagram the session's datagram size limit
+   * @param {number} [refBack] how many frames back the frame this one references is (1, the
+   *   previous frame, unless temporal layers say otherwise); a keyframe references itself
    * @returns {Uint8Array[] | null} null when the frame needs more than MAX_FRAGMENTS datagrams
    */
-  fragment(matchId, payload, keyframe, captureUs, maxDatagram) {
+  fragment(matchId, payload, keyframe, captureUs, maxDatagram, refBack = 1) {
     const room = maxPayload(maxDatagram);
     if (room <= 0) return null;
     const count = Math.max(1, Math.ceil(payload.length / room));
@@ -77,6 +79,7 @@ export class Fragmenter {
         frag_count: count,
         keyframe,
         capture_us: captureUs,
+        ref_frame: keyframe ? frame : (frame - refBack) >>> 0,
       };
       this.seq = (this.seq + 1) >>> 0;
       out.push(encodeDatagram(header, payload.subarray(i * room, Math.min(payload.length, (i + 1) * room))));

@@ -151,19 +151,60 @@ export async function probeVideoCodecs(width = 640, height = 480) {
 }
 
 /**
- * Picks the codec to send to a partner: the relay's first hint we can encode, else our
- * own first choice.
+ * The video codecs this browser can decode, best first (a page without a camera still
+ * decodes its partner).
+ * @returns {Promise<string[]>}
+ */
+export async function probeVideoDecoders() {
+  if (typeof VideoDecoder === "undefined") return [];
+  /** @type {string[]} */
+  const out = [];
+  for (const { codec } of VIDEO_CODECS) {
+    try {
+      if ((await VideoDecoder.isConfigSupported({ codec })).supported) out.push(codec);
+    } catch {
+      // An invalid or unknown codec string: not supported.
+    }
+  }
+  return out;
+}
+
+/** The protocol's codec family of a WebCodecs codec string, or null. */
+const FAMILIES = /** @type {const} */ ([
+  ["vp8", "Vp8"],
+  ["vp09", "Vp9"],
+  ["av01", "Av1"],
+  ["avc1", "H264"],
+]);
+
+/** @param {string} codec @returns {import("./protocol.js").VideoCodec | null} */
+export function codecFamily(codec) {
+  const prefix = codec.split(".")[0].toLowerCase();
+  return FAMILIES.find(([p]) => p === prefix)?.[1] ?? null;
+}
+
+/**
+ * What `Hello` says this browser handles.
+ * @param {string[]} encodable codec strings this browser encodes (and decodes), best first
+ * @param {string[]} decodable codec strings this browser decodes
+ * @returns {import("./protocol.js").MediaCaps}
+ */
+export function mediaCaps(encodable, decodable) {
+  const fam = (/** @type {string[]} */ list) =>
+    /** @type {import("./protocol.js").VideoCodec[]} */ (list.map(codecFamily).filter((f) => f !== null));
+  return { decode: fam(decodable), encode: fam(encodable), hardware_encode: [] };
+}
+
+/**
+ * The codec string to encode for the family the relay chose (`Matched.send_codec`), or
+ * null when the relay chose none (the partner decodes nothing we encode).
  * @param {string[]} supported from probeVideoCodecs
- * @param {string[]} hints Matched.codec_hints
+ * @param {import("./protocol.js").VideoCodec | null} family
  * @returns {string | null}
  */
-export function chooseVideoCodec(supported, hints) {
-  const family = (/** @type {string} */ c) => c.split(".")[0].toLowerCase();
-  for (const hint of hints) {
-    const match = supported.find((s) => s === hint) ?? supported.find((s) => family(s) === family(hint));
-    if (match) return match;
-  }
-  return supported[0] ?? null;
+export function chooseVideoCodec(supported, family) {
+  if (family === null) return null;
+  return supported.find((s) => codecFamily(s) === family) ?? null;
 }
 
 /** @param {string} codec @returns {string} e.g. "VP9" */

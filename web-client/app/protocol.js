@@ -17,7 +17,7 @@ import { DecodeError, Reader, Writer, utf8Length } from "./postcard.js";
 export { DecodeError };
 
 /** The protocol version sent in `Hello`. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** The WebTransport path on the relay's QUIC port. */
 export const SESSION_PATH = "/chat";
 
@@ -28,7 +28,9 @@ export const MAX_INTERESTS = 8;
 export const MAX_INTEREST_BYTES = 32;
 export const MAX_CHAT_BYTES = 2000;
 export const MAX_MEDIA_DATAGRAM_BYTES = 1100;
-export const MAX_MEDIA_HEADER_BYTES = 38;
+export const MAX_MEDIA_HEADER_BYTES = 43;
+export const MAX_CODECS = 8;
+export const MAX_NACK_FRAGMENTS = 64;
 export const MAX_FRAGMENTS = 256;
 /** Partial frames a receiver keeps per track (shared/src/limits.rs MAX_FRAMES_IN_REASSEMBLY). */
 export const MAX_FRAMES_IN_REASSEMBLY = 4;
@@ -47,6 +49,9 @@ export const ERROR_CODES = Object.freeze({
   idle_timeout: 10,
   shutting_down: 11,
   internal: 12,
+  cooling_off: 13,
+  blocked: 14,
+  overloaded: 15,
 });
 
 /** @param {number} code @returns {string} the code's stable name, or "unknown" */
@@ -58,30 +63,47 @@ export function errorCodeName(code) {
 export const REPORT_REASONS = /** @type {const} */ (["Nudity", "Harassment", "Spam", "Underage", "Other"]);
 export const LEAVE_REASONS = /** @type {const} */ (["Next", "Left", "Disconnected", "Reported"]);
 
+/** Video codec families, in `VideoCodec` variant order (shared/src/control.rs). */
+export const VIDEO_CODECS = /** @type {const} */ (["Vp8", "Vp9", "Av1", "H264"]);
+
 export const TRACK_AUDIO = 0;
 export const TRACK_VIDEO = 1;
 
 /** @typedef {typeof REPORT_REASONS[number]} ReportReason */
 /** @typedef {typeof LEAVE_REASONS[number]} LeaveReason */
-/** @typedef {{loss_permille: number, jitter_ms: number, frames_decoded: number, bitrate_kbps: number}} ReceiverReport */
-/** @typedef {{version: number, name: string, interests: string[], resume: Uint8Array | null}} Hello */
+/** @typedef {typeof VIDEO_CODECS[number]} VideoCodec */
+/**
+ * @typedef {{match_id: bigint, loss_permille: number, jitter_ms: number, frames_decoded: number,
+ *   bitrate_kbps: number, queue_delay_ms: number}} ReceiverReport
+ */
+/** @typedef {{decode: VideoCodec[], encode: VideoCodec[], hardware_encode: VideoCodec[]}} MediaCaps */
+/** @typedef {{match_id: bigint, frame: number, fragments: number[]}} Nack */
+/**
+ * @typedef {{version: number, name: string, interests: string[], resume: Uint8Array | null,
+ *   visitor: Uint8Array | null, media: MediaCaps}} Hello
+ */
 
 /**
  * @typedef {({type: "Hello"} & Hello)
- *   | {type: "Next"} | {type: "Leave"} | {type: "RequestKeyframe"}
+ *   | {type: "Next", match_id: bigint | null} | {type: "Leave"}
+ *   | {type: "RequestKeyframe", match_id: bigint}
  *   | ({type: "ReceiverReport"} & ReceiverReport)
- *   | {type: "Report", reason: ReportReason}} ClientMsg
+ *   | {type: "Report", match_id: bigint, reason: ReportReason}
+ *   | ({type: "Caps"} & MediaCaps)
+ *   | ({type: "Nack"} & Nack)} ClientMsg
  */
 
 /**
  * @typedef {{type: "Welcome", session_id: bigint, resume_token: Uint8Array, resumed: boolean}
  *   | {type: "Queued", waiting: number}
- *   | {type: "Matched", match_id: bigint, partner_name: string, shared_interests: string[], codec_hints: string[]}
+ *   | {type: "Matched", match_id: bigint, partner_name: string, shared_interests: string[], send_codec: VideoCodec | null, recv_codec: VideoCodec | null}
  *   | {type: "PeerLeft", reason: LeaveReason}
  *   | {type: "PeerReconnecting"} | {type: "PeerReturned"} | {type: "KeyframeRequested"}
  *   | ({type: "PeerReport"} & ReceiverReport)
  *   | {type: "Stats", rtt_us: number, lost_permille: number, send_rate_kbps: number}
- *   | {type: "Error", code: number, message: string, fatal: boolean}} ServerMsg
+ *   | {type: "Error", code: number, message: string, fatal: boolean}
+ *   | ({type: "PeerNack"} & Nack)
+ *   | {type: "Draining", within_ms: number}} ServerMsg
  */
 
 /** @typedef {{type: "Open", match_id: bigint} | {type: "Line", text: string}} ChatFrame */
@@ -96,9 +118,10 @@ export const TRACK_VIDEO = 1;
  * @property {number} frag_count
  * @property {boolean} keyframe
  * @property {bigint} capture_us microseconds since the Unix epoch on the sender's clock
+ * @property {number} ref_frame the frame this one references (its own number for a keyframe)
  */
 
-const CLIENT_VARIANTS = ["Hello", "Next", "Leave", "RequestKeyframe", "ReceiverReport", "Report"];
+const CLIENT_VARIANTS = ["Hello", "Next", "Leave", "RequestKeyframe", "ReceiverReport", "Report", "Caps", "Nack"];
 const SERVER_VARIANTS = [
   "Welcome",
   "Queued",
@@ -110,8 +133,11 @@ const SERVER_VARIANTS = [
   "PeerReport",
   "Stats",
   "Error",
+  "PeerNack",
+  "Draining",
 ];
 const RESUME_TOKEN_BYTES = 16;
+const VISITOR_ID_BYTES = 16;
 
 /** @param {Writer} w @param {string[]} items */
 function writeStrings(w, items) {
@@ -130,15 +156,128 @@ function readStrings(r) {
 
 /** @param {Writer} w @param {ReceiverReport} rep */
 function writeReport(w, rep) {
+  w.u64(rep.match_id);
   w.u16(rep.loss_permille);
   w.u16(rep.jitter_ms);
   w.u32(rep.frames_decoded);
   w.u32(rep.bitrate_kbps);
+  w.u16(rep.queue_delay_ms);
 }
 
 /** @param {Reader} r @returns {ReceiverReport} */
 function readReport(r) {
-  return { loss_permille: r.u16(), jitter_ms: r.u16(), frames_decoded: r.u32(), bitrate_kbps: r.u32() };
+  return {
+    match_id: r.u64(),
+    loss_permille: r.u16(),
+    jitter_ms: r.u16(),
+    frames_decoded: r.u32(),
+    bitrate_kbps: r.u32(),
+    queue_delay_ms: r.u16(),
+  };
+}
+
+/** @param {Writer} w @param {Uint8Array | null} bytes @param {number} len */
+function writeOptionalArray(w, bytes, len) {
+  if (!bytes) {
+    w.u8(0);
+    return;
+  }
+  if (bytes.length !== len) throw new RangeError(`expected ${len} bytes`);
+  w.u8(1);
+  w.raw(bytes);
+}
+
+/** @param {Reader} r @param {number} len @returns {Uint8Array | null} */
+function readOptionalArray(r, len) {
+  const tag = r.u8();
+  if (tag > 1) throw new DecodeError(`invalid option tag ${tag}`);
+  return tag === 1 ? r.raw(len).slice() : null;
+}
+
+/** @param {Writer} w @param {VideoCodec | null} codec */
+function writeOptionalCodec(w, codec) {
+  if (codec === null) {
+    w.u8(0);
+  } else {
+    w.u8(1);
+    w.u32(VIDEO_CODECS.indexOf(codec));
+  }
+}
+
+/** @param {Reader} r @returns {VideoCodec} */
+function readCodec(r) {
+  const i = r.u32();
+  const codec = VIDEO_CODECS[i];
+  if (!codec) throw new DecodeError(`unknown video codec ${i}`);
+  return codec;
+}
+
+/** @param {Reader} r @returns {VideoCodec | null} */
+function readOptionalCodec(r) {
+  const tag = r.u8();
+  if (tag > 1) throw new DecodeError(`invalid option tag ${tag}`);
+  return tag === 1 ? readCodec(r) : null;
+}
+
+/** @param {Writer} w @param {VideoCodec[]} list */
+function writeCodecs(w, list) {
+  w.u32(list.length);
+  for (const c of list) w.u32(VIDEO_CODECS.indexOf(c));
+}
+
+/** @param {Reader} r @returns {VideoCodec[]} */
+function readCodecs(r) {
+  const n = r.seqLen();
+  if (n > MAX_CODECS) throw new DecodeError("too many codecs");
+  /** @type {VideoCodec[]} */
+  const out = [];
+  for (let i = 0; i < n; i++) out.push(readCodec(r));
+  return out;
+}
+
+/** @param {Writer} w @param {MediaCaps} caps */
+function writeCaps(w, caps) {
+  writeCodecs(w, caps.decode);
+  writeCodecs(w, caps.encode);
+  writeCodecs(w, caps.hardware_encode);
+}
+
+/** @param {Reader} r @returns {MediaCaps} */
+function readCaps(r) {
+  return { decode: readCodecs(r), encode: readCodecs(r), hardware_encode: readCodecs(r) };
+}
+
+/** @param {Writer} w @param {Nack} nack */
+function writeNack(w, nack) {
+  if (nack.fragments.length > MAX_NACK_FRAGMENTS) throw new RangeError("too many fragments in a Nack");
+  w.u64(nack.match_id);
+  w.u32(nack.frame);
+  w.u32(nack.fragments.length);
+  for (const f of nack.fragments) w.u16(f);
+}
+
+/** @param {Reader} r @returns {Nack} */
+function readNack(r) {
+  const match_id = r.u64();
+  const frame = r.u32();
+  const n = r.seqLen();
+  if (n > MAX_NACK_FRAGMENTS) throw new DecodeError("too many fragments in a Nack");
+  /** @type {number[]} */
+  const fragments = [];
+  for (let i = 0; i < n; i++) fragments.push(r.u16());
+  return { match_id, frame, fragments };
+}
+
+/**
+ * The choice `MediaCaps::choose` makes on the relay (shared/src/control.rs): the codec
+ * `sender` encodes for `receiver`, a hardware encoder first, then in the sender's order.
+ * @param {MediaCaps} sender
+ * @param {MediaCaps} receiver
+ * @returns {VideoCodec | null}
+ */
+export function chooseCodec(sender, receiver) {
+  const usable = sender.encode.filter((c) => receiver.decode.includes(c));
+  return usable.find((c) => sender.hardware_encode.includes(c)) ?? usable[0] ?? null;
 }
 
 /**
@@ -153,6 +292,11 @@ export function helloProblem(hello) {
     if (utf8Length(i) > MAX_INTEREST_BYTES) return `The interest “${i}” is too long (at most ${MAX_INTEREST_BYTES} bytes).`;
   }
   if (hello.resume && hello.resume.length !== RESUME_TOKEN_BYTES) return "A resume token is 16 bytes.";
+  if (hello.visitor && hello.visitor.length !== VISITOR_ID_BYTES) return "A visitor id is 16 bytes.";
+  const m = hello.media;
+  if (m.decode.length > MAX_CODECS || m.encode.length > MAX_CODECS || m.hardware_encode.length > MAX_CODECS) {
+    return `At most ${MAX_CODECS} codecs in each list.`;
+  }
   return null;
 }
 
@@ -165,23 +309,35 @@ export function encodeClientMsg(msg) {
       w.u16(msg.version);
       w.string(msg.name);
       writeStrings(w, msg.interests);
-      if (msg.resume) {
-        if (msg.resume.length !== RESUME_TOKEN_BYTES) throw new RangeError("resume token must be 16 bytes");
-        w.u8(1);
-        w.raw(msg.resume);
-      } else {
+      writeOptionalArray(w, msg.resume, RESUME_TOKEN_BYTES);
+      writeOptionalArray(w, msg.visitor, VISITOR_ID_BYTES);
+      writeCaps(w, msg.media);
+      break;
+    case "Next":
+      if (msg.match_id === null) {
         w.u8(0);
+      } else {
+        w.u8(1);
+        w.u64(msg.match_id);
       }
+      break;
+    case "RequestKeyframe":
+      w.u64(msg.match_id);
       break;
     case "ReceiverReport":
       writeReport(w, msg);
       break;
     case "Report":
+      w.u64(msg.match_id);
       w.u32(REPORT_REASONS.indexOf(msg.reason));
       break;
-    case "Next":
+    case "Caps":
+      writeCaps(w, msg);
+      break;
+    case "Nack":
+      writeNack(w, msg);
+      break;
     case "Leave":
-    case "RequestKeyframe":
       break;
   }
   return w.finish();
@@ -198,32 +354,42 @@ export function decodeClientMsg(body) {
       const version = r.u16();
       const name = r.string();
       const interests = readStrings(r);
-      const tag = r.u8();
-      if (tag > 1) throw new DecodeError(`invalid option tag ${tag}`);
-      const resume = tag === 1 ? r.raw(RESUME_TOKEN_BYTES).slice() : null;
-      msg = { type: "Hello", version, name, interests, resume };
+      const resume = readOptionalArray(r, RESUME_TOKEN_BYTES);
+      const visitor = readOptionalArray(r, VISITOR_ID_BYTES);
+      const media = readCaps(r);
+      msg = { type: "Hello", version, name, interests, resume, visitor, media };
       const problem = helloProblem(msg);
       if (problem) throw new DecodeError(problem);
       break;
     }
-    case "Next":
-      msg = { type: "Next" };
+    case "Next": {
+      const tag = r.u8();
+      if (tag > 1) throw new DecodeError(`invalid option tag ${tag}`);
+      msg = { type: "Next", match_id: tag === 1 ? r.u64() : null };
       break;
+    }
     case "Leave":
       msg = { type: "Leave" };
       break;
     case "RequestKeyframe":
-      msg = { type: "RequestKeyframe" };
+      msg = { type: "RequestKeyframe", match_id: r.u64() };
       break;
     case "ReceiverReport":
       msg = { type: "ReceiverReport", ...readReport(r) };
       break;
     case "Report": {
+      const match_id = r.u64();
       const reason = REPORT_REASONS[r.u32()];
       if (!reason) throw new DecodeError("unknown report reason");
-      msg = { type: "Report", reason };
+      msg = { type: "Report", match_id, reason };
       break;
     }
+    case "Caps":
+      msg = { type: "Caps", ...readCaps(r) };
+      break;
+    case "Nack":
+      msg = { type: "Nack", ...readNack(r) };
+      break;
     default:
       throw new DecodeError(`unknown ClientMsg variant ${variant}`);
   }
@@ -249,7 +415,8 @@ export function encodeServerMsg(msg) {
       w.u64(msg.match_id);
       w.string(msg.partner_name);
       writeStrings(w, msg.shared_interests);
-      writeStrings(w, msg.codec_hints);
+      writeOptionalCodec(w, msg.send_codec);
+      writeOptionalCodec(w, msg.recv_codec);
       break;
     case "PeerLeft":
       w.u32(LEAVE_REASONS.indexOf(msg.reason));
@@ -266,6 +433,12 @@ export function encodeServerMsg(msg) {
       w.u32(msg.code);
       w.string(msg.message);
       w.bool(msg.fatal);
+      break;
+    case "PeerNack":
+      writeNack(w, msg);
+      break;
+    case "Draining":
+      w.u32(msg.within_ms);
       break;
     case "PeerReconnecting":
     case "PeerReturned":
@@ -294,7 +467,8 @@ export function decodeServerMsg(body) {
         match_id: r.u64(),
         partner_name: r.string(),
         shared_interests: readStrings(r),
-        codec_hints: readStrings(r),
+        send_codec: readOptionalCodec(r),
+        recv_codec: readOptionalCodec(r),
       };
       break;
     case "PeerLeft": {
@@ -322,6 +496,12 @@ export function decodeServerMsg(body) {
       // An error code this client does not know is still shown (errorCodeName says
       // "unknown"): a newer relay's refusal must not turn into a decode failure.
       msg = { type: "Error", code: r.u32(), message: r.string(), fatal: r.bool() };
+      break;
+    case "PeerNack":
+      msg = { type: "PeerNack", ...readNack(r) };
+      break;
+    case "Draining":
+      msg = { type: "Draining", within_ms: r.u32() };
       break;
     default:
       throw new DecodeError(`unknown ServerMsg variant ${variant}`);
@@ -372,6 +552,7 @@ function writeMediaHeader(w, h) {
   w.u16(h.frag_count);
   w.bool(h.keyframe);
   w.u64(h.capture_us);
+  w.u32(h.ref_frame);
 }
 
 /**
@@ -422,6 +603,7 @@ export function readDatagram(datagram) {
     frag_count: r.u16(),
     keyframe: r.bool(),
     capture_us: r.u64(),
+    ref_frame: r.u32(),
   };
   if (header.frag_count === 0 || header.frag_count > MAX_FRAGMENTS || header.frag_index >= header.frag_count) {
     throw new DecodeError(`fragment ${header.frag_index} of ${header.frag_count}`);

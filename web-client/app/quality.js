@@ -126,6 +126,8 @@ export class BitrateController {
 
 /** Reports cover about this long. */
 export const REPORT_INTERVAL_MS = 1000;
+/** Intervals whose lowest transit make the base delay: 10 s, long enough to see an empty queue. */
+const QUEUE_BASE_INTERVALS = 10;
 
 /**
  * Measures incoming media for `ReceiverReport`: loss from sequence-number gaps (per
@@ -142,6 +144,9 @@ export class ReceiveMeter {
     this.lastTransitMs = null;
     /** @type {number | null} */
     this.intervalStartMs = null;
+    /** Lowest transit of each recent interval, newest last (the path's base delay). @type {number[]} */
+    this.minTransits = [];
+    this.intervalMinTransit = Infinity;
   }
 
   reset() {
@@ -150,6 +155,8 @@ export class ReceiveMeter {
     this.jitterMs = 0;
     this.lastTransitMs = null;
     this.intervalStartMs = null;
+    this.minTransits = [];
+    this.intervalMinTransit = Infinity;
   }
 
   /**
@@ -171,6 +178,7 @@ export class ReceiveMeter {
     }
     if (header.track === TRACK_VIDEO) return; // a video frame's fragments share a stamp: use audio's steady rhythm
     const transit = arrivalMs - Number(header.capture_us) / 1000;
+    if (transit < this.intervalMinTransit) this.intervalMinTransit = transit;
     if (this.lastTransitMs !== null) {
       const d = Math.abs(transit - this.lastTransitMs);
       this.jitterMs += (d - this.jitterMs) / 16;
@@ -182,7 +190,7 @@ export class ReceiveMeter {
    * The report for the interval since the last one, and starts a new interval.
    * @param {number} nowMs same clock as `arrivalMs`
    * @param {number} framesDecoded video frames decoded since the session began
-   * @returns {import("./protocol.js").ReceiverReport}
+   * @returns {Omit<import("./protocol.js").ReceiverReport, "match_id">}
    */
   report(nowMs, framesDecoded) {
     let expected = 0;
@@ -199,11 +207,21 @@ export class ReceiveMeter {
     const bitrate_kbps = Math.min(0xffffffff, Math.round((this.bytes * 8) / elapsed));
     this.bytes = 0;
     this.intervalStartMs = nowMs;
+    // Queue delay: how far the latest transit sits above the lowest of the last
+    // QUEUE_BASE_INTERVALS intervals (clock offset cancels out; a queue building does not).
+    if (Number.isFinite(this.intervalMinTransit)) {
+      this.minTransits.push(this.intervalMinTransit);
+      if (this.minTransits.length > QUEUE_BASE_INTERVALS) this.minTransits.shift();
+    }
+    this.intervalMinTransit = Infinity;
+    const base = this.minTransits.length ? Math.min(...this.minTransits) : null;
+    const queue = base !== null && this.lastTransitMs !== null ? Math.max(0, this.lastTransitMs - base) : 0;
     return {
       loss_permille,
       jitter_ms: Math.min(0xffff, Math.round(this.jitterMs)),
       frames_decoded: framesDecoded >>> 0,
       bitrate_kbps,
+      queue_delay_ms: Math.min(0xffff, Math.round(queue)),
     };
   }
 }

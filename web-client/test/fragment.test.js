@@ -33,7 +33,7 @@ function feed(r, dg) {
 
 /** @param {number} frame @param {number} idx @param {number} count */
 function header(frame, idx, count) {
-  return { match_id: 7n, track: TRACK_VIDEO, seq: 0, frame, frag_index: idx, frag_count: count, keyframe: frame === 0, capture_us: 1_700_000_000_000_000n };
+  return { match_id: 7n, track: TRACK_VIDEO, seq: 0, frame, frag_index: idx, frag_count: count, keyframe: frame === 0, capture_us: 1_700_000_000_000_000n, ref_frame: Math.max(0, frame - 1) };
 }
 
 const te = new TextEncoder();

@@ -37,8 +37,8 @@ test("vectors.json covers every kind and every message variant", () => {
     if (v.kind === "MediaHeader") continue;
     seen.add(`${v.kind}:${typeof v.value === "string" ? v.value : Object.keys(v.value)[0]}`);
   }
-  for (const t of ["Hello", "Next", "Leave", "RequestKeyframe", "ReceiverReport", "Report"]) assert.ok(seen.has(`ClientMsg:${t}`), t);
-  for (const t of ["Welcome", "Queued", "Matched", "PeerLeft", "PeerReconnecting", "PeerReturned", "KeyframeRequested", "PeerReport", "Stats", "Error"]) {
+  for (const t of ["Hello", "Next", "Leave", "RequestKeyframe", "ReceiverReport", "Report", "Caps", "Nack"]) assert.ok(seen.has(`ClientMsg:${t}`), t);
+  for (const t of ["Welcome", "Queued", "Matched", "PeerLeft", "PeerReconnecting", "PeerReturned", "KeyframeRequested", "PeerReport", "Stats", "Error", "PeerNack", "Draining"]) {
     assert.ok(seen.has(`ServerMsg:${t}`), t);
   }
   assert.ok(seen.has("ChatFrame:Open") && seen.has("ChatFrame:Line"));
@@ -95,6 +95,8 @@ test("the JavaScript limits, error codes and version match duet-proto's", () => 
     MAX_MEDIA_DATAGRAM_BYTES: proto.MAX_MEDIA_DATAGRAM_BYTES,
     MAX_MEDIA_HEADER_BYTES: proto.MAX_MEDIA_HEADER_BYTES,
     MAX_FRAGMENTS: proto.MAX_FRAGMENTS,
+    MAX_CODECS: proto.MAX_CODECS,
+    MAX_NACK_FRAGMENTS: proto.MAX_NACK_FRAGMENTS,
   };
   // Every limit the file states must be mirrored here (a new one fails this test).
   for (const key of Object.keys(doc.limits)) assert.ok(key in mine, `limit ${key} is not mirrored in protocol.js`);
@@ -153,13 +155,16 @@ test("a chat line over MAX_CHAT_BYTES is refused; one at the limit is not", () =
 });
 
 test("Hello over its field limits is refused by decode and reported by helloProblem", () => {
-  const ok = { version: 1, name: "n".repeat(64), interests: Array(8).fill("i".repeat(32)), resume: null };
+  /** @type {import("../app/protocol.js").MediaCaps} */
+  const media = { decode: ["Vp8", "Vp9"], encode: ["Vp8"], hardware_encode: [] };
+  const ok = { version: 1, name: "n".repeat(64), interests: Array(8).fill("i".repeat(32)), resume: null, visitor: null, media };
   assert.equal(proto.helloProblem(ok), null);
   assert.equal(proto.decodeClientMsg(proto.encodeClientMsg({ type: "Hello", ...ok })).type, "Hello");
   for (const bad of [
     { ...ok, name: "é".repeat(33) },
     { ...ok, interests: Array(9).fill("x") },
     { ...ok, interests: ["x".repeat(33)] },
+    { ...ok, media: { ...media, decode: Array(9).fill("Vp8") } },
   ]) {
     assert.ok(proto.helloProblem(bad));
     assert.throws(() => proto.decodeClientMsg(proto.encodeClientMsg({ type: "Hello", ...bad })), DecodeError);
@@ -167,7 +172,7 @@ test("Hello over its field limits is refused by decode and reported by helloProb
 });
 
 test("media datagrams: size, track and fragment fields are checked", () => {
-  const h = { match_id: 7n, track: proto.TRACK_VIDEO, seq: 1, frame: 1, frag_index: 0, frag_count: 1, keyframe: false, capture_us: 5n };
+  const h = { match_id: 7n, track: proto.TRACK_VIDEO, seq: 1, frame: 1, frag_index: 0, frag_count: 1, keyframe: false, capture_us: 5n, ref_frame: 0 };
   assert.throws(() => proto.readDatagram(proto.encodeDatagram({ ...h, frag_index: 3, frag_count: 3 }, new Uint8Array(0))), DecodeError);
   assert.throws(() => proto.readDatagram(proto.encodeDatagram({ ...h, frag_count: 0 }, new Uint8Array(0))), DecodeError);
   assert.throws(() => proto.readDatagram(proto.encodeDatagram({ ...h, frag_index: 0, frag_count: 257 }, new Uint8Array(0))), DecodeError);
@@ -178,7 +183,7 @@ test("media datagrams: size, track and fragment fields are checked", () => {
 });
 
 test("FrameReader cuts frames out of arbitrary chunks and refuses an oversized prefix at once", () => {
-  const a = proto.encodeFrame(proto.encodeClientMsg({ type: "Next" }));
+  const a = proto.encodeFrame(proto.encodeClientMsg({ type: "Leave" }));
   const b = proto.encodeFrame(new Uint8Array(300).fill(7));
   const all = Uint8Array.from([...a, ...b]);
   for (const step of [1, 2, 3, 7, all.length]) {
@@ -188,7 +193,7 @@ test("FrameReader cuts frames out of arbitrary chunks and refuses an oversized p
       r.push(all.subarray(i, i + step));
       for (let f = r.next(); f; f = r.next()) out.push(Array.from(f));
     }
-    assert.deepEqual(out, [[1], Array(300).fill(7)]);
+    assert.deepEqual(out, [[2], Array(300).fill(7)]);
     assert.equal(r.pending, 0);
   }
   const r = new proto.FrameReader();
@@ -230,4 +235,14 @@ test("random and mutated input never makes a decoder throw anything but DecodeEr
     }
   }
   assert.ok(decoded > 0, "some mutated inputs should still decode");
+});
+
+test("chooseCodec makes the relay's choice: hardware first, then the sender's order", () => {
+  /** @type {import("../app/protocol.js").MediaCaps} */
+  const phone = { decode: ["Vp8", "H264"], encode: ["Vp9", "Vp8", "H264"], hardware_encode: ["H264"] };
+  /** @type {import("../app/protocol.js").MediaCaps} */
+  const desktop = { decode: ["Vp8", "Vp9", "Av1", "H264"], encode: ["Vp9", "Vp8"], hardware_encode: [] };
+  assert.equal(proto.chooseCodec(phone, desktop), "H264");
+  assert.equal(proto.chooseCodec(desktop, phone), "Vp8");
+  assert.equal(proto.chooseCodec(desktop, { decode: [], encode: [], hardware_encode: [] }), null);
 });

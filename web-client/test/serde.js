@@ -35,7 +35,37 @@ function u64FromJson(v) {
   return BigInt(v);
 }
 
-const UNIT = new Set(["Next", "Leave", "RequestKeyframe", "PeerReconnecting", "PeerReturned", "KeyframeRequested"]);
+const UNIT = new Set(["Leave", "PeerReconnecting", "PeerReturned", "KeyframeRequested"]);
+/** Fields that are `u64` in Rust (BigInt here, numbers or decimal strings in serde's JSON). */
+const U64_FIELDS = new Set(["match_id", "session_id", "capture_us"]);
+/** Fields that are fixed byte arrays in Rust (Uint8Array here, number arrays in JSON). */
+const BYTE_FIELDS = new Set(["resume", "resume_token", "visitor"]);
+
+/** @param {Record<string, any>} fields @returns {Record<string, any>} */
+function fieldsToSerde(fields) {
+  /** @type {Record<string, any>} */
+  const out = {};
+  for (const [k, v] of Object.entries(fields)) {
+    if (v === null) out[k] = null;
+    else if (U64_FIELDS.has(k)) out[k] = u64ToJson(v);
+    else if (BYTE_FIELDS.has(k)) out[k] = Array.from(v);
+    else out[k] = v;
+  }
+  return out;
+}
+
+/** @param {Record<string, any>} fields @returns {Record<string, any>} */
+function fieldsFromSerde(fields) {
+  /** @type {Record<string, any>} */
+  const out = {};
+  for (const [k, v] of Object.entries(fields)) {
+    if (v === null) out[k] = null;
+    else if (U64_FIELDS.has(k)) out[k] = u64FromJson(v);
+    else if (BYTE_FIELDS.has(k)) out[k] = Uint8Array.from(v);
+    else out[k] = v;
+  }
+  return out;
+}
 
 /**
  * @param {string} kind ClientMsg | ServerMsg | ChatFrame | MediaHeader
@@ -44,36 +74,13 @@ const UNIT = new Set(["Next", "Leave", "RequestKeyframe", "PeerReconnecting", "P
  */
 export function toSerde(kind, msg) {
   if (kind === "MediaHeader") {
-    return {
-      match_id: u64ToJson(msg.match_id),
-      track: msg.track === TRACK_AUDIO ? "Audio" : "Video",
-      seq: msg.seq,
-      frame: msg.frame,
-      frag_index: msg.frag_index,
-      frag_count: msg.frag_count,
-      keyframe: msg.keyframe,
-      capture_us: u64ToJson(msg.capture_us),
-    };
+    return { ...fieldsToSerde(msg), track: msg.track === TRACK_AUDIO ? "Audio" : "Video" };
   }
   const { type, ...fields } = msg;
   if (UNIT.has(type)) return type;
-  /** @type {any} */
-  let body;
-  switch (type) {
-    case "Hello":
-      body = { ...fields, resume: fields.resume ? Array.from(fields.resume) : null };
-      break;
-    case "Welcome":
-      body = { session_id: u64ToJson(fields.session_id), resume_token: Array.from(fields.resume_token), resumed: fields.resumed };
-      break;
-    case "Matched":
-    case "Open":
-      body = { ...fields, match_id: u64ToJson(fields.match_id) };
-      break;
-    default:
-      body = fields;
-  }
-  return { [type]: body };
+  // Newtype variants around a struct (Hello, ReceiverReport, Caps, …) and struct variants
+  // look the same in serde's JSON: {"Variant": {fields}}.
+  return { [type]: fieldsToSerde(fields) };
 }
 
 /**
@@ -83,30 +90,11 @@ export function toSerde(kind, msg) {
  */
 export function fromSerde(kind, value) {
   if (kind === "MediaHeader") {
-    return {
-      ...value,
-      match_id: u64FromJson(value.match_id),
-      capture_us: u64FromJson(value.capture_us),
-      track: value.track === "Audio" ? TRACK_AUDIO : TRACK_VIDEO,
-    };
+    return { ...fieldsFromSerde(value), track: value.track === "Audio" ? TRACK_AUDIO : TRACK_VIDEO };
   }
   if (typeof value === "string") return { type: value };
   const [[type, body]] = Object.entries(value);
-  switch (type) {
-    case "Hello":
-      return { type, ...body, resume: body.resume ? Uint8Array.from(body.resume) : null };
-    case "Welcome":
-      return { type, ...body, session_id: u64FromJson(body.session_id), resume_token: Uint8Array.from(body.resume_token) };
-    case "Matched":
-    case "Open":
-      return { type, ...body, match_id: u64FromJson(body.match_id) };
-    case "Report":
-      if (!REPORT_REASONS.includes(body.reason)) throw new Error(`reason ${body.reason}`);
-      return { type, ...body };
-    case "PeerLeft":
-      if (!LEAVE_REASONS.includes(body.reason)) throw new Error(`reason ${body.reason}`);
-      return { type, ...body };
-    default:
-      return { type, ...body };
-  }
+  if ((type === "Report") && !REPORT_REASONS.includes(body.reason)) throw new Error(`reason ${body.reason}`);
+  if ((type === "PeerLeft") && !LEAVE_REASONS.includes(body.reason)) throw new Error(`reason ${body.reason}`);
+  return { type, ...fieldsFromSerde(body) };
 }

@@ -304,6 +304,11 @@ fn send_frame(
         frag_count: 1,
         keyframe,
         capture_us,
+        ref_frame: if keyframe {
+            frame
+        } else {
+            frame.wrapping_sub(1)
+        },
     };
     let (mut sent, mut failed) = (0, 0);
     let fragments =
@@ -660,6 +665,7 @@ pub fn hello_datagram(match_id: u64, buf: &mut Vec<u8>) {
         frag_count: 1,
         keyframe: true,
         capture_us: now_us(),
+        ref_frame: 0,
     }
     .write_datagram(&[0u8; 80], buf);
 }
@@ -683,6 +689,7 @@ mod tests {
             frag_count: count,
             keyframe: false,
             capture_us: 0,
+            ref_frame: frame.wrapping_sub(1),
         }
     }
 

@@ -100,7 +100,7 @@ async fn person(
                 if cmd.is_none() { continue; }
                 pending = Some((Instant::now(), current, None));
                 early = None;
-                if client.send(&ClientMsg::Next).await.is_err() { break; }
+                if client.send(&ClientMsg::Next { match_id: current }).await.is_err() { break; }
             }
             msg = client.recv() => match msg {
                 Ok(ServerMsg::Matched(m)) => {

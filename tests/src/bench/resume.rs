@@ -72,6 +72,7 @@ fn pump(
                 frag_count: 1,
                 keyframe: true,
                 capture_us: now_us(),
+                ref_frame: seq,
             }
             .write_datagram(&[0u8; 80], &mut buf);
             if client.lock().await.send_datagram(&buf).is_err() {
