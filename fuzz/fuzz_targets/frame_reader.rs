@@ -39,7 +39,11 @@ fuzz_target!(|data: &[u8]| {
     let mut refused = false;
     let mut rest = data;
     'chunks: while let Some((&n, tail)) = rest.split_first() {
-        let take = if n == 255 { tail.len() } else { usize::from(n).min(tail.len()) };
+        let take = if n == 255 {
+            tail.len()
+        } else {
+            usize::from(n).min(tail.len())
+        };
         let (chunk, after) = tail.split_at(take);
         rest = after;
         reader.push(chunk);
@@ -47,7 +51,10 @@ fuzz_target!(|data: &[u8]| {
         loop {
             match reader.next_frame() {
                 Ok(Some(frame)) => {
-                    assert!(frame.len() <= MAX_FRAME_BYTES, "an oversized frame came out");
+                    assert!(
+                        frame.len() <= MAX_FRAME_BYTES,
+                        "an oversized frame came out"
+                    );
                     frames.push(frame);
                 }
                 Ok(None) => break,

@@ -93,7 +93,10 @@ fn check_frame(f: &Frame, match_id: u64) {
     let mut rest = &f.data[..];
     let mut index = 0u16;
     while !rest.is_empty() {
-        assert!(rest.len() >= TAG, "a fragment of a completed frame is cut short");
+        assert!(
+            rest.len() >= TAG,
+            "a fragment of a completed frame is cut short"
+        );
         let u64_at = |i: usize| u64::from_le_bytes(rest[i..i + 8].try_into().unwrap_or([0; 8]));
         let u32_at = |i: usize| u32::from_le_bytes(rest[i..i + 4].try_into().unwrap_or([0; 4]));
         let u16_at = |i: usize| u16::from_le_bytes([rest[i], rest[i + 1]]);
@@ -132,7 +135,11 @@ fuzz_target!(|data: &[u8]| {
         }
         let h = MediaHeader {
             match_id,
-            track: if flags & 1 != 0 { Track::Video } else { Track::Audio },
+            track: if flags & 1 != 0 {
+                Track::Video
+            } else {
+                Track::Audio
+            },
             seq: 0,
             frame,
             frag_index: u16::from_le_bytes([rec[4], rec[5]]),
@@ -158,7 +165,11 @@ fuzz_target!(|data: &[u8]| {
         });
         drop(out);
         held += LIVE.load(Relaxed) - before;
-        assert!(held <= bound(), "reassembler holds {held} bytes, bound {}", bound());
+        assert!(
+            held <= bound(),
+            "reassembler holds {held} bytes, bound {}",
+            bound()
+        );
 
         if current_match != Some(h.match_id) {
             current_match = Some(h.match_id);
@@ -172,6 +183,9 @@ fuzz_target!(|data: &[u8]| {
             }
             last[t] = Some(frame);
         }
-        assert_eq!(r.stats.frames_completed, completed, "frames_completed is off");
+        assert_eq!(
+            r.stats.frames_completed, completed,
+            "frames_completed is off"
+        );
     }
 });
