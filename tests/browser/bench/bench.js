@@ -1,0 +1,413 @@
+// @ts-check
+/**
+ * @file Duet against WebRTC in one headless Chromium, glass to glass (issue 8's benchmark).
+ *
+ * Three pages (A, B, C) whose camera is a stamped canvas (camera.js). First WebRTC: A and B
+ * call over a fresh RTCPeerConnection (VP8, 1 Mbit/s, relay-only ICE through coturn on
+ * 127.0.0.1, signalling through this script) while C waits with its camera running; then A
+ * hangs up and calls C on a new peer connection, as a WebRTC random chat does for "Next".
+ * Then the same three pages through the real Duet app served by the relay: A and B paired,
+ * C starts, A presses Next and meets C. Each receiving page reads the stamp back off the
+ * partner element it renders. Then the whole thing again through the project's shaper
+ * (duet-impair) in front of coturn and in front of the relay.
+ *
+ * Run it with scripts/bench-browser, which puts it in a network namespace of its own.
+ * Options: --seconds N (window per call, default 20), --smoke (3 s windows), --no-impaired,
+ * --profile NAME (shaper profile, default cellular), --json PATH, --txt PATH.
+ * Env: DUET_RELAY_BIN, DUET_IMPAIR_BIN, DUET_CHROMIUM, DUET_TURNSERVER, DUET_TEST_PATIENCE.
+ *
+ * It fails (exit 1) only when the benchmark cannot measure: a service that does not start,
+ * a call that shows no partner picture in time, a WebRTC call not crossing the TURN relay.
+ * It never fails on a speed figure.
+ */
+
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { setTimeout as sleep } from "node:timers/promises";
+import { REPO, patient, relayBinary, startRelay } from "../helpers.js";
+import { direction, table } from "./figures.js";
+import { Children, TURN_PASSWORD, TURN_USER, browserPid, childPid, cpuSeconds, launchChromium, machineTicks, startCoturn, startPageServer, startShaper } from "./services.js";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const CAMERA = readFileSync(path.join(HERE, "camera.js"), "utf8");
+const IDS = { A: 1, B: 2, C: 3 };
+
+// ------------------------------------------------------------------ options
+
+/** @param {string[]} argv */
+function parseArgs(argv) {
+  const o = { seconds: 20, smoke: false, impaired: true, profile: "cellular", json: "", txt: "" };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    if (a === "--seconds") o.seconds = Number(value());
+    else if (a === "--smoke") o.smoke = true;
+    else if (a === "--no-impaired") o.impaired = false;
+    else if (a === "--profile") o.profile = value();
+    else if (a === "--json") o.json = value();
+    else if (a === "--txt") o.txt = value();
+    else if (a === "-h" || a === "--help") {
+      console.log("usage: scripts/bench-browser [--seconds N] [--smoke] [--no-impaired] [--profile NAME] [--json PATH] [--txt PATH]");
+      process.exit(0);
+    } else throw new Error(`unknown option ${a}`);
+  }
+  if (o.smoke && !argv.includes("--seconds")) o.seconds = 3;
+  if (!(o.seconds > 0 && o.seconds <= 600)) throw new Error("--seconds must be in (0, 600]");
+  const base = o.smoke ? path.join(REPO, "target", "bench-browser-smoke") : path.join(REPO, "bench", "browser-vs-webrtc");
+  o.json ||= `${base}.json`;
+  o.txt ||= `${base}.txt`;
+  return o;
+}
+
+const opts = parseArgs(process.argv.slice(2));
+/** How long starting a service, a page load or a first picture may take. */
+const START_MS = patient(30_000);
+const FIRST_FRAME_MS = patient(20_000);
+/** The whole run: starts, two systems × two conditions × two windows, and slack. */
+const RUN_MS = patient(240_000) + opts.seconds * 8 * 1000;
+
+// ------------------------------------------------------------------ run state
+
+const children = new Children();
+/** @type {import("playwright-core").Browser | null} */
+let browser = null;
+/** @type {(() => void)[]} */
+const closers = [];
+/** @type {string[]} */
+const notes = [];
+
+async function cleanup() {
+  if (browser) await Promise.race([browser.close().catch(() => {}), sleep(10_000)]);
+  browser = null;
+  for (const close of closers.splice(0).reverse()) {
+    try {
+      await close();
+    } catch {
+      // Best effort: the processes are killed below anyway.
+    }
+  }
+  await children.killAll();
+}
+
+for (const sig of /** @type {const} */ (["SIGINT", "SIGTERM"])) {
+  process.once(sig, () => {
+    console.error(`bench-browser: ${sig}, stopping`);
+    cleanup().finally(() => process.exit(130));
+  });
+}
+
+// ------------------------------------------------------------------ pages
+
+/**
+ * Opens one page in its own browser context with the stamped camera.
+ * @param {string} url @param {keyof typeof IDS} name
+ * @param {{signal?: (msg: any) => void, quicPort?: number}} [hooks]
+ */
+async function openPage(url, name, hooks = {}) {
+  if (!browser) throw new Error("no browser");
+  const context = await browser.newContext({ viewport: { width: 900, height: 800 }, deviceScaleFactor: 1 });
+  context.setDefaultTimeout(START_MS);
+  await context.addInitScript({ content: `window.__benchId = ${IDS[name]};\n${CAMERA}` });
+  if (hooks.signal) {
+    const signal = hooks.signal;
+    await context.exposeBinding("benchSignal", (_source, msg) => signal(msg));
+  }
+  const page = await context.newPage();
+  /** @type {string[]} */
+  const problems = [];
+  page.on("pageerror", (e) => problems.length < 50 && problems.push(`pageerror: ${e.message}`));
+  page.on("console", (m) => {
+    if (process.env.DUET_BENCH_VERBOSE) console.error(`[${name}] ${m.type()}: ${m.text()}`);
+    if (m.type() === "error" && problems.length < 50) problems.push(`console.error: ${m.text()}`);
+  });
+  if (hooks.quicPort) {
+    const port = hooks.quicPort;
+    await page.route("**/config.json", async (route) => {
+      const res = await route.fetch();
+      await route.fulfill({ response: res, json: { ...(await res.json()), quic_port: port } });
+    });
+  }
+  await page.goto(url);
+  return { name, id: IDS[name], page, problems, close: () => context.close() };
+}
+
+/** @typedef {Awaited<ReturnType<typeof openPage>>} BenchPage */
+
+/** @param {BenchPage} p @returns {Promise<number>} the shared page clock, ms */
+function pageNow(p) {
+  return p.page.evaluate(() => /** @type {any} */ (window).__bench.now());
+}
+
+/**
+ * Waits for the first picture from `sender` seen by `receiver` at or after `from`.
+ * @param {BenchPage} receiver @param {BenchPage} sender @param {number} from
+ * @returns {Promise<number>} ms from `from` to that picture on screen
+ */
+async function firstFrame(receiver, sender, from) {
+  try {
+    await receiver.page.waitForFunction(([s, f]) => /** @type {any} */ (window).__bench.firstFrom(s, f) !== null, [sender.id, from], { timeout: FIRST_FRAME_MS, polling: 10 });
+  } catch (e) {
+    const seen = await receiver.page.evaluate(() => /** @type {any} */ (window).__bench.take(0, Infinity)).catch(() => null);
+    const last = seen?.shown?.slice(-3);
+    throw new Error(`${receiver.name} saw no picture from ${sender.name} within ${FIRST_FRAME_MS} ms (last pictures seen: ${JSON.stringify(last)}, unreadable: ${seen?.broken?.length}, read errors: ${JSON.stringify(seen?.errors?.slice(0, 2))}; page problems: ${receiver.problems.slice(0, 5).join(" | ")})\n${e}`);
+  }
+  const ff = await receiver.page.evaluate(([s, f]) => /** @type {any} */ (window).__bench.firstFrom(s, f), [sender.id, from]);
+  return Math.round((ff.at - from) * 10) / 10;
+}
+
+/**
+ * Measures one call for the window: both directions and the CPU used meanwhile.
+ * @param {BenchPage} x @param {BenchPage} y
+ * @param {Record<string, number[]>} cpuRoots
+ */
+async function measure(x, y, cpuRoots) {
+  const cpu0 = cpuSeconds(cpuRoots);
+  const m0 = machineTicks();
+  const from = await pageNow(x);
+  await sleep(opts.seconds * 1000); // the measuring window itself, not a wait for readiness
+  const to = await pageNow(x);
+  const cpu1 = cpuSeconds(cpuRoots);
+  const m1 = machineTicks();
+  const seconds = (to - from) / 1000;
+  /** @type {Record<string, number>} */
+  const cpu = {};
+  for (const k of Object.keys(cpu1)) cpu[k] = Math.round(((cpu1[k] - cpu0[k]) / seconds) * 1000) / 10; // % of one core
+  const machineBusy = Math.round(((m1.busy - m0.busy) / Math.max(1, m1.total - m0.total)) * 1000) / 10;
+  const take = (/** @type {BenchPage} */ p) => p.page.evaluate(([f, t]) => /** @type {any} */ (window).__bench.take(f, t), [from, to]);
+  const [rx, ry] = await Promise.all([take(x), take(y)]);
+  for (const r of [rx, ry]) if (r.errors.length) notes.push(`reading the partner picture failed: ${r.errors[0][1]}`);
+  return {
+    seconds: Math.round(seconds * 10) / 10,
+    [`${y.name}→${x.name}`]: direction(rx, ry.drawn, y.id, from, to),
+    [`${x.name}→${y.name}`]: direction(ry, rx.drawn, x.id, from, to),
+    cpuPercentOfOneCore: cpu,
+    machineBusyPercent: machineBusy,
+  };
+}
+
+// ------------------------------------------------------------------ WebRTC
+
+/** @param {string} pagesUrl @param {number} turnPort @param {Record<string, number[]>} cpuRoots */
+async function runWebrtc(pagesUrl, turnPort, cpuRoots) {
+  const turn = { urls: [`turn:127.0.0.1:${turnPort}?transport=udp`], username: TURN_USER, credential: TURN_PASSWORD };
+  /** @type {Map<BenchPage, BenchPage>} */
+  const partner = new Map();
+  let dropped = 0;
+  /** @type {string[]} */
+  const signalErrors = [];
+  /** @type {Record<string, BenchPage>} */
+  const pages = {};
+  /** The signalling server: forwards to the partner, only relay candidates on 127.0.0.1. @param {BenchPage} from @param {any} msg */
+  const route = (from, msg) => {
+    const to = partner.get(from);
+    if (!to) return;
+    if (msg.candidate && !/ typ relay/.test(msg.candidate.candidate ?? "") ) return void (dropped += 1);
+    if (msg.candidate && !/ 127\.0\.0\.1 /.test(msg.candidate.candidate)) return void (dropped += 1);
+    to.page.evaluate((m) => /** @type {any} */ (window).rtc.onSignal(m), msg).catch((e) => signalErrors.length < 10 && signalErrors.push(String(e)));
+  };
+  for (const name of /** @type {const} */ (["A", "B", "C"])) {
+    /** @type {BenchPage | undefined} */
+    let self;
+    self = await openPage(`${pagesUrl}webrtc.html`, name, { signal: (msg) => self && route(/** @type {BenchPage} */ (self), msg) });
+    pages[name] = self;
+  }
+  const { A, B, C } = pages;
+  try {
+    for (const p of [A, B, C]) await p.page.evaluate(() => /** @type {any} */ (window).__bench.watch("#partner"));
+    let callId = 0;
+    /** A fresh peer connection between x (the offerer) and y; returns when both see each other. @param {BenchPage} x @param {BenchPage} y */
+    const call = async (x, y) => {
+      callId += 1;
+      partner.set(x, y);
+      partner.set(y, x);
+      const t0 = await pageNow(x);
+      await Promise.all([x, y].map((p) => p.page.evaluate(([id, t, offerer]) => /** @type {any} */ (window).rtc.open(id, t, offerer), /** @type {const} */ ([callId, turn, p === x]))));
+      await x.page.evaluate(() => /** @type {any} */ (window).rtc.offer());
+      const [xy, yx] = await Promise.all([firstFrame(y, x, t0), firstFrame(x, y, t0)]).catch(async (e) => {
+        const states = await Promise.all([x, y].map((p) => p.page.evaluate(() => /** @type {any} */ (window).rtc.describe()).catch(() => null)));
+        throw new Error(`${e.message}\nWebRTC states: ${JSON.stringify(states)}; candidates dropped by the filter: ${dropped}; signalling errors: ${signalErrors.join(" | ")}`);
+      });
+      const how = await x.page.evaluate(() => /** @type {any} */ (window).rtc.describe());
+      if (!/^relay 127\.0\.0\.1:/.test(how?.localCandidate ?? "") || !/^relay 127\.0\.0\.1:/.test(how?.remoteCandidate ?? "")) {
+        throw new Error(`WebRTC call ${x.name}–${y.name} does not cross the TURN relay: ${JSON.stringify(how)}`);
+      }
+      return { firstFrameMs: { [`${x.name}→${y.name}`]: xy, [`${y.name}→${x.name}`]: yx }, connection: how };
+    };
+    const first = await call(A, B);
+    const firstWindow = await measure(A, B, cpuRoots);
+    first.connection = await A.page.evaluate(() => /** @type {any} */ (window).rtc.describe());
+    // "Next": A hangs up on B and calls C, who has been waiting with the camera on.
+    await Promise.all([A, B].map((p) => p.page.evaluate(() => /** @type {any} */ (window).rtc.close())));
+    partner.clear();
+    const next = await call(A, C);
+    const nextWindow = await measure(A, C, cpuRoots);
+    next.connection = await A.page.evaluate(() => /** @type {any} */ (window).rtc.describe());
+    if (signalErrors.length) notes.push(`WebRTC signalling errors: ${signalErrors.join(" | ")}`);
+    return { first: { ...first, ...firstWindow }, next: { ...next, ...nextWindow }, candidatesDropped: dropped, pageProblems: [A, B, C].flatMap((p) => p.problems.map((x) => `${p.name}: ${x}`)) };
+  } finally {
+    for (const p of [A, B, C]) await p.close().catch(() => {});
+  }
+}
+
+// ------------------------------------------------------------------ Duet
+
+/** @param {string} relayUrl @param {number | undefined} quicPort @param {Record<string, number[]>} cpuRoots */
+async function runDuet(relayUrl, quicPort, cpuRoots) {
+  /** @type {Record<string, BenchPage>} */
+  const pages = {};
+  for (const name of /** @type {const} */ (["A", "B", "C"])) pages[name] = await openPage(relayUrl, name, { quicPort });
+  const { A, B, C } = pages;
+  /** Presses a button in the page and returns the page time just before. @param {BenchPage} p @param {string} id */
+  const press = (p, id) =>
+    p.page.evaluate((bid) => {
+      const t = /** @type {any} */ (window).__bench.now();
+      /** @type {HTMLButtonElement} */ (document.getElementById(bid)).click();
+      return t;
+    }, id);
+  /** @param {BenchPage} p */
+  const waiting = async (p) => {
+    try {
+      await p.page.waitForFunction(() => document.body.dataset.phase === "waiting", null, { timeout: START_MS, polling: 20 });
+    } catch (e) {
+      const where = await p.page.evaluate(() => `phase ${document.body.dataset.phase}, status "${document.getElementById("status")?.textContent}"`).catch(() => "");
+      throw new Error(`${p.name} did not reach the queue (${where}; page problems: ${p.problems.slice(0, 5).join(" | ")})\n${e}`);
+    }
+  };
+  try {
+    for (const p of [A, B, C]) {
+      await p.page.fill("#name", p.name);
+      await p.page.evaluate(() => /** @type {any} */ (window).__bench.watch("#partner-video"));
+    }
+    await press(A, "start");
+    await waiting(A);
+    const t0 = await press(B, "start");
+    const [ab, ba] = await Promise.all([firstFrame(B, A, t0), firstFrame(A, B, t0)]);
+    const firstWindow = await measure(A, B, cpuRoots);
+    await press(C, "start");
+    await waiting(C);
+    const t1 = await press(A, "next");
+    const [ac, ca] = await Promise.all([firstFrame(C, A, t1), firstFrame(A, C, t1)]);
+    const nextWindow = await measure(A, C, cpuRoots);
+    const snapshot = await A.page.evaluate(() => {
+      const s = /** @type {any} */ (window).duet?.snapshot?.();
+      return s ? { send: s.send, receive: s.receive, timeline: s.timeline } : null;
+    }).catch(() => null);
+    return {
+      first: { firstFrameMs: { "A→B": ab, "B→A": ba }, ...firstWindow },
+      next: { firstFrameMs: { "A→C": ac, "C→A": ca }, ...nextWindow },
+      snapshotA: snapshot,
+      pageProblems: [A, B, C].flatMap((p) => p.problems.map((x) => `${p.name}: ${x}`)),
+    };
+  } finally {
+    for (const p of [A, B, C]) await p.close().catch(() => {});
+  }
+}
+
+// ------------------------------------------------------------------ report
+
+/** @param {string} title @param {any} w WebRTC result @param {any} d Duet result @param {boolean} impaired */
+function report(title, w, d, impaired) {
+  /** @type {{label: string, webrtc?: number | null, duet?: number | null, digits?: number}[]} */
+  const rows = [];
+  const calls = [
+    ["first call (A–B, C waiting)", "first", ["A→B", "B→A"]],
+    ["after Next (A–C, B waiting)", "next", ["A→C", "C→A"]],
+  ];
+  for (const [label, key, dirs] of /** @type {[string, "first" | "next", string[]][]} */ (calls)) {
+    rows.push({ label: `${label}` });
+    for (const dir of dirs) {
+      const a = w[key][dir];
+      const b = d[key][dir];
+      rows.push({ label: `  ${dir} time to first frame, ms`, webrtc: w[key].firstFrameMs[dir], duet: d[key].firstFrameMs[dir], digits: 0 });
+      rows.push({ label: `  ${dir} capture→screen p50, ms`, webrtc: a.p50, duet: b.p50 });
+      rows.push({ label: `  ${dir} capture→screen p95, ms`, webrtc: a.p95, duet: b.p95 });
+      rows.push({ label: `  ${dir} capture→screen max, ms`, webrtc: a.max, duet: b.max });
+      rows.push({ label: `  ${dir} frames shown per second`, webrtc: a.fps, duet: b.fps });
+      rows.push({ label: `  ${dir} shown, never drawn (of frames)`, webrtc: a.neverDrawn, duet: b.neverDrawn, digits: 0 });
+      if (impaired) rows.push({ label: `  ${dir} freezes > 200 ms`, webrtc: a.freezes, duet: b.freezes, digits: 0 });
+      if (impaired) rows.push({ label: `  ${dir} time frozen, ms`, webrtc: a.frozenMs, duet: b.frozenMs, digits: 0 });
+    }
+    rows.push({ label: "  browser CPU, % of one core", webrtc: w[key].cpuPercentOfOneCore.browser, duet: d[key].cpuPercentOfOneCore.browser });
+    rows.push({ label: "  server CPU (coturn | relay), % of one core", webrtc: w[key].cpuPercentOfOneCore.coturn, duet: d[key].cpuPercentOfOneCore.relay });
+    if (impaired) rows.push({ label: "  shaper CPU, % of one core", webrtc: w[key].cpuPercentOfOneCore.shaper, duet: d[key].cpuPercentOfOneCore.shaper });
+    rows.push({ label: "  whole machine busy, %", webrtc: w[key].machineBusyPercent, duet: d[key].machineBusyPercent });
+  }
+  const frames = (/** @type {any} */ r) => ["first", "next"].map((k) => Object.values(r[k]).filter((v) => v && typeof v === "object" && "frames" in v).map((v) => /** @type {any} */ (v).frames).join("/")).join(", ");
+  return `${table(title, rows)}\nframes counted per direction: WebRTC ${frames(w)}; Duet ${frames(d)}`;
+}
+
+// ------------------------------------------------------------------ main
+
+async function main() {
+  const started = new Date();
+  const coturn = await startCoturn(children, START_MS);
+  const pageServer = await startPageServer();
+  closers.push(pageServer.close);
+  const relay = await startRelay();
+  closers.push(() => relay.stop());
+  const launched = await launchChromium(START_MS);
+  browser = launched.browser;
+  closers.push(launched.cleanup);
+  const bpid = browserPid();
+  const relayPid = childPid(relayBinary());
+  const roots = (/** @type {number | undefined} */ shaperPid) => ({
+    browser: [bpid],
+    coturn: [coturn.proc.pid ?? 0],
+    relay: relayPid ? [relayPid] : [],
+    ...(shaperPid ? { shaper: [shaperPid] } : {}),
+  });
+  if (!relayPid) notes.push("relay CPU not measured: its process was not found");
+
+  /** @type {any} */
+  const results = { started: started.toISOString(), seconds: opts.seconds, smoke: opts.smoke, relayBin: process.env.DUET_RELAY_BIN, profile: opts.impaired ? opts.profile : null, conditions: {} };
+  const text = [];
+  const conditions = /** @type {[string, string | null][]} */ ([["clean", null]]);
+  if (opts.impaired) conditions.push(["impaired", opts.profile]);
+  for (const [name, profile] of conditions) {
+    console.error(`bench-browser: ${name}: WebRTC`);
+    let shaper = profile ? await startShaper(children, `127.0.0.1:${coturn.port}`, profile, START_MS) : null;
+    const webrtc = await runWebrtc(pageServer.url, shaper?.port ?? coturn.port, roots(shaper?.proc.pid));
+    shaper?.proc.kill("SIGTERM");
+    console.error(`bench-browser: ${name}: Duet`);
+    shaper = profile ? await startShaper(children, relay.quic, profile, START_MS) : null;
+    const duet = await runDuet(relay.url, shaper?.port, roots(shaper?.proc.pid));
+    shaper?.proc.kill("SIGTERM");
+    results.conditions[name] = { webrtc, duet };
+    const title = profile ? `Through duet-impair --profile ${profile} (in front of coturn | the relay), ${opts.seconds} s per call` : `Loopback, no shaper, ${opts.seconds} s per call`;
+    const t = report(title, webrtc, duet, !!profile);
+    console.log(`\n${t}\n`);
+    text.push(t);
+  }
+  const problems = Object.values(results.conditions).flatMap((c) => [...c.webrtc.pageProblems, ...c.duet.pageProblems]);
+  if (problems.length) notes.push(`page problems: ${problems.slice(0, 10).join(" | ")}`);
+  results.notes = notes;
+  const header = `Duet vs WebRTC in one headless Chromium (scripts/bench-browser${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(" ")}` : ""}), ${started.toISOString()}\nrelay ${process.env.DUET_RELAY_BIN}; ${(await import("node:os")).cpus().length} cores\n`;
+  mkdirSync(path.dirname(opts.json), { recursive: true });
+  mkdirSync(path.dirname(opts.txt), { recursive: true });
+  writeFileSync(opts.json, `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(opts.txt, `${header}\n${text.join("\n\n")}\n${notes.length ? `\nnotes:\n${notes.map((n) => `- ${n}`).join("\n")}\n` : ""}`);
+  for (const n of notes) console.log(`note: ${n}`);
+  console.log(`figures written to ${opts.txt} and ${opts.json}`);
+}
+
+const watchdog = setTimeout(() => {
+  console.error(`bench-browser: the run took longer than ${RUN_MS} ms; stopping`);
+  cleanup().finally(() => process.exit(1));
+}, RUN_MS);
+
+main()
+  .then(async () => {
+    clearTimeout(watchdog);
+    await cleanup();
+  })
+  .catch(async (e) => {
+    clearTimeout(watchdog);
+    console.error(`bench-browser: FAILED: ${e instanceof Error ? e.stack : e}`);
+    await cleanup();
+    process.exitCode = 1;
+  });
