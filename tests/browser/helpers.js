@@ -241,8 +241,14 @@ export class Person {
   async canvasSignature() {
     const canvas = this.page.getByRole("img", { name: "Partner video", exact: true });
     return canvas.evaluate((/** @type {Element} */ el) => {
-      const c = /** @type {HTMLCanvasElement} */ (el);
+      // The page transferred this canvas's control to the media worker, so it has no context
+      // of its own: read what it shows by drawing it, as the comparison benchmark does.
+      const shown = /** @type {HTMLCanvasElement} */ (el);
+      const c = document.createElement("canvas");
+      c.width = shown.width;
+      c.height = shown.height;
       const ctx = /** @type {CanvasRenderingContext2D} */ (c.getContext("2d"));
+      ctx.drawImage(shown, 0, 0);
       const { data } = ctx.getImageData(0, 0, c.width, c.height);
       const grid = [];
       let sum = 0;

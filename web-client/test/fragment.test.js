@@ -8,7 +8,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Fragmenter, Reassembler, maxPayload } from "../app/fragment.js";
+import { AUDIO_REORDER_FRAMES, Fragmenter, Reassembler, maxPayload } from "../app/wire/fragment.js";
 import {
   MAX_FRAGMENTS,
   MAX_FRAMES_IN_REASSEMBLY,
@@ -16,7 +16,7 @@ import {
   TRACK_AUDIO,
   TRACK_VIDEO,
   readDatagram,
-} from "../app/protocol.js";
+} from "../app/wire/protocol.js";
 
 /** @param {number} n @param {number} seed */
 function bytes(n, seed) {
@@ -94,29 +94,32 @@ test("reordered and duplicated fragments reassemble once", () => {
   assert.equal(r.push(header(0, 1, 3), te.encode("b")), null);
   assert.equal(r.stats.fragmentsDuplicate, 1);
   assert.equal(r.stats.fragmentsLate, 1);
-  assert.equal(r.takeKeyframeRequest(), false);
 });
 
-test("a frame with a missing fragment is dropped and a keyframe asked for, once", () => {
+test("a frame with a missing fragment is dropped, and the next frame still comes out with its reference", () => {
   const r = new Reassembler();
   assert.ok(r.push(header(0, 0, 1), te.encode("k")));
   assert.equal(r.push(header(1, 0, 2), te.encode("x")), null); // fragment 1 of frame 1 lost
   const f = r.push(header(2, 0, 1), te.encode("y"));
   assert.ok(f);
   assert.equal(f.frame, 2);
+  assert.equal(f.refFrame, 1, "frame 2 names frame 1, which never came: reference.js drops it");
   assert.equal(r.stats.framesLost, 1);
-  assert.equal(r.takeKeyframeRequest(), true);
-  assert.equal(r.takeKeyframeRequest(), false);
   assert.equal(r.push(header(1, 1, 2), te.encode("z")), null, "the late fragment of frame 1 is ignored");
 });
 
-test("a lost audio frame does not ask for a keyframe", () => {
+test("audio frames reordered within the window are passed on (the jitter buffer orders them); older ones are late", () => {
   const r = new Reassembler();
   const h = (/** @type {number} */ frame) => ({ ...header(frame, 0, 1), track: TRACK_AUDIO });
   assert.ok(r.push(h(0), te.encode("a")));
   assert.ok(r.push(h(2), te.encode("c")));
-  assert.equal(r.stats.framesLost, 1);
-  assert.equal(r.takeKeyframeRequest(), false);
+  const late = r.push(h(1), te.encode("b"));
+  assert.ok(late, "frame 1 arrived after frame 2 and still comes out");
+  assert.equal(new TextDecoder().decode(late.data), "b");
+  assert.equal(r.stats.audioReordered, 1);
+  assert.ok(r.push(h(2 + AUDIO_REORDER_FRAMES), te.encode("d")));
+  assert.equal(r.push(h(1), te.encode("b")), null, "more than the window behind the newest: late");
+  assert.equal(r.stats.fragmentsLate, 1);
 });
 
 test("audio and video are reassembled independently", () => {

@@ -7,7 +7,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { JitterBuffer } from "../app/jitter.js";
+import { JitterBuffer } from "../app/wire/jitter.js";
 
 /** @param {JitterBuffer<string>} jb @param {number} n */
 function popN(jb, n) {

@@ -6,7 +6,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { MAX_DESCRIPTION_BYTES, describeDecoder, parseDescription, unwrapKeyframe, wrapKeyframe } from "../app/keyframe.js";
+import { MAX_DESCRIPTION_BYTES, describeDecoder, parseDescription, unwrapKeyframe, wrapKeyframe } from "../app/wire/keyframe.js";
 
 test("a keyframe carries codec and colour space and gives back the bitstream untouched", () => {
   const cs = { primaries: "smpte170m", transfer: "smpte170m", matrix: "smpte170m", fullRange: false };

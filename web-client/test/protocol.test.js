@@ -8,8 +8,8 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import * as proto from "../app/protocol.js";
-import { DecodeError, Reader, Writer, fromHex, toHex } from "../app/postcard.js";
+import * as proto from "../app/wire/protocol.js";
+import { DecodeError, Reader, Writer, fromHex, toHex } from "../app/wire/postcard.js";
 import { fromSerde, loadVectors, toSerde } from "./serde.js";
 
 const doc = loadVectors();
@@ -155,7 +155,7 @@ test("a chat line over MAX_CHAT_BYTES is refused; one at the limit is not", () =
 });
 
 test("Hello over its field limits is refused by decode and reported by helloProblem", () => {
-  /** @type {import("../app/protocol.js").MediaCaps} */
+  /** @type {import("../app/wire/protocol.js").MediaCaps} */
   const media = { decode: ["Vp8", "Vp9"], encode: ["Vp8"], hardware_encode: [] };
   const ok = { version: 1, name: "n".repeat(64), interests: Array(8).fill("i".repeat(32)), resume: null, visitor: null, media };
   assert.equal(proto.helloProblem(ok), null);
@@ -238,9 +238,9 @@ test("random and mutated input never makes a decoder throw anything but DecodeEr
 });
 
 test("chooseCodec makes the relay's choice: hardware first, then the sender's order", () => {
-  /** @type {import("../app/protocol.js").MediaCaps} */
+  /** @type {import("../app/wire/protocol.js").MediaCaps} */
   const phone = { decode: ["Vp8", "H264"], encode: ["Vp9", "Vp8", "H264"], hardware_encode: ["H264"] };
-  /** @type {import("../app/protocol.js").MediaCaps} */
+  /** @type {import("../app/wire/protocol.js").MediaCaps} */
   const desktop = { decode: ["Vp8", "Vp9", "Av1", "H264"], encode: ["Vp9", "Vp8"], hardware_encode: [] };
   assert.equal(proto.chooseCodec(phone, desktop), "H264");
   assert.equal(proto.chooseCodec(desktop, phone), "Vp8");

@@ -5,8 +5,8 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { BitrateController, ReceiveMeter, classifyQuality, MIN_VIDEO_KBPS, MAX_VIDEO_KBPS } from "../app/quality.js";
-import { TRACK_AUDIO, TRACK_VIDEO } from "../app/protocol.js";
+import { BitrateController, ReceiveMeter, classifyQuality, MIN_VIDEO_KBPS, MAX_VIDEO_KBPS } from "../app/wire/quality.js";
+import { TRACK_AUDIO, TRACK_VIDEO } from "../app/wire/protocol.js";
 
 test("quality classes: good, fair, poor, unknown", () => {
   assert.equal(classifyQuality({ rttMs: null, lossPermille: null }), "unknown");
@@ -82,4 +82,22 @@ test("the receive meter's jitter follows variable transit time", () => {
   for (let s = 0; s < 200; s++) m.onDatagram({ track: TRACK_AUDIO, seq: s, capture_us: BigInt((t0 + s * 20) * 1000) }, 80, t0 + s * 20 + (s % 2 ? 30 : 0));
   const r = m.report(t0 + 4000, 0);
   assert.ok(r.jitter_ms >= 25 && r.jitter_ms <= 30, `jitter ${r.jitter_ms}`);
+});
+
+test("a growing queue delay backs the rate off like loss does, and blocks increases, so a deep buffer cannot fill", async () => {
+  const { BitrateController, BACKOFF_QUEUE_MS, HEAVY_QUEUE_MS } = await import("../app/wire/quality.js");
+  const c = new BitrateController({ start: 1000 });
+  let t = 0;
+  const start = c.target;
+  c.onPeerReport({ loss_permille: 0, queue_delay_ms: BACKOFF_QUEUE_MS + 5 }, (t += 1000));
+  assert.ok(c.target < start, "backs off on queue delay alone");
+  assert.equal(c.limited, true);
+  const mild = c.target;
+  c.onPeerReport({ loss_permille: 0, queue_delay_ms: HEAVY_QUEUE_MS }, (t += 1000));
+  assert.ok(c.target <= mild * 0.6 + 1, "a deep queue backs off hard");
+  const low = c.target;
+  for (let i = 0; i < 10; i++) c.onPeerReport({ loss_permille: 0, queue_delay_ms: BACKOFF_QUEUE_MS / 2 + 1 }, (t += 1000));
+  assert.equal(c.target, low, "no increase while a queue is still there");
+  for (let i = 0; i < 10; i++) c.onPeerReport({ loss_permille: 0, queue_delay_ms: 0 }, (t += 1000));
+  assert.ok(c.target > low, "increases again once the queue has drained");
 });

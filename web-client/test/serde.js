@@ -8,7 +8,7 @@
 
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { REPORT_REASONS, LEAVE_REASONS, TRACK_AUDIO, TRACK_VIDEO } from "../app/protocol.js";
+import { REPORT_REASONS, LEAVE_REASONS, TRACK_AUDIO, TRACK_VIDEO } from "../app/wire/protocol.js";
 
 export const VECTORS_PATH = fileURLToPath(new URL("../../shared/vectors.json", import.meta.url));
 

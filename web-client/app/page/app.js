@@ -8,46 +8,27 @@
  * relay" screen with Retry; a session lost in the middle of a call is resumed with its
  * token first, so a short network blip keeps the same partner.
  *
- * The relay's control messages drive the phases; the page never guesses a pairing. Media
- * runs only while paired, and every datagram is stamped with (and filtered by) the current
- * match id. `window.duet.snapshot()` exposes counters and timings for the browser tests
- * and for anyone debugging a call.
+ * The relay's control messages drive the phases; the page never guesses a pairing. The
+ * media, and the WebTransport session itself, live in a worker (engine/worker.js, reached
+ * through engine.js): this thread never touches a frame, so a busy page does not stall the
+ * call. `window.duet.snapshot()` (a promise) exposes counters and timings for the browser
+ * tests and for anyone debugging a call.
  */
 
-import { Reassembler } from "./fragment.js";
-import {
-  ERROR_CODES,
-  MAX_CHAT_BYTES,
-  MAX_INTERESTS,
-  PROTOCOL_VERSION,
-  REPORT_REASONS,
-  TRACK_VIDEO,
-  helloProblem,
-  readDatagram,
-} from "./protocol.js";
-import { utf8Length } from "./postcard.js";
-import {
-  AudioReceiver,
-  AudioSender,
-  VideoReceiver,
-  VideoSender,
-  captureMedia,
-  chooseVideoCodec,
-  codecLabel,
-  mediaCaps,
-  probeVideoCodecs,
-  probeVideoDecoders,
-} from "./media.js";
-import { BitrateController, ReceiveMeter, classifyQuality, REPORT_INTERVAL_MS } from "./quality.js";
-import { RelaySession, describe, describeErrorCode } from "./transport.js";
+import { ERROR_CODES, MAX_CHAT_BYTES, MAX_INTERESTS, PROTOCOL_VERSION, REPORT_REASONS, helloProblem } from "../wire/protocol.js";
+import { utf8Length } from "../wire/postcard.js";
+import { classifyQuality, REPORT_INTERVAL_MS } from "../wire/quality.js";
+import { codecLabel, mediaCaps } from "../wire/codecs.js";
+import { epochMs } from "../wire/clock.js";
+import { describeErrorCode } from "../engine/session.js";
+import { captureMedia, transferStreams } from "./capture.js";
+import { encoderChoices, failedCodecs, probeCodecs, rememberFailed } from "./codecs.js";
+import { startPlayout } from "./audio-out.js";
+import { Engine } from "./engine.js";
 
-/** @typedef {import("./protocol.js").ServerMsg} ServerMsg */
+/** @typedef {import("../wire/protocol.js").ServerMsg} ServerMsg */
 /** @typedef {"start" | "connecting" | "waiting" | "paired" | "error"} Phase */
 
-/** Minimum time between our keyframe requests to the partner (each one costs them a big frame). */
-const KEYFRAME_REQUEST_INTERVAL_MS = 500;
-/** Minimum time between keyframes we make because the partner asked. */
-const KEYFRAME_ANSWER_INTERVAL_MS = 250;
 /** Chat lines kept on screen (older ones scroll away for good). */
 const MAX_CHAT_LINES = 200;
 /** Resume attempts after losing the connection mid-call, the first backoff and its cap.
@@ -60,11 +41,6 @@ const VIDEO_STALE_MS = 3000;
 /** Error codes after which retrying at once is pointless. */
 /** @type {Set<number>} */
 const NO_AUTO_RETRY = new Set([ERROR_CODES.unsupported_version, ERROR_CODES.server_full, ERROR_CODES.too_many_from_address]);
-
-/** Milliseconds since the Unix epoch: comparable between pages on one machine (the tests' figures). */
-function epochMs() {
-  return performance.timeOrigin + performance.now();
-}
 
 /** @param {string} id @returns {any} */
 function $(id) {
@@ -117,8 +93,6 @@ const ui = {
 const state = {
   /** @type {Phase} */
   phase: "start",
-  /** @type {RelaySession | null} */
-  session: null,
   /** What the open session's Hello said (a different name needs a new session). */
   hello: { name: "", interests: /** @type {string[]} */ ([]) },
   /** @type {Uint8Array | null} */
@@ -134,49 +108,30 @@ const state = {
   waitingSince: 0,
   /** @type {bigint | null} the match we reported, so its PeerLeft reads right */
   reportedMatch: null,
-  /** @type {import("./media.js").Capture | null} */
+  /** @type {import("./capture.js").Capture | null} */
   capture: null,
-  /** @type {string[]} codec strings this browser encodes and decodes, best first */
-  codecs: [],
-  /** @type {string[]} codec strings this browser decodes */
-  decoders: [],
+  /** @type {import("../wire/codecs.js").CodecProbe[]} what WebCodecs said it handles here */
+  probes: [],
+  /** @type {import("../wire/protocol.js").VideoCodec[]} codecs that failed on this machine (never offered again) */
+  failed: failedCodecs(),
   /** @type {AudioContext | null} */
   audioCtx: null,
-  /** @type {VideoSender | null} */
-  videoSender: null,
-  /** @type {AudioSender | null} */
-  audioSender: null,
-  /** @type {VideoReceiver | null} */
-  videoReceiver: null,
-  /** @type {AudioReceiver | null} */
-  audioReceiver: null,
-  reassembler: new Reassembler(),
-  meter: new ReceiveMeter(),
-  bitrate: new BitrateController(),
-  lastKeyframeRequestAt: -Infinity,
-  lastKeyframeAnswerAt: -Infinity,
+  /** @type {Engine | null} the media worker (made at the first Start) */
+  engine: null,
+  /** The worker's session is open. */
+  connected: false,
   lastPartnerFrameAt: 0,
   partnerReconnecting: false,
-  /** @type {{rtt_us: number, lost_permille: number, send_rate_kbps: number} | null} */
-  relayStats: null,
-  /** @type {import("./protocol.js").ReceiverReport | null} the partner's last report about our media */
-  peerReport: null,
-  /** @type {Omit<import("./protocol.js").ReceiverReport, "match_id"> | null} our last report about theirs */
-  ownReport: null,
-  /** @type {number | null} */
-  transportRttMs: null,
-  /** @type {number | null} */
-  sendEstimateKbps: null,
-  datagramsRejected: 0,
-  datagramsOtherMatch: 0,
+  /** @type {any} the worker's last snapshot, for the quality panel */
+  media: null,
+  /** The relay said it is restarting: reconnect with the resume token when it is back. */
+  draining: false,
   /** Timings for the figures, in epoch milliseconds (see epochMs). */
   timeline: {
     /** @type {number | null} */
     startClickAt: null,
     /** @type {number | null} */
     nextClickAt: null,
-    /** @type {{matchId: string, partner: string, matchedAt: number, firstKeyframeAt: number | null, firstFrameAt: number | null, firstAudioAt: number | null, codec: string | null}[]} */
-    matches: [],
   },
 };
 
@@ -290,29 +245,31 @@ function showError(title, message) {
 }
 
 function renderQuality() {
-  const rttMs = state.relayStats ? state.relayStats.rtt_us / 1000 : state.transportRttMs;
-  const losses = [state.relayStats?.lost_permille, state.peerReport?.loss_permille, state.ownReport?.loss_permille].filter(
-    (x) => typeof x === "number",
-  );
+  const m = state.media;
+  const relay = m?.relayStats ?? null;
+  const rttMs = relay ? relay.rtt_us / 1000 : (m?.transportRttMs ?? null);
+  const losses = [relay?.lost_permille, m?.peerReport?.loss_permille, m?.ownReport?.loss_permille].filter((x) => typeof x === "number");
   const loss = losses.length ? Math.max(.../** @type {number[]} */ (losses)) : null;
   const level = classifyQuality({ rttMs: rttMs ?? null, lossPermille: loss });
   const words = { good: "good", fair: "fair", poor: "poor", unknown: "measuring…" }[level];
   ui.qualityButton.dataset.level = level;
   ui.qualityLabel.textContent = `Connection: ${words}`;
   const fmtLoss = (/** @type {number | undefined} */ p) => (typeof p === "number" ? `${(p / 10).toFixed(1)}%` : "—");
-  const send = state.videoSender;
+  const video = m?.send?.video;
+  const sending = video && state.phase === "paired" && ui.camera.getAttribute("aria-pressed") === "true";
+  const limits = { none: "", cpu: " (limited by CPU)", bandwidth: " (limited by the network)" };
   const rows = [
-    ["Round trip", rttMs !== null && rttMs !== undefined ? `${Math.round(rttMs)} ms` : "—"],
-    ["Loss to you", fmtLoss(state.ownReport?.loss_permille)],
-    ["Loss to partner", fmtLoss(state.peerReport?.loss_permille)],
-    ["Relay-measured loss", fmtLoss(state.relayStats?.lost_permille)],
-    ["Receiving", state.ownReport ? `${state.ownReport.bitrate_kbps} kbit/s` : "—"],
-    ["Sending video", send && state.phase === "paired" && send.enabled ? `${state.bitrate.target} kbit/s target` : "—"],
-    ["Send estimate", state.sendEstimateKbps ? `${Math.round(state.sendEstimateKbps)} kbit/s` : "—"],
-    ["Relay → you", state.relayStats ? `${state.relayStats.send_rate_kbps} kbit/s` : "—"],
-    ["Jitter", state.ownReport ? `${state.ownReport.jitter_ms} ms` : "—"],
-    ["Video codec", [send?.codec ? `out ${codecLabel(send.codec)}` : "", state.videoReceiver?.codec ? `in ${codecLabel(state.videoReceiver.codec)}` : ""].filter(Boolean).join(", ") || "—"],
-    ["Frames decoded", String(state.videoReceiver?.stats.framesDecoded ?? 0)],
+    ["Round trip", rttMs !== null ? `${Math.round(rttMs)} ms` : "—"],
+    ["Loss to you", fmtLoss(m?.ownReport?.loss_permille)],
+    ["Loss to partner", fmtLoss(m?.peerReport?.loss_permille)],
+    ["Relay-measured loss", fmtLoss(relay?.lost_permille)],
+    ["Receiving", m?.ownReport ? `${m.ownReport.bitrate_kbps} kbit/s` : "—"],
+    ["Sending video", sending ? `${m.send.bitrateKbps} kbit/s target, ${video.width}×${video.height}${limits[/** @type {"none"} */ (video.limitation)] ?? ""}` : "—"],
+    ["Send estimate", m?.sendEstimateKbps ? `${Math.round(m.sendEstimateKbps)} kbit/s` : "—"],
+    ["Relay → you", relay ? `${relay.send_rate_kbps} kbit/s` : "—"],
+    ["Jitter", m?.ownReport ? `${m.ownReport.jitter_ms} ms` : "—"],
+    ["Video codec", [m?.send?.codec ? `out ${codecLabel(m.send.codec)}` : "", m?.receive?.codec ? `in ${codecLabel(m.receive.codec)}` : ""].filter(Boolean).join(", ") || "—"],
+    ["Frames decoded", String(m?.receive?.video?.framesDecoded ?? 0)],
   ];
   ui.qualityDetails.replaceChildren(
     ...rows.flatMap(([k, v]) => {
@@ -328,23 +285,28 @@ function renderQuality() {
 
 // ---------------------------------------------------------------- media
 
-const sink = {
-  matchId: () => (state.phase === "paired" ? state.matchId : null),
-  maxDatagramSize: () => state.session?.maxDatagramSize ?? 1100,
-  /** @param {Uint8Array} d */
-  send: (d) => state.session?.sendDatagram(d) ?? false,
-};
-
 /** @param {string} text */
 function mediaProblem(text) {
   ui.mediaNote.textContent = text;
   show(ui.mediaNote, true);
 }
 
-/** Camera and microphone on, encoders ready. Never throws: missing media means text only. */
+/** The media worker, made once (the partner canvas's control can be transferred only once). */
+function ensureEngine() {
+  if (!state.engine) state.engine = new Engine(ui.canvas, onEngineMessage);
+  return state.engine;
+}
+
+/** What Hello and Caps say: the probes, without the codecs that failed here. */
+function caps() {
+  return mediaCaps(state.probes, state.failed);
+}
+
+/** Camera and microphone on, the worker encoding. Never throws: missing media means text only. */
 async function startMedia() {
+  const engine = ensureEngine();
+  if (!engine.initialized) engine.init((await startPlayout(state.audioCtx))?.port ?? null);
   if (state.capture) return;
-  state.decoders = await probeVideoDecoders();
   const capture = await captureMedia();
   state.capture = capture;
   ui.selfView.srcObject = capture.video ? new MediaStream([capture.video]) : null;
@@ -355,30 +317,24 @@ async function startMedia() {
   setToggle(ui.mic, !!capture.audio);
   ui.mediaNote.textContent = capture.problem ?? "";
   show(ui.mediaNote, !!capture.problem);
-  if (capture.video && typeof MediaStreamTrackProcessor === "function" && typeof VideoEncoder === "function") {
-    const settings = capture.video.getSettings();
-    state.codecs = await probeVideoCodecs(settings.width ?? 640, settings.height ?? 480);
-    if (state.codecs.length) {
-      state.videoSender = new VideoSender(capture.video, sink, state.codecs, mediaProblem);
-      state.videoSender.setBitrate(state.bitrate.target);
-      void state.videoSender.run();
-    } else {
-      mediaProblem("This browser cannot encode video, so your partner won't see you. You can still talk and text.");
-    }
-  } else if (capture.video) {
+  const settings = capture.video?.getSettings();
+  if (!state.probes.length) state.probes = await probeCodecs(settings?.width ?? 640, settings?.height ?? 480);
+  const encoders = encoderChoices(state.probes, state.failed);
+  const streams = transferStreams(capture);
+  if (capture.video && !streams.video) {
     mediaProblem("This browser cannot send video (no WebCodecs), so your partner won't see you. You can still text chat.");
+  } else if (capture.video && !encoders.length) {
+    mediaProblem("This browser cannot encode video, so your partner won't see you. You can still talk and text.");
   }
-  if (capture.audio && typeof MediaStreamTrackProcessor === "function" && typeof AudioEncoder === "function") {
-    state.audioSender = new AudioSender(capture.audio, sink, mediaProblem);
-    void state.audioSender.run();
-  }
+  /** @type {Transferable[]} */
+  const transfer = [];
+  if (streams.video) transfer.push(streams.video);
+  if (streams.audio) transfer.push(streams.audio);
+  engine.post({ type: "capture", video: streams.video, audio: streams.audio, encoders }, transfer);
 }
 
 function stopMedia() {
-  state.videoSender?.stop();
-  state.audioSender?.stop();
-  state.videoSender = null;
-  state.audioSender = null;
+  state.engine?.post({ type: "stopCapture" });
   for (const t of state.capture?.stream?.getTracks() ?? []) t.stop();
   state.capture = null;
   ui.selfView.srcObject = null;
@@ -387,70 +343,55 @@ function stopMedia() {
 /** @param {HTMLButtonElement} button @param {boolean} on */
 function setToggle(button, on) {
   button.setAttribute("aria-pressed", String(on));
-  const state = button.querySelector(".state");
-  if (state) state.textContent = on ? "on" : "off";
+  const label = button.querySelector(".state");
+  if (label) label.textContent = on ? "on" : "off";
 }
 
-function ensureReceivers() {
-  if (!state.videoReceiver && typeof VideoDecoder === "function") {
-    state.videoReceiver = new VideoReceiver(ui.canvas, {
-      requestKeyframe: requestKeyframe,
-      onFrame: onPartnerFrame,
-      onProblem: mediaProblem,
-    });
-  }
-  if (!state.audioReceiver) state.audioReceiver = new AudioReceiver(state.audioCtx);
+/**
+ * A codec failed to encode or decode here: remember it, tell the relay (it takes effect
+ * at the next pairing), and never offer it again.
+ * @param {import("../wire/protocol.js").VideoCodec} family
+ */
+function onCodecFailed(family) {
+  if (state.failed.includes(family)) return;
+  state.failed.push(family);
+  rememberFailed(family);
+  state.engine?.post({ type: "send", msg: { type: "Caps", ...caps() } });
 }
 
-function requestKeyframe() {
-  const now = performance.now();
-  if (state.phase !== "paired" || now - state.lastKeyframeRequestAt < KEYFRAME_REQUEST_INTERVAL_MS) return;
-  state.lastKeyframeRequestAt = now;
-  if (state.matchId !== null) state.session?.send({ type: "RequestKeyframe", match_id: state.matchId });
-}
-
-function currentMatchRecord() {
-  const m = state.timeline.matches[state.timeline.matches.length - 1];
-  return m && state.matchId !== null && m.matchId === state.matchId.toString() ? m : null;
-}
-
-function onPartnerFrame() {
-  state.lastPartnerFrameAt = performance.now();
-  const m = currentMatchRecord();
-  if (m && m.firstFrameAt === null) {
-    m.firstFrameAt = epochMs();
-    m.codec = state.videoReceiver?.codec ?? null;
-  }
-  if (!ui.overlay.hidden) overlay(null);
-}
-
-/** @param {Uint8Array} datagram */
-function onDatagram(datagram) {
-  let parsed;
-  try {
-    parsed = readDatagram(datagram);
-  } catch {
-    state.datagramsRejected++;
-    return;
-  }
-  const { header, offset } = parsed;
-  if (state.phase !== "paired" || header.match_id !== state.matchId) {
-    // A late datagram from a previous partner (or a stray one): never shown.
-    state.datagramsOtherMatch++;
-    return;
-  }
-  state.meter.onDatagram(header, datagram.length, performance.timeOrigin + performance.now());
-  const frame = state.reassembler.push(header, datagram.subarray(offset));
-  if (state.reassembler.takeKeyframeRequest()) requestKeyframe();
-  if (!frame) return;
-  if (header.track === TRACK_VIDEO) {
-    const m = frame.keyframe ? currentMatchRecord() : null;
-    if (m && m.firstKeyframeAt === null) m.firstKeyframeAt = epochMs();
-    state.videoReceiver?.push(frame);
-  } else {
-    state.audioReceiver?.push(frame);
-    const m = currentMatchRecord();
-    if (m && m.firstAudioAt === null) m.firstAudioAt = epochMs();
+/** @param {import("../engine/messages.js").FromWorker} msg */
+function onEngineMessage(msg) {
+  switch (msg.type) {
+    case "server":
+      onMessage(msg.msg);
+      break;
+    case "chatLine":
+      if (msg.matchId === state.matchId && state.phase === "paired") chatLine("partner", msg.text);
+      break;
+    case "connected":
+      state.connected = true;
+      break;
+    case "connectFailed":
+      onConnectFailed(msg.message);
+      break;
+    case "closed":
+      state.connected = false;
+      onClosed(msg.info);
+      break;
+    case "partnerVideo":
+      if (msg.matchId === state.matchId) {
+        state.lastPartnerFrameAt = performance.now();
+        if (!ui.overlay.hidden && !state.partnerReconnecting) overlay(null);
+      }
+      break;
+    case "codecFailed":
+      onCodecFailed(msg.family);
+      break;
+    case "problem":
+      mediaProblem(msg.text);
+      break;
+    default:
+      break;
   }
 }
 
@@ -461,35 +402,10 @@ function onMatched(msg) {
   const same = state.phase === "paired" && state.matchId === msg.match_id;
   state.matchId = msg.match_id;
   state.partnerName = msg.partner_name.trim() || "Someone";
-  state.session?.setMatch(msg.match_id);
   if (same) return; // repeated after a resume: nothing changes
-  state.peerReport = null;
-  state.ownReport = null;
-  state.meter.reset();
-  state.bitrate.reset();
-  state.reassembler = new Reassembler();
-  ensureReceivers();
-  state.videoReceiver?.reset();
-  state.audioReceiver?.reset();
-  const codec = chooseVideoCodec(state.codecs, msg.send_codec);
-  state.videoSender?.setCodec(codec);
-  state.videoSender?.setBitrate(state.bitrate.target);
-  state.videoSender?.newPairing();
-  state.audioSender?.newPairing();
   state.lastPartnerFrameAt = performance.now();
   state.partnerReconnecting = false;
-  state.timeline.matches.push({
-    matchId: msg.match_id.toString(),
-    partner: state.partnerName,
-    matchedAt: epochMs(),
-    firstKeyframeAt: null,
-    firstFrameAt: null,
-    firstAudioAt: null,
-    codec: null,
-  });
-  if (state.timeline.matches.length > 50) state.timeline.matches.shift();
   setPhase("paired");
-  state.videoSender?.sendHeldFrame();
   ui.partnerName.textContent = state.partnerName;
   show(ui.partnerName, true);
   ui.canvas.setAttribute("aria-label", "Partner video");
@@ -503,24 +419,20 @@ function onMatched(msg) {
 }
 
 /**
- * Leaves the current pairing on this side: media stops at once, nothing more from this
- * partner is shown.
+ * Leaves the current pairing on this side (the worker has already stopped its media when
+ * it carried the message that ended it).
  * @param {string} note the waiting line
  */
 function unpair(note) {
   state.matchId = null;
-  state.session?.setMatch(null);
-  state.videoReceiver?.reset();
-  state.audioReceiver?.reset();
-  state.videoSender?.newPairing();
-  state.audioSender?.newPairing();
+  state.engine?.post({ type: "unpair" });
   show(ui.partnerName, false);
   state.partnerReconnecting = false;
   state.waitingNote = note;
   state.waitingSince = performance.now();
 }
 
-/** @param {import("./protocol.js").LeaveReason} reason */
+/** @param {import("../wire/protocol.js").LeaveReason} reason */
 function onPeerLeft(reason) {
   const name = state.partnerName || "Your partner";
   let line;
@@ -542,15 +454,12 @@ function onMessage(msg) {
   switch (msg.type) {
     case "Welcome":
       state.resumeToken = msg.resume_token;
+      state.draining = false;
       if (state.resumeAttempts > 0) {
         state.resumeAttempts = 0;
         if (msg.resumed && state.matchId !== null) {
-          // Same partner, same pairing: carry on, starting with a keyframe each way.
-          state.session?.setMatch(state.matchId);
-          state.videoSender?.requestKeyframe();
           setPhase("paired");
           setStatus(`Connected to ${state.partnerName}`);
-          requestKeyframe();
         } else if (!msg.resumed && state.matchId !== null) {
           unpair(`Reconnected — ${state.partnerName} is gone, finding someone new…`);
           setPhase("waiting");
@@ -585,32 +494,12 @@ function onMessage(msg) {
         state.partnerReconnecting = false;
         overlay(null);
         setStatus(`Connected to ${state.partnerName}`);
-        state.videoSender?.requestKeyframe();
-        requestKeyframe();
       }
       break;
-    case "KeyframeRequested": {
-      const now = performance.now();
-      if (now - state.lastKeyframeAnswerAt >= KEYFRAME_ANSWER_INTERVAL_MS) {
-        state.lastKeyframeAnswerAt = now;
-        state.videoSender?.requestKeyframe();
-      }
-      break;
-    }
-    case "PeerReport":
-      if (msg.match_id !== state.matchId) break; // about a pairing that has ended
-      state.peerReport = {
-        match_id: msg.match_id,
-        loss_permille: msg.loss_permille,
-        jitter_ms: msg.jitter_ms,
-        frames_decoded: msg.frames_decoded,
-        bitrate_kbps: msg.bitrate_kbps,
-        queue_delay_ms: msg.queue_delay_ms,
-      };
-      state.videoSender?.setBitrate(state.bitrate.onPeerReport(msg, performance.now()));
-      break;
-    case "Stats":
-      state.relayStats = { rtt_us: msg.rtt_us, lost_permille: msg.lost_permille, send_rate_kbps: msg.send_rate_kbps };
+    case "Draining":
+      // The relay is about to restart: say so; the close that follows is resumed with our token.
+      state.draining = true;
+      setStatus(`Duet is restarting — you'll be reconnected in a moment${state.phase === "paired" ? ` to ${state.partnerName}` : ""}…`);
       break;
     case "Error":
       if (msg.fatal) return; // the close that follows carries it to onClosed
@@ -622,6 +511,8 @@ function onMessage(msg) {
         state.waitingNote = msg.message || describeErrorCode(msg.code);
         renderStatus();
       }
+      break;
+    default:
       break;
   }
 }
@@ -648,77 +539,63 @@ function visitorId() {
 }
 
 /**
- * Opens a session (or resumes one) with the current name and interests.
+ * Opens a session (or resumes one) with the current name and interests; the worker owns it.
  * @param {boolean} resume
  */
-async function connect(resume) {
+function connect(resume) {
   const hello = {
     version: PROTOCOL_VERSION,
     name: state.hello.name,
     interests: state.hello.interests,
     resume: resume ? state.resumeToken : null,
     visitor: visitorId(),
-    media: mediaCaps(state.codecs, state.decoders),
+    media: caps(),
   };
-  const session = new RelaySession({
-    onMessage: (m) => {
-      if (state.session === session) onMessage(m);
-    },
-    onChatLine: (matchId, text) => {
-      if (state.session === session && matchId === state.matchId && state.phase === "paired") chatLine("partner", text);
-    },
-    onDatagram: (d) => {
-      if (state.session === session) onDatagram(d);
-    },
-    onClosed: (info) => {
-      if (state.session === session) onClosed(info);
-    },
-  });
-  state.session = session;
+  state.connected = false;
   if (!resume) setPhase("connecting");
-  try {
-    await session.connect(hello, new URL(location.href));
-  } catch (e) {
-    if (state.session !== session) return;
-    state.session = null;
-    if (resume && state.resumeAttempts < MAX_RESUME_ATTEMPTS) {
-      scheduleResume();
-      return;
-    }
-    state.resumeAttempts = 0;
-    if (state.matchId !== null) unpair("");
-    showError("Can't reach Duet", describe(e));
+  ensureEngine().post({ type: "connect", hello, base: location.href });
+}
+
+/** @param {string} message why the session could not be opened */
+function onConnectFailed(message) {
+  if (state.resumeAttempts > 0 && state.resumeAttempts < MAX_RESUME_ATTEMPTS) {
+    scheduleResume();
+    return;
   }
+  state.resumeAttempts = 0;
+  if (state.matchId !== null) unpair("");
+  showError("Can't reach Duet", message);
 }
 
 function scheduleResume() {
   state.resumeAttempts++;
   setPhase("connecting");
+  if (state.draining) setStatus("Duet is restarting — reconnecting…");
   // ±20% jitter, so everyone who lost the same network does not retry in step.
   const base = Math.min(RESUME_BACKOFF_MS * 2 ** (state.resumeAttempts - 1), RESUME_BACKOFF_MAX_MS);
   const delay = base * (0.8 + 0.4 * Math.random());
   state.resumeTimer = setTimeout(() => {
     state.resumeTimer = null;
-    if (state.phase === "connecting") void connect(state.resumeToken !== null);
+    if (state.phase === "connecting") connect(state.resumeToken !== null);
   }, delay);
 }
 
-/** @param {import("./transport.js").CloseInfo} info */
+/** @param {import("../engine/session.js").CloseInfo} info */
 function onClosed(info) {
-  state.session = null;
   if (info.byUs) return;
   const wasActive = state.phase === "waiting" || state.phase === "paired" || (state.phase === "connecting" && state.resumeAttempts > 0);
   if (info.code === ERROR_CODES.bad_resume_token) {
     // The relay forgot us: start a fresh session straight away.
     state.resumeToken = null;
   }
+  if (info.code === ERROR_CODES.shutting_down) state.draining = true;
   if (state.phase === "start") {
     // Idle after Stop: the next Start opens a new session.
     return;
   }
   if (wasActive && (info.code === null || !NO_AUTO_RETRY.has(info.code)) && info.code !== ERROR_CODES.idle_timeout && state.resumeAttempts < MAX_RESUME_ATTEMPTS) {
     if (state.phase === "paired") {
-      setStatus("Connection lost — reconnecting…");
+      setStatus(state.draining ? "Duet is restarting — reconnecting…" : "Connection lost — reconnecting…");
       overlay("Reconnecting…");
     }
     scheduleResume();
@@ -777,29 +654,33 @@ async function onStart() {
   void state.audioCtx?.resume().catch(() => {});
   setPhase("connecting");
   await startMedia();
-  ensureReceivers();
   state.waitingNote = "";
   state.waitingSince = performance.now();
   const same = form.name === state.hello.name && form.interests.join("\n") === state.hello.interests.join("\n");
-  if (state.session && !state.session.closed && same) {
+  if (state.connected && same) {
     // The session stayed open after Stop: Next puts us back in the queue.
-    state.session.send({ type: "Next", match_id: null });
+    state.engine?.post({ type: "send", msg: { type: "Next", match_id: null } });
     setPhase("waiting");
     return;
   }
-  if (state.session) {
-    state.session.close("new name");
-    state.session = null;
+  if (state.connected) {
+    state.engine?.post({ type: "close", reason: "new name" });
+    state.connected = false;
   }
   state.hello = form;
   state.resumeAttempts = 0;
-  await connect(false);
+  connect(false);
+}
+
+/** @param {import("../wire/protocol.js").ClientMsg} msg */
+function send(msg) {
+  state.engine?.post({ type: "send", msg });
 }
 
 function onNext() {
-  if (state.phase !== "paired" || !state.session) return;
+  if (state.phase !== "paired" || !state.connected) return;
   state.timeline.nextClickAt = epochMs();
-  state.session.send({ type: "Next", match_id: state.matchId });
+  send({ type: "Next", match_id: state.matchId });
   unpair("Finding someone new…");
   setPhase("waiting");
 }
@@ -808,7 +689,7 @@ function onStop() {
   if (state.resumeTimer) clearTimeout(state.resumeTimer);
   state.resumeTimer = null;
   state.resumeAttempts = 0;
-  if (state.session && !state.session.closed) state.session.send({ type: "Leave" });
+  if (state.connected) send({ type: "Leave" });
   if (state.matchId !== null) unpair("");
   stopMedia();
   setPhase("start");
@@ -827,23 +708,25 @@ function onSendChat(ev) {
     ui.message.focus();
     return;
   }
-  const session = state.session;
-  if (!session || state.phase !== "paired") return;
+  const engine = state.engine;
+  if (!engine || state.phase !== "paired") return;
   chatError("");
   ui.message.value = "";
   renderChatCount();
   chatLine("me", text);
-  session.sendChat(text).catch((e) => chatError(`Message not sent: ${describe(e)}`));
+  void engine.chat(text).then((error) => {
+    if (error) chatError(`Message not sent: ${error}`);
+  });
 }
 
 function onReportSubmit() {
   const reason = /** @type {HTMLInputElement | null} */ (ui.reportForm.querySelector("input[name=reason]:checked"))?.value;
-  if (ui.reportDialog.returnValue !== "send" || !reason || state.phase !== "paired" || !state.session) return;
+  if (ui.reportDialog.returnValue !== "send" || !reason || state.phase !== "paired" || !state.connected) return;
   const r = REPORT_REASONS.find((x) => x === reason);
   if (!r) return;
   if (state.matchId === null) return;
   state.reportedMatch = state.matchId;
-  state.session.send({ type: "Report", match_id: state.matchId, reason: r });
+  send({ type: "Report", match_id: state.matchId, reason: r });
   // Like Next: the relay ends the pairing and re-queues us; we stop showing them at once.
   const line = `Thanks — ${state.partnerName} was reported and won't be matched with you again. Finding someone new…`;
   chatLine("system", line);
@@ -851,73 +734,50 @@ function onReportSubmit() {
   setPhase("waiting");
 }
 
-/** Once a second: status timer, receiver report, quality, bitrate, stale video. */
+/** Once a second: status timer, quality, stale video. (Receiver reports and bitrate are the worker's.) */
 async function everySecond() {
   if (state.phase === "waiting") ui.statusTimer.textContent = elapsedText();
-  const session = state.session;
-  if (!session || (state.phase !== "paired" && state.phase !== "waiting")) return;
-  const t = await session.stats();
-  state.transportRttMs = t.rttMs;
-  state.sendEstimateKbps = t.sendRateKbps;
-  if (t.sendRateKbps !== null) state.videoSender?.setBitrate(state.bitrate.onSendEstimate(t.sendRateKbps, performance.now()));
-  if (state.phase === "paired") {
-    const report = state.meter.report(performance.timeOrigin + performance.now(), state.videoReceiver?.stats.framesDecoded ?? 0);
-    state.ownReport = report;
-    if (state.matchId !== null) session.send({ type: "ReceiverReport", match_id: state.matchId, ...report });
-    if (performance.now() - state.lastPartnerFrameAt > VIDEO_STALE_MS && !state.partnerReconnecting) {
-      // Camera off, no camera, or video this browser cannot decode: say so instead of a frozen or empty picture.
-      const text = `No video from ${state.partnerName}`;
-      if (ui.overlay.hidden || ui.overlayText.textContent !== text) overlay(text);
-    }
+  if (!state.engine || (state.phase !== "paired" && state.phase !== "waiting")) return;
+  state.media = await state.engine.snapshot();
+  if (state.phase === "paired" && performance.now() - state.lastPartnerFrameAt > VIDEO_STALE_MS && !state.partnerReconnecting) {
+    // Camera off, no camera, or video this browser cannot decode: say so instead of a frozen or empty picture.
+    const text = `No video from ${state.partnerName}`;
+    if (ui.overlay.hidden || ui.overlayText.textContent !== text) overlay(text);
   }
   renderQuality();
 }
 
 // ---------------------------------------------------------------- test hooks
 
-/** @param {number[]} xs @param {number} q */
-function quantile(xs, q) {
-  if (!xs.length) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
-}
-
-/** Counters and timings, as plain JSON (for the browser tests and for debugging). */
-function snapshot() {
-  const lat = state.videoReceiver?.latencies ?? [];
+/** Counters and timings, as plain JSON (for the browser tests, the benchmark and debugging). */
+async function snapshot() {
+  const m = state.engine ? await state.engine.snapshot() : null;
   return {
     phase: state.phase,
     status: ui.status.textContent,
     partnerName: state.phase === "paired" ? state.partnerName : null,
     matchId: state.matchId?.toString() ?? null,
+    engineMatchId: m?.matchId ?? null,
     media: { video: !!state.capture?.video, audio: !!state.capture?.audio, problem: state.capture?.problem ?? null },
-    send: {
-      codec: state.videoSender?.codec ?? null,
-      bitrateKbps: state.bitrate.target,
-      video: state.videoSender ? { ...state.videoSender.stats } : null,
-      audio: state.audioSender ? { ...state.audioSender.stats } : null,
-      datagramsDropped: state.session?.datagramsDropped ?? 0,
-      maxDatagramSize: state.session?.maxDatagramSize ?? null,
-    },
-    receive: {
-      codec: state.videoReceiver?.codec ?? null,
-      video: state.videoReceiver ? { ...state.videoReceiver.stats } : null,
-      audio: state.audioReceiver ? { ...state.audioReceiver.stats, jitter: { ...state.audioReceiver.jitter.stats } } : null,
-      reassembly: { ...state.reassembler.stats },
-      datagramsRejected: state.datagramsRejected,
-      datagramsOtherMatch: state.datagramsOtherMatch,
-      latencyMs: { count: lat.length, median: quantile(lat, 0.5), p95: quantile(lat, 0.95) },
-    },
+    caps: caps(),
+    failedCodecs: [...state.failed],
+    send: m?.send ?? { codec: null, video: null, audio: null },
+    receive: m?.receive ?? { codec: null, video: null, audio: null, latencyMs: { count: 0 } },
     quality: ui.qualityButton.dataset.level ?? "unknown",
-    relayStats: state.relayStats,
-    peerReport: state.peerReport,
-    timeline: { ...state.timeline, matches: state.timeline.matches.map((m) => ({ ...m })) },
+    relayStats: m?.relayStats ?? null,
+    peerReport: m?.peerReport ?? null,
+    timeline: { ...state.timeline, matches: m?.matches ?? [] },
   };
 }
 
 /** Resets the latency samples, so a test can measure one stretch of a call. */
 function clearLatencies() {
-  if (state.videoReceiver) state.videoReceiver.latencies = [];
+  state.engine?.post({ type: "clearLatencies" });
+}
+
+/** Turns on the worker's check of every painted frame against the stamped test camera (wire/stamp.js). @param {boolean} on */
+function inspectFrames(on) {
+  state.engine?.post({ type: "inspect", on });
 }
 
 // ---------------------------------------------------------------- wiring
@@ -939,8 +799,7 @@ function init() {
     state.waitingSince = performance.now();
     void (async () => {
       await startMedia();
-      ensureReceivers();
-      await connect(false);
+      connect(false);
     })();
   });
   ui.back.addEventListener("click", () => {
@@ -951,14 +810,14 @@ function init() {
   ui.stop.addEventListener("click", onStop);
   ui.camera.addEventListener("click", () => {
     const on = ui.camera.getAttribute("aria-pressed") !== "true";
-    state.videoSender?.setEnabled(on);
-    if (!state.videoSender && state.capture?.video) state.capture.video.enabled = on;
+    if (state.capture?.video) state.capture.video.enabled = on;
+    state.engine?.post({ type: "camera", on });
     setToggle(ui.camera, on);
   });
   ui.mic.addEventListener("click", () => {
     const on = ui.mic.getAttribute("aria-pressed") !== "true";
-    state.audioSender?.setEnabled(on);
-    if (!state.audioSender && state.capture?.audio) state.capture.audio.enabled = on;
+    if (state.capture?.audio) state.capture.audio.enabled = on;
+    state.engine?.post({ type: "mic", on });
     setToggle(ui.mic, on);
   });
   ui.report.addEventListener("click", () => {
@@ -981,13 +840,12 @@ function init() {
   });
   // Closing the tab is leaving: tell the relay now rather than let it wait for a timeout.
   window.addEventListener("pagehide", () => {
-    const s = state.session;
-    if (!s) return;
-    s.send({ type: "Leave" });
-    s.close("page closed");
+    if (!state.connected) return;
+    send({ type: "Leave" });
+    state.engine?.post({ type: "close", reason: "page closed" });
   });
   setInterval(() => void everySecond(), REPORT_INTERVAL_MS);
-  window.duet = { snapshot, clearLatencies };
+  window.duet = { snapshot, clearLatencies, inspectFrames };
   setPhase("start");
   renderQuality();
 }

@@ -5,10 +5,13 @@
  * A frame bigger than one datagram is cut into `frag_count` fragments that share a frame
  * number; each datagram carries its own sequence number so the receiver can count loss.
  * The receiver's `Reassembler` mirrors `duet_proto::Reassembler` (shared/src/media.rs):
- * a frame with a missing fragment is dropped whole and a keyframe is asked for, because a
- * decoder fed a frame with a hole shows garbage until the next keyframe anyway. Fragments
- * may arrive reordered or duplicated; both are handled. Memory is bounded: at most
- * MAX_FRAMES_IN_REASSEMBLY partial frames per track, each of at most MAX_FRAGMENTS parts.
+ * a video frame with a missing fragment is dropped whole (whether later frames may still be
+ * decoded is reference.js's decision, from each frame's `ref_frame`). Fragments may arrive
+ * reordered or duplicated; both are handled. Audio frames are one datagram each and are
+ * passed on in arrival order even when reordered, as long as they are within
+ * AUDIO_REORDER_FRAMES of the newest: the jitter buffer puts them back in order. Memory is
+ * bounded: at most MAX_FRAMES_IN_REASSEMBLY partial frames per track, each of at most
+ * MAX_FRAGMENTS parts.
  *
  * No browser API here: Node's test runner covers all of it.
  */
@@ -23,6 +26,9 @@ import {
 } from "./protocol.js";
 
 /** @typedef {import("./protocol.js").MediaHeader} MediaHeader */
+
+/** An audio frame this many frames older than the newest is dropped as late (10 × 20 ms: the jitter buffer's largest target). */
+export const AUDIO_REORDER_FRAMES = 10;
 
 /**
  * Largest payload per datagram given the session's datagram size (the header is counted
@@ -94,6 +100,7 @@ export class Fragmenter {
  * @property {number} frame
  * @property {boolean} keyframe
  * @property {bigint} captureUs
+ * @property {number} refFrame the frame this one references (its own number for a keyframe)
  * @property {Uint8Array} data
  */
 
@@ -102,6 +109,7 @@ export class Fragmenter {
  * @property {number} frame
  * @property {boolean} keyframe
  * @property {bigint} captureUs
+ * @property {number} refFrame
  * @property {(Uint8Array | null)[]} parts
  * @property {number} received
  */
@@ -110,6 +118,8 @@ class TrackState {
   constructor() {
     /** Highest frame number delivered or given up on; older fragments are late. @type {number | null} */
     this.lastDone = null;
+    /** Audio: the newest frame number passed on. @type {number | null} */
+    this.newest = null;
     /** Partial frames, oldest first. @type {Partial[]} */
     this.partial = [];
   }
@@ -122,15 +132,7 @@ export class Reassembler {
     this.matchId = null;
     this.audio = new TrackState();
     this.video = new TrackState();
-    this.stats = { framesCompleted: 0, framesLost: 0, fragmentsLate: 0, fragmentsDuplicate: 0 };
-    this.keyframeWanted = false;
-  }
-
-  /** True once after a video frame was lost: ask the sender for a keyframe. */
-  takeKeyframeRequest() {
-    const wanted = this.keyframeWanted;
-    this.keyframeWanted = false;
-    return wanted;
+    this.stats = { framesCompleted: 0, framesLost: 0, fragmentsLate: 0, fragmentsDuplicate: 0, audioReordered: 0 };
   }
 
   /**
@@ -148,6 +150,7 @@ export class Reassembler {
     }
     const isVideo = header.track === TRACK_VIDEO;
     const state = isVideo ? this.video : this.audio;
+    if (!isVideo && header.frag_count === 1) return this.pushAudio(state, header, payload);
     if (state.lastDone !== null && header.frame <= state.lastDone) {
       this.stats.fragmentsLate++;
       return null;
@@ -164,13 +167,13 @@ export class Reassembler {
         const oldest = /** @type {Partial} */ (state.partial.shift());
         state.lastDone = oldest.frame;
         this.stats.framesLost++;
-        if (isVideo) this.keyframeWanted = true;
         state.partial = state.partial.filter((p) => p.frame > oldest.frame);
       }
       state.partial.push({
         frame: header.frame,
         keyframe: header.keyframe,
         captureUs: header.capture_us,
+        refFrame: header.ref_frame,
         parts: new Array(header.frag_count).fill(null),
         received: 0,
       });
@@ -192,10 +195,7 @@ export class Reassembler {
     const skipped = state.lastDone === null ? 0 : Math.max(0, partial.frame - state.lastDone - 1);
     state.partial = state.partial.filter((p) => p.frame > partial.frame);
     state.lastDone = partial.frame;
-    if (skipped > 0) {
-      this.stats.framesLost += skipped;
-      if (isVideo && !partial.keyframe) this.keyframeWanted = true;
-    }
+    if (skipped > 0) this.stats.framesLost += skipped;
     this.stats.framesCompleted++;
     const parts = /** @type {Uint8Array[]} */ (partial.parts);
     let size = 0;
@@ -206,6 +206,26 @@ export class Reassembler {
       data.set(p, at);
       at += p.length;
     }
-    return { track: header.track, frame: partial.frame, keyframe: partial.keyframe, captureUs: partial.captureUs, data };
+    return { track: header.track, frame: partial.frame, keyframe: partial.keyframe, captureUs: partial.captureUs, refFrame: partial.refFrame, data };
+  }
+
+  /**
+   * One whole audio frame: passed on at once, even behind a newer one (reordered), unless
+   * it is more than AUDIO_REORDER_FRAMES behind the newest. Duplicates that get through
+   * are the jitter buffer's to drop.
+   * @param {TrackState} state
+   * @param {MediaHeader} header
+   * @param {Uint8Array} payload
+   * @returns {Frame | null}
+   */
+  pushAudio(state, header, payload) {
+    if (state.newest !== null && header.frame + AUDIO_REORDER_FRAMES < state.newest) {
+      this.stats.fragmentsLate++;
+      return null;
+    }
+    if (state.newest === null || header.frame > state.newest) state.newest = header.frame;
+    else this.stats.audioReordered++;
+    this.stats.framesCompleted++;
+    return { track: header.track, frame: header.frame, keyframe: header.keyframe, captureUs: header.capture_us, refFrame: header.ref_frame, data: payload.slice() };
   }
 }

@@ -25,11 +25,11 @@ import {
   encodeClientMsg,
   encodeFrame,
   errorCodeName,
-} from "./protocol.js";
-import { fromHex } from "./postcard.js";
+} from "../wire/protocol.js";
+import { fromHex } from "../wire/postcard.js";
 
-/** @typedef {import("./protocol.js").ClientMsg} ClientMsg */
-/** @typedef {import("./protocol.js").ServerMsg} ServerMsg */
+/** @typedef {import("../wire/protocol.js").ClientMsg} ClientMsg */
+/** @typedef {import("../wire/protocol.js").ServerMsg} ServerMsg */
 
 /** How long to wait for the relay's web server and for the QUIC handshake. */
 const FETCH_TIMEOUT_MS = 5000;
@@ -190,7 +190,7 @@ export class RelaySession {
    * Finds the relay from the page's own origin, opens the session and the control stream,
    * and sends `Hello`. Resolves once `Hello` is written; the relay's answers arrive
    * through `onMessage`.
-   * @param {import("./protocol.js").Hello} hello
+   * @param {import("../wire/protocol.js").Hello} hello
    * @param {URL} base the page's URL
    * @throws {ConnectError}
    */

@@ -50,6 +50,10 @@ const HEAVY_LOSS_PERMILLE = 100;
 const DECREASE_HOLDOFF_MS = 1000;
 /** Clean time after a decrease before increasing again. */
 const INCREASE_HOLDOFF_MS = 3000;
+/** Queue delay the partner may report before we back off: a queue this deep is building up ahead of us. */
+export const BACKOFF_QUEUE_MS = 60;
+/** Queue delay at which we back off hard (the uplink buffer is deep: seconds of delay would follow). */
+export const HEAVY_QUEUE_MS = 200;
 /** Increase per clean report: 5%, at least this many kbit/s. */
 const MIN_INCREASE_KBPS = 20;
 
@@ -65,6 +69,8 @@ export class BitrateController {
     this.lastIncreaseMs = -Infinity;
     /** @type {number | null} */
     this.estimateKbps = null;
+    /** The network held the rate back at the last decision (loss, queue delay or the send estimate). */
+    this.limited = false;
   }
 
   /** A new partner: start again from the starting rate (their path is not ours). */
@@ -73,6 +79,7 @@ export class BitrateController {
     this.lastDecreaseMs = -Infinity;
     this.lastIncreaseMs = -Infinity;
     this.estimateKbps = null;
+    this.limited = false;
   }
 
   /** @param {number} kbps */
@@ -82,19 +89,24 @@ export class BitrateController {
 
   /**
    * The partner's receiver report about our media.
-   * @param {{loss_permille: number}} report
+   * Loss and queue delay are both congestion: a deep queue (a big uplink buffer that never
+   * drops) shows as delay long before loss, so it backs the rate off the same way.
+   * @param {{loss_permille: number, queue_delay_ms?: number}} report
    * @param {number} nowMs
    * @returns {number} the new target
    */
   onPeerReport(report, nowMs) {
     const loss = report.loss_permille;
-    if (loss >= BACKOFF_LOSS_PERMILLE) {
+    const queue = report.queue_delay_ms ?? 0;
+    if (loss >= BACKOFF_LOSS_PERMILLE || queue >= BACKOFF_QUEUE_MS) {
+      this.limited = true;
       if (nowMs - this.lastDecreaseMs >= DECREASE_HOLDOFF_MS) {
-        const factor = loss >= HEAVY_LOSS_PERMILLE ? 0.6 : 0.85;
+        const factor = loss >= HEAVY_LOSS_PERMILLE || queue >= HEAVY_QUEUE_MS ? 0.6 : 0.85;
         this.target = this.clamp(this.target * factor);
         this.lastDecreaseMs = nowMs;
       }
-    } else if (loss <= BACKOFF_LOSS_PERMILLE / 2 && nowMs - this.lastDecreaseMs >= INCREASE_HOLDOFF_MS) {
+    } else if (loss <= BACKOFF_LOSS_PERMILLE / 2 && queue < BACKOFF_QUEUE_MS / 2 && nowMs - this.lastDecreaseMs >= INCREASE_HOLDOFF_MS) {
+      this.limited = this.estimateKbps !== null && this.target >= this.estimateKbps * 0.85 && this.target < this.max;
       let next = this.target + Math.max(MIN_INCREASE_KBPS, this.target * 0.05);
       // Never climb past what the transport says it can send.
       if (this.estimateKbps !== null) next = Math.min(next, Math.max(this.target, this.estimateKbps * 0.85));
@@ -119,6 +131,7 @@ export class BitrateController {
     if (this.target > ceiling && (previous === null || kbps < previous || nowMs - this.lastDecreaseMs >= DECREASE_HOLDOFF_MS)) {
       this.target = this.clamp(ceiling);
       this.lastDecreaseMs = nowMs;
+      this.limited = true;
     }
     return this.target;
   }

@@ -1,0 +1,49 @@
+// @ts-check
+/**
+ * @file The messages between the page and its media worker: few, small, and never
+ * pixels or samples. The page sends commands; the worker sends what the relay said
+ * (control messages, chat lines, the session closing), media events the interface shows
+ * (first partner frame, a codec that failed, a problem to tell the person) and, on request,
+ * a snapshot of its counters.
+ *
+ * The worker owns the whole WebTransport session (control stream, chat streams and
+ * datagrams), so media keeps flowing while the page's main thread is busy.
+ */
+
+/** @typedef {import("../wire/protocol.js").ClientMsg} ClientMsg */
+/** @typedef {import("../wire/protocol.js").ServerMsg} ServerMsg */
+/** @typedef {import("../wire/protocol.js").Hello} Hello */
+/** @typedef {import("../wire/protocol.js").VideoCodec} VideoCodec */
+
+/**
+ * Page → worker.
+ * @typedef {{type: "init", canvas: OffscreenCanvas, playout: MessagePort | null}
+ *   | {type: "capture", video: ReadableStream<VideoFrame> | null, audio: ReadableStream<AudioData> | null, encoders: import("./video-send.js").EncoderChoice[]}
+ *   | {type: "stopCapture"}
+ *   | {type: "connect", hello: Hello, base: string}
+ *   | {type: "send", msg: ClientMsg}
+ *   | {type: "chat", id: number, text: string}
+ *   | {type: "close", reason: string}
+ *   | {type: "unpair"}
+ *   | {type: "camera", on: boolean}
+ *   | {type: "mic", on: boolean}
+ *   | {type: "snapshot", id: number}
+ *   | {type: "clearLatencies"}
+ *   | {type: "inspect", on: boolean}} ToWorker
+ */
+
+/**
+ * Worker → page.
+ * @typedef {{type: "server", msg: ServerMsg}
+ *   | {type: "chatLine", matchId: bigint, text: string}
+ *   | {type: "connected", maxDatagramSize: number}
+ *   | {type: "connectFailed", message: string}
+ *   | {type: "closed", info: import("./session.js").CloseInfo}
+ *   | {type: "chatResult", id: number, error: string | null}
+ *   | {type: "partnerVideo", matchId: bigint}
+ *   | {type: "codecFailed", family: VideoCodec}
+ *   | {type: "problem", text: string}
+ *   | {type: "snapshot", id: number, data: any}} FromWorker
+ */
+
+export {};

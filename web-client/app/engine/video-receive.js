@@ -1,0 +1,250 @@
+// @ts-check
+/**
+ * @file Reassembled video frames → `VideoDecoder` → the partner's `OffscreenCanvas`, in the worker.
+ *
+ * Loss never shows a broken picture: a frame goes to the decoder only if it is a keyframe
+ * or its reference was decoded (reference.js); otherwise it is dropped and a keyframe is
+ * asked for (rate-limited by the caller). Delay is bounded: a decoder that falls behind
+ * (`decodeQueueSize`) skips to the next keyframe; a decoded frame later than the target
+ * (lateness.js) is not shown; and only the newest decoded frame is painted, once per
+ * task, however many came out together. The decoder is configured from `Matched.recv_codec`
+ * before the first keyframe arrives and stays configured across partners while the codec is
+ * the same; a keyframe's in-band description reconfigures it only when it differs.
+ */
+
+import { unwrapKeyframe } from "../wire/keyframe.js";
+import { ReferenceTracker } from "../wire/reference.js";
+import { Lateness } from "../wire/lateness.js";
+import { epochMs } from "../wire/clock.js";
+import { codecFamily, codecString } from "../wire/codecs.js";
+
+/** Frames waiting in the decoder beyond which delta frames are skipped until a keyframe (each is a frame interval of delay). */
+const MAX_DECODE_QUEUE = 3;
+/** Capture-to-paint latency samples kept for the figures. */
+const MAX_LATENCY_SAMPLES = 1000;
+/** Paint times kept (for the tests: frames painted while the page's main thread was blocked). */
+const MAX_PAINT_TIMES = 600;
+/** Decoder errors after which the codec counts as failed on this machine. */
+const FAILURES_BEFORE_GIVING_UP = 3;
+
+export class VideoReceiver {
+  /**
+   * @param {OffscreenCanvas} canvas
+   * @param {object} hooks
+   * @param {() => void} hooks.requestKeyframe ask the partner for a keyframe (the caller rate-limits)
+   * @param {(info: {latencyMs: number, width: number, height: number}) => void} hooks.onPainted
+   * @param {() => void} hooks.onDecoded the first decoded frame of a pairing is timed
+   * @param {(codec: string) => void} hooks.onCodecFailed
+   * @param {(frame: VideoFrame) => boolean} [hooks.inspect] test hook: sees each painted frame
+   */
+  constructor(canvas, hooks) {
+    this.canvas = canvas;
+    this.ctx = /** @type {OffscreenCanvasRenderingContext2D} */ (canvas.getContext("2d", { alpha: false }));
+    this.hooks = hooks;
+    /** @type {VideoDecoder | null} */
+    this.decoder = null;
+    /** @type {string | null} */
+    this.codec = null;
+    /** @type {string | null} the in-band description the decoder was configured from (null: from Matched) */
+    this.description = null;
+    this.refs = new ReferenceTracker();
+    this.lateness = new Lateness();
+    /** Output is shown only from the first keyframe of the current pairing (by its timestamp). @type {number | null} */
+    this.keyTimestamp = null;
+    this.accepting = false;
+    this.failures = 0;
+    /** The newest decoded frame not yet painted. @type {VideoFrame | null} */
+    this.latest = null;
+    this.paintScheduled = false;
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => this.paint();
+    this.paintPort = channel.port2;
+    this.stats = { framesDecoded: 0, framesPainted: 0, framesDropped: 0, undecodable: 0, droppedLate: 0, droppedQueue: 0, notPainted: 0, decodeErrors: 0, keyframes: 0, width: 0, height: 0, inspected: 0, inspectFailed: 0 };
+    /** @type {number[]} */
+    this.latencies = [];
+    /** Epoch ms of recent paints. @type {number[]} */
+    this.paintTimes = [];
+  }
+
+  /**
+   * A new pairing: nothing from the last partner is shown, nothing is decoded before the
+   * new partner's keyframe. The decoder is kept when the codec is the same.
+   * @param {import("../wire/protocol.js").VideoCodec | null} family what the partner will send
+   */
+  newPairing(family) {
+    this.refs.reset();
+    this.lateness.reset();
+    this.accepting = false;
+    this.keyTimestamp = null;
+    this.latest?.close();
+    this.latest = null;
+    this.ctx.fillStyle = "#000";
+    this.ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+    if (family !== null && codecFamily(this.codec ?? "") !== family) this.configure({ codec: codecString(family), optimizeForLatency: true }, null);
+  }
+
+  /** Nobody: stop showing anything. */
+  unpair() {
+    this.refs.reset();
+    this.accepting = false;
+    this.keyTimestamp = null;
+    this.latest?.close();
+    this.latest = null;
+    this.ctx.fillStyle = "#000";
+    this.ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+  }
+
+  /** @param {VideoDecoderConfig} config @param {string | null} description @returns {boolean} */
+  configure(config, description) {
+    try {
+      if (!this.decoder || this.decoder.state === "closed") {
+        this.decoder = new VideoDecoder({ output: (f) => this.onOutput(f), error: (e) => this.onError(e) });
+      }
+      this.decoder.configure(config);
+    } catch (e) {
+      this.onError(e);
+      return false;
+    }
+    this.codec = config.codec;
+    this.description = description;
+    this.refs.reset();
+    return true;
+  }
+
+  closeDecoder() {
+    const dec = this.decoder;
+    this.decoder = null;
+    this.codec = null;
+    this.description = null;
+    if (dec && dec.state !== "closed") {
+      try {
+        dec.close();
+      } catch {
+        // Already closed by an error.
+      }
+    }
+  }
+
+  /** @param {import("../wire/fragment.js").Frame} frame */
+  push(frame) {
+    let data = frame.data;
+    if (frame.keyframe) {
+      const parsed = unwrapKeyframe(frame.data);
+      if (!parsed) {
+        this.stats.framesDropped++;
+        return;
+      }
+      data = parsed.data;
+      const sameCodec = !!this.decoder && this.decoder.state === "configured" && this.codec === parsed.config.codec;
+      if (sameCodec && this.description === null && !parsed.config.colorSpace) {
+        // Configured from Matched before this keyframe and nothing to add: keep it.
+        this.description = parsed.description;
+      } else if (!sameCodec || parsed.description !== this.description) {
+        /** @type {VideoDecoderConfig} */
+        const config = { codec: parsed.config.codec, optimizeForLatency: true };
+        if (parsed.config.colorSpace) config.colorSpace = /** @type {VideoColorSpaceInit} */ (parsed.config.colorSpace);
+        if (!this.configure(config, parsed.description)) return;
+      }
+      if (!this.accepting && this.keyTimestamp === null) this.keyTimestamp = Number(frame.captureUs);
+      this.stats.keyframes++;
+    }
+    const dec = this.decoder;
+    if (!dec || dec.state !== "configured" || !this.refs.accept(frame)) {
+      this.stats.undecodable++;
+      this.hooks.requestKeyframe();
+      return;
+    }
+    if (!frame.keyframe && dec.decodeQueueSize > MAX_DECODE_QUEUE) {
+      // The decoder cannot keep up: every frame queued is shown later. Skip to a keyframe.
+      this.stats.droppedQueue++;
+      this.refs.reset();
+      this.hooks.requestKeyframe();
+      return;
+    }
+    try {
+      dec.decode(new EncodedVideoChunk({ type: frame.keyframe ? "key" : "delta", timestamp: Number(frame.captureUs), data }));
+    } catch (e) {
+      this.refs.forget(frame.frame);
+      this.onError(e);
+    }
+  }
+
+  /** @param {unknown} e */
+  onError(e) {
+    console.warn("duet: video decoder failed", e);
+    const codec = this.codec;
+    this.stats.decodeErrors++;
+    this.closeDecoder();
+    this.refs.reset();
+    this.keyTimestamp = null;
+    this.failures++;
+    if (this.failures >= FAILURES_BEFORE_GIVING_UP && codec) {
+      this.failures = 0;
+      this.hooks.onCodecFailed(codec);
+    }
+    this.hooks.requestKeyframe();
+  }
+
+  /** @param {VideoFrame} frame */
+  onOutput(frame) {
+    if (!this.accepting) {
+      if (frame.timestamp !== this.keyTimestamp) {
+        frame.close();
+        return;
+      }
+      this.accepting = true;
+    }
+    this.failures = 0;
+    this.stats.framesDecoded++;
+    if (this.stats.framesDecoded === 1 || this.latest === null) this.hooks.onDecoded();
+    const transitMs = epochMs() - frame.timestamp / 1000;
+    if (this.lateness.tooLate(this.lateness.observe(transitMs, performance.now())) && this.latest === null && this.stats.framesPainted > 0) {
+      // Later than the target: showing it would show the past. The next one may be on time.
+      this.stats.droppedLate++;
+      frame.close();
+      return;
+    }
+    if (this.latest) {
+      // Two frames came out before a paint: only the newest is worth showing.
+      this.stats.notPainted++;
+      this.latest.close();
+    }
+    this.latest = frame;
+    if (!this.paintScheduled) {
+      this.paintScheduled = true;
+      this.paintPort.postMessage(null);
+    }
+  }
+
+  paint() {
+    this.paintScheduled = false;
+    const frame = this.latest;
+    this.latest = null;
+    if (!frame) return;
+    try {
+      const w = frame.displayWidth;
+      const h = frame.displayHeight;
+      if (this.canvas.width !== w || this.canvas.height !== h) {
+        this.canvas.width = w;
+        this.canvas.height = h;
+      }
+      this.ctx.drawImage(frame, 0, 0, w, h);
+      if (this.hooks.inspect) {
+        this.stats.inspected++;
+        if (!this.hooks.inspect(frame)) this.stats.inspectFailed++;
+      }
+      this.stats.framesPainted++;
+      this.stats.width = w;
+      this.stats.height = h;
+      const now = epochMs();
+      const latencyMs = now - frame.timestamp / 1000;
+      if (this.latencies.length >= MAX_LATENCY_SAMPLES) this.latencies.shift();
+      this.latencies.push(latencyMs);
+      if (this.paintTimes.length >= MAX_PAINT_TIMES) this.paintTimes.shift();
+      this.paintTimes.push(now);
+      this.hooks.onPainted({ latencyMs, width: w, height: h });
+    } finally {
+      frame.close();
+    }
+  }
+}

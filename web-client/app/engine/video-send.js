@@ -1,0 +1,352 @@
+// @ts-check
+/**
+ * @file Camera frames → `VideoEncoder` → fragments → the session's datagrams, in the worker.
+ *
+ * The codec is the one the relay chose for this direction (`Matched.send_codec`). Frames
+ * are dropped, never queued, when the encoder falls behind (`encodeQueueSize`). Where the
+ * encoder takes temporal layers (L1T2), each frame's `ref_frame` comes from its layer, so
+ * a receiver that loses a top-layer frame carries on. The newest camera frame is held
+ * while unpaired and encoded as the keyframe the moment `Matched` arrives. A codec that
+ * fails here is reported (`onCodecFailed`) so it is never offered again.
+ */
+
+import { Fragmenter } from "../wire/fragment.js";
+import { describeDecoder, wrapKeyframe } from "../wire/keyframe.js";
+import { TRACK_VIDEO } from "../wire/protocol.js";
+import { START_VIDEO_KBPS } from "../wire/quality.js";
+import { LayerReferences } from "../wire/reference.js";
+import { EncoderLoad } from "../wire/encoder-load.js";
+import { epochMs, nowUs } from "../wire/clock.js";
+import { codecFamily } from "../wire/codecs.js";
+import { pump } from "./pump.js";
+
+/** A keyframe at least this often even without requests, so a receiver that lost one recovers. */
+const KEYFRAME_INTERVAL_MS = 10_000;
+/** Frames waiting in the encoder beyond which new camera frames are dropped: each one waiting is a frame interval of delay. */
+const MAX_ENCODE_QUEUE = 1;
+/** A held camera frame older than this is not worth sending as a first keyframe (two frame intervals at 20 fps). */
+const HELD_FRAME_MAX_AGE_US = 100_000;
+/** Frames inside the encoder whose stamps we keep (they come back in order, one or two at a time). */
+const MAX_PENDING_STAMPS = 64;
+/** Encoder errors in a row after which the codec counts as failed on this machine. */
+const FAILURES_BEFORE_GIVING_UP = 3;
+
+/**
+ * Where senders put their datagrams: the session, as it is at the moment of sending.
+ * @typedef {object} MediaSink
+ * @property {() => bigint | null} matchId the current pairing, or null when not paired
+ * @property {() => number} maxDatagramSize
+ * @property {(datagram: Uint8Array) => boolean} send
+ */
+
+/**
+ * @typedef {object} EncoderChoice one codec this browser encodes, from the page's probes
+ * @property {string} codec
+ * @property {string | null} scalabilityMode
+ * @property {boolean} hardware
+ */
+
+export class VideoSender {
+  /**
+   * @param {ReadableStream<VideoFrame>} frames
+   * @param {MediaSink} sink
+   * @param {EncoderChoice[]} encoders
+   * @param {{onProblem(text: string): void, onCodecFailed(codec: string): void, onKeyframeSent(): void}} hooks
+   */
+  constructor(frames, sink, encoders, hooks) {
+    this.frames = frames;
+    this.sink = sink;
+    this.encoders = encoders;
+    this.hooks = hooks;
+    /** The encoder in use; before the first pairing the best one, so it is warm when `Matched` comes. @type {EncoderChoice | null} */
+    this.choice = encoders[0] ?? null;
+    this.fragmenter = new Fragmenter(TRACK_VIDEO);
+    this.layers = new LayerReferences();
+    this.load = new EncoderLoad();
+    /** @type {VideoEncoder | null} */
+    this.encoder = null;
+    this.encoderKey = "";
+    this.bitrateKbps = START_VIDEO_KBPS;
+    this.configuredKbps = 0;
+    this.forceKey = true;
+    this.lastKeyAt = -Infinity;
+    this.lastFrameAt = -Infinity;
+    this.enabled = true;
+    this.stopped = false;
+    this.failures = 0;
+    /** @type {{frame: VideoFrame, captureUs: bigint} | null} */
+    this.held = null;
+    this.description = "";
+    /** Capture stamp, pairing and encode start of each frame inside the encoder, by frame timestamp. @type {Map<number, {captureUs: bigint, matchId: bigint, startedMs: number}>} */
+    this.pending = new Map();
+    this.stats = {
+      framesEncoded: 0,
+      keyframes: 0,
+      framesDropped: 0,
+      framesSkippedForRate: 0,
+      bytesSent: 0,
+      datagramsSent: 0,
+      oversized: 0,
+      width: 0,
+      height: 0,
+      captureWidth: 0,
+      captureHeight: 0,
+      fps: 0,
+      encodeMs: 0,
+      limitation: /** @type {string} */ ("none"),
+      scalabilityMode: /** @type {string | null} */ (null),
+      lastKeyframeSentAt: 0,
+    };
+    /** @type {ReadableStreamDefaultReader<VideoFrame> | undefined} */
+    this.reader = undefined;
+  }
+
+  /** Reads the camera until it ends or `stop()`. */
+  async run() {
+    await pump(this.frames, this, (frame) => this.onFrame(frame));
+  }
+
+  stop() {
+    this.stopped = true;
+    this.reader?.cancel().catch(() => {});
+    this.dropHeld();
+    this.closeEncoder();
+  }
+
+  dropHeld() {
+    this.held?.frame.close();
+    this.held = null;
+  }
+
+  /** The codec string for the relay's choice, or null (send no video). @param {import("../wire/protocol.js").VideoCodec | null} family */
+  setFamily(family) {
+    const choice = family === null ? null : (this.encoders.find((e) => codecFamily(e.codec) === family) ?? null);
+    if (choice?.codec !== this.choice?.codec) {
+      this.choice = choice;
+      this.closeEncoder();
+    }
+  }
+
+  /** Paired just now: encode the held camera frame as the new partner's first keyframe. */
+  sendHeldFrame() {
+    const held = this.held;
+    this.held = null;
+    if (!held) return;
+    try {
+      const matchId = this.sink.matchId();
+      const fresh = Number(nowUs() - held.captureUs) < HELD_FRAME_MAX_AGE_US;
+      if (matchId !== null && fresh && this.enabled && this.choice) {
+        const enc = this.ensureEncoder(held.frame);
+        if (enc) this.encode(enc, held.frame, held.captureUs, matchId, true);
+      }
+    } catch (e) {
+      this.fail(e);
+    } finally {
+      held.frame.close();
+    }
+  }
+
+  requestKeyframe() {
+    this.forceKey = true;
+  }
+
+  /** A new pairing (or none): number frames from zero and start with a keyframe. */
+  newPairing() {
+    this.fragmenter.reset();
+    this.layers.reset();
+    this.pending.clear();
+    this.forceKey = true;
+  }
+
+  /** @param {boolean} on */
+  setEnabled(on) {
+    this.enabled = on;
+    if (on) this.forceKey = true;
+    else this.dropHeld();
+  }
+
+  /** @param {number} kbps */
+  setBitrate(kbps) {
+    this.bitrateKbps = kbps;
+  }
+
+  closeEncoder() {
+    const enc = this.encoder;
+    this.encoder = null;
+    this.encoderKey = "";
+    if (enc && enc.state !== "closed") {
+      try {
+        enc.close();
+      } catch {
+        // Already closed by an error.
+      }
+    }
+  }
+
+  /** @param {unknown} e */
+  fail(e) {
+    console.warn("duet: video encoder failed", e);
+    this.closeEncoder();
+    this.failures++;
+    this.forceKey = true;
+    if (this.failures >= FAILURES_BEFORE_GIVING_UP && this.choice) {
+      // This codec does not work here after all: never offer it again (the page sends Caps).
+      const failed = this.choice.codec;
+      this.encoders = this.encoders.filter((c) => c.codec !== failed);
+      this.choice = null;
+      this.failures = 0;
+      this.hooks.onCodecFailed(failed);
+    }
+  }
+
+  /**
+   * An encoder configured for this frame's size (scaled by the CPU adaptation), or null.
+   * @param {VideoFrame} frame
+   * @returns {VideoEncoder | null}
+   */
+  ensureEncoder(frame) {
+    const choice = this.choice;
+    if (!choice) return null;
+    this.stats.captureWidth = frame.displayWidth;
+    this.stats.captureHeight = frame.displayHeight;
+    const scale = this.load.scale;
+    const width = Math.max(2, Math.round((frame.displayWidth * scale) / 2) * 2);
+    const height = Math.max(2, Math.round((frame.displayHeight * scale) / 2) * 2);
+    const key = `${choice.codec} ${width}x${height}`;
+    const bitrateMoved = Math.abs(this.bitrateKbps - this.configuredKbps) > this.configuredKbps * 0.1;
+    if (this.encoder && this.encoder.state === "configured" && this.encoderKey === key && !bitrateMoved) return this.encoder;
+    if (!this.encoder || this.encoder.state === "closed" || this.encoderKey.split(" ")[0] !== choice.codec) {
+      this.closeEncoder();
+      const codec = choice.codec;
+      this.encoder = new VideoEncoder({
+        output: (chunk, metadata) => this.onChunk(chunk, codec, metadata),
+        error: (e) => this.fail(e),
+      });
+      this.forceKey = true;
+    }
+    if (this.encoderKey && this.encoderKey !== key) this.forceKey = true; // a new size starts with a keyframe
+    /** @type {VideoEncoderConfig} */
+    const config = {
+      codec: choice.codec,
+      width,
+      height,
+      bitrate: this.bitrateKbps * 1000,
+      framerate: 30,
+      latencyMode: "realtime",
+      // "constant": Chromium's VP9 encoder in "variable" mode inserts a keyframe every ~12 frames.
+      bitrateMode: "constant",
+      hardwareAcceleration: choice.hardware ? "prefer-hardware" : "no-preference",
+    };
+    if (choice.scalabilityMode) config.scalabilityMode = choice.scalabilityMode;
+    // H.264 in Annex B carries its parameter sets in-band, so the decoder needs no description.
+    if (codecFamily(choice.codec) === "H264") /** @type {any} */ (config).avc = { format: "annexb" };
+    this.encoder.configure(config);
+    this.encoderKey = key;
+    this.configuredKbps = this.bitrateKbps;
+    this.stats.width = width;
+    this.stats.height = height;
+    this.stats.scalabilityMode = choice.scalabilityMode;
+    return this.encoder;
+  }
+
+  /** @param {VideoFrame} frame */
+  onFrame(frame) {
+    if (!this.enabled || !this.choice) return;
+    if (frame.displayWidth < 2 || frame.displayHeight < 2) return;
+    const now = performance.now();
+    const matchId = this.sink.matchId();
+    if (matchId === null) {
+      // Configured even while waiting, so the first frame after Matched does not also pay for starting the encoder.
+      this.ensureEncoder(frame);
+      this.dropHeld();
+      this.held = { frame: frame.clone(), captureUs: nowUs() };
+      return;
+    }
+    this.dropHeld();
+    // The CPU adaptation's frame-rate cap: skip frames that come sooner than it allows.
+    if (now - this.lastFrameAt < this.load.minIntervalMs && !this.forceKey) {
+      this.stats.framesSkippedForRate++;
+      return;
+    }
+    const enc = this.ensureEncoder(frame);
+    if (!enc) return;
+    if (enc.encodeQueueSize > MAX_ENCODE_QUEUE) {
+      // The encoder is behind: this frame would leave late. Drop it, and tell the adaptation.
+      this.stats.framesDropped++;
+      this.load.onDropped(now);
+      return;
+    }
+    const keyFrame = this.forceKey || now - this.lastKeyAt > KEYFRAME_INTERVAL_MS;
+    this.encode(enc, frame, nowUs(), matchId, keyFrame);
+  }
+
+  /**
+   * @param {VideoEncoder} enc
+   * @param {VideoFrame} frame
+   * @param {bigint} captureUs
+   * @param {bigint} matchId
+   * @param {boolean} keyFrame
+   */
+  encode(enc, frame, captureUs, matchId, keyFrame) {
+    const now = performance.now();
+    if (this.pending.size >= MAX_PENDING_STAMPS) this.pending.clear();
+    this.pending.set(frame.timestamp, { captureUs, matchId, startedMs: now });
+    enc.encode(frame, { keyFrame });
+    this.lastFrameAt = now;
+    if (keyFrame) {
+      this.forceKey = false;
+      this.lastKeyAt = now;
+    }
+  }
+
+  /**
+   * @param {EncodedVideoChunk} chunk
+   * @param {string} codec
+   * @param {EncodedVideoChunkMetadata | undefined} metadata
+   */
+  onChunk(chunk, codec, metadata) {
+    const config = metadata?.decoderConfig;
+    if (config) this.description = describeDecoder(config.codec || codec, config.colorSpace);
+    const stamp = this.pending.get(chunk.timestamp);
+    this.pending.delete(chunk.timestamp);
+    const now = performance.now();
+    if (stamp) {
+      this.load.onEncoded(now - stamp.startedMs, now);
+      this.stats.encodeMs = Math.round(this.load.encodeMs * 10) / 10;
+      this.stats.fps = Math.round(this.load.fps(now) * 10) / 10;
+    }
+    this.stats.limitation = this.load.limitation;
+    const matchId = this.sink.matchId();
+    // A frame encoded for the previous partner is never sent to the next one.
+    if (!stamp || matchId === null || stamp.matchId !== matchId) return;
+    const data = new Uint8Array(chunk.byteLength);
+    chunk.copyTo(data);
+    const isKey = chunk.type === "key";
+    const payload = isKey ? wrapKeyframe(this.description || codec, data) : data;
+    const frameNo = this.fragmenter.frame;
+    const layer = /** @type {any} */ (metadata)?.svc?.temporalLayerId ?? 0;
+    const ref = this.layers.refFor(frameNo, isKey, layer);
+    const datagrams = this.fragmenter.fragment(matchId, payload, isKey, stamp.captureUs, this.sink.maxDatagramSize(), (frameNo - ref) >>> 0);
+    if (!datagrams) {
+      // Bigger than 256 datagrams: far past any sane bitrate. Ask for a keyframe at a lower rate.
+      this.stats.oversized++;
+      this.bitrateKbps = Math.max(100, Math.round(this.bitrateKbps / 2));
+      this.forceKey = true;
+      this.layers.reset();
+      return;
+    }
+    this.failures = 0;
+    this.stats.framesEncoded++;
+    if (isKey) {
+      this.stats.keyframes++;
+      this.stats.lastKeyframeSentAt = epochMs();
+      this.hooks.onKeyframeSent();
+    }
+    for (const d of datagrams) {
+      if (this.sink.send(d)) {
+        this.stats.datagramsSent++;
+        this.stats.bytesSent += d.length;
+      }
+    }
+  }
+}

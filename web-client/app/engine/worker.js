@@ -1,0 +1,458 @@
+// @ts-check
+/**
+ * @file The media engine: a dedicated worker that owns the WebTransport session (control,
+ * chat and datagrams), the encoders, decoders, reassembly and the partner's canvas. The
+ * page keeps the interface; the two talk through the small messages of messages.js.
+ *
+ * The worker follows pairings from the control messages it carries itself, so a new
+ * partner's media starts without a round trip through the page: on `Matched` it numbers
+ * frames from zero, points the decoder at `recv_codec`, encodes the held camera frame as
+ * a keyframe, and only then tells the page. Sending `Next`, `Leave` or `Report` ends the
+ * pairing's media at once; so do `PeerLeft`, `Queued` and a `Welcome` that did not resume.
+ * Every datagram is filtered by the current match id, so nothing of a previous partner is
+ * shown. Each step after Next is timed in epoch milliseconds (the `timeline`).
+ */
+
+import { RelaySession, describe } from "./session.js";
+import { VideoSender } from "./video-send.js";
+import { VideoReceiver } from "./video-receive.js";
+import { AudioSender } from "./audio-send.js";
+import { AudioReceiver } from "./audio-receive.js";
+import { Reassembler } from "../wire/fragment.js";
+import { TRACK_VIDEO, readDatagram } from "../wire/protocol.js";
+import { BitrateController, ReceiveMeter, REPORT_INTERVAL_MS } from "../wire/quality.js";
+import { codecFamily } from "../wire/codecs.js";
+import { epochMs } from "../wire/clock.js";
+import { checkStamp } from "./stamp-check.js";
+
+/** @typedef {import("./messages.js").ToWorker} ToWorker */
+/** @typedef {import("./messages.js").FromWorker} FromWorker */
+/** @typedef {import("../wire/protocol.js").ServerMsg} ServerMsg */
+
+/** Minimum time between our keyframe requests to the partner (each one costs them a big frame). */
+const KEYFRAME_REQUEST_INTERVAL_MS = 300;
+/** Minimum time between keyframes we make because the partner asked. */
+const KEYFRAME_ANSWER_INTERVAL_MS = 250;
+/** Pairings whose timings are kept for the snapshot. */
+const MAX_TIMELINE_MATCHES = 50;
+/** The page hears "partner video is flowing" at most this often (it hides the "No video" overlay). */
+const PARTNER_VIDEO_NOTICE_MS = 500;
+
+/** @type {any} */
+const scope = globalThis;
+
+/**
+ * @typedef {object} MatchTimes epoch ms of each step of one pairing (null: not yet)
+ * @property {string} matchId
+ * @property {string} partner
+ * @property {number} matchedAt
+ * @property {number | null} firstKeyframeSentAt
+ * @property {number | null} firstKeyframeAt first keyframe received whole
+ * @property {number | null} firstDecodedAt
+ * @property {number | null} firstFrameAt first partner frame painted
+ * @property {number | null} firstAudioAt
+ * @property {string | null} codec
+ */
+
+const engine = {
+  /** @type {RelaySession | null} */
+  session: null,
+  /** @type {bigint | null} the pairing media belongs to */
+  matchId: null,
+  /** @type {VideoSender | null} */
+  videoSender: null,
+  /** @type {AudioSender | null} */
+  audioSender: null,
+  /** @type {VideoReceiver | null} */
+  videoReceiver: null,
+  /** @type {AudioReceiver} */
+  audioReceiver: new AudioReceiver(null),
+  reassembler: new Reassembler(),
+  meter: new ReceiveMeter(),
+  bitrate: new BitrateController(),
+  lastKeyframeRequestAt: -Infinity,
+  lastKeyframeAnswerAt: -Infinity,
+  lastPartnerNoticeAt: -Infinity,
+  datagramsRejected: 0,
+  datagramsOtherMatch: 0,
+  /** @type {{rtt_us: number, lost_permille: number, send_rate_kbps: number} | null} */
+  relayStats: null,
+  /** @type {import("../wire/protocol.js").ReceiverReport | null} */
+  peerReport: null,
+  /** @type {Omit<import("../wire/protocol.js").ReceiverReport, "match_id"> | null} */
+  ownReport: null,
+  /** @type {number | null} */
+  transportRttMs: null,
+  /** @type {number | null} */
+  sendEstimateKbps: null,
+  /** @type {MatchTimes[]} */
+  matches: [],
+  inspect: false,
+};
+
+/** @param {FromWorker} msg @param {Transferable[]} [transfer] */
+function post(msg, transfer = []) {
+  scope.postMessage(msg, transfer);
+}
+
+const sink = {
+  matchId: () => engine.matchId,
+  maxDatagramSize: () => engine.session?.maxDatagramSize ?? 1100,
+  /** @param {Uint8Array} d */
+  send: (d) => engine.session?.sendDatagram(d) ?? false,
+};
+
+function currentTimes() {
+  const m = engine.matches[engine.matches.length - 1];
+  return m && engine.matchId !== null && m.matchId === engine.matchId.toString() ? m : null;
+}
+
+function requestKeyframe() {
+  const now = performance.now();
+  if (engine.matchId === null || now - engine.lastKeyframeRequestAt < KEYFRAME_REQUEST_INTERVAL_MS) return;
+  engine.lastKeyframeRequestAt = now;
+  engine.session?.send({ type: "RequestKeyframe", match_id: engine.matchId });
+}
+
+/** @param {"Vp8" | "Vp9" | "Av1" | "H264" | null} family */
+function reportCodecFailed(family) {
+  if (family) post({ type: "codecFailed", family });
+}
+
+/** @param {OffscreenCanvas} canvas */
+function makeVideoReceiver(canvas) {
+  return new VideoReceiver(canvas, {
+    requestKeyframe,
+    onDecoded: () => {
+      const m = currentTimes();
+      if (m && m.firstDecodedAt === null) m.firstDecodedAt = epochMs();
+    },
+    onPainted: () => {
+      const m = currentTimes();
+      const now = performance.now();
+      if (m && m.firstFrameAt === null) {
+        m.firstFrameAt = epochMs();
+        m.codec = engine.videoReceiver?.codec ?? null;
+      }
+      if (engine.matchId !== null && now - engine.lastPartnerNoticeAt >= PARTNER_VIDEO_NOTICE_MS) {
+        engine.lastPartnerNoticeAt = now;
+        post({ type: "partnerVideo", matchId: engine.matchId });
+      }
+    },
+    onCodecFailed: (codec) => reportCodecFailed(codecFamily(codec)),
+    inspect: (frame) => (engine.inspect ? checkStamp(frame) : true),
+  });
+}
+
+// ---------------------------------------------------------------- pairings
+
+/** @param {Extract<ServerMsg, {type: "Matched"}>} msg */
+function onMatched(msg) {
+  if (engine.matchId === msg.match_id) return; // repeated after a resume: nothing changes
+  engine.matchId = msg.match_id;
+  engine.session?.setMatch(msg.match_id);
+  engine.peerReport = null;
+  engine.ownReport = null;
+  engine.meter.reset();
+  engine.bitrate.reset();
+  engine.reassembler = new Reassembler();
+  engine.lastPartnerNoticeAt = -Infinity;
+  engine.matches.push({
+    matchId: msg.match_id.toString(),
+    partner: msg.partner_name.trim() || "Someone",
+    matchedAt: epochMs(),
+    firstKeyframeSentAt: null,
+    firstKeyframeAt: null,
+    firstDecodedAt: null,
+    firstFrameAt: null,
+    firstAudioAt: null,
+    codec: null,
+  });
+  if (engine.matches.length > MAX_TIMELINE_MATCHES) engine.matches.shift();
+  const sender = engine.videoSender;
+  if (sender) {
+    sender.setFamily(msg.send_codec);
+    sender.setBitrate(engine.bitrate.target);
+    sender.newPairing();
+    // The face first: encode the frame the camera already gave us, now.
+    sender.sendHeldFrame();
+  }
+  engine.audioSender?.newPairing();
+  engine.videoReceiver?.newPairing(msg.recv_codec);
+  engine.audioReceiver.reset();
+}
+
+/** Media of the current pairing stops at once; nothing more from this partner is shown. */
+function unpair() {
+  engine.matchId = null;
+  engine.session?.setMatch(null);
+  engine.videoReceiver?.unpair();
+  engine.audioReceiver.reset();
+  engine.videoSender?.newPairing();
+  engine.audioSender?.newPairing();
+}
+
+/** @param {ServerMsg} msg */
+function onServerMsg(msg) {
+  switch (msg.type) {
+    case "Welcome":
+      if (msg.resumed && engine.matchId !== null) {
+        // Same partner, same pairing: carry on, starting with a keyframe each way.
+        engine.session?.setMatch(engine.matchId);
+        engine.videoSender?.requestKeyframe();
+        engine.lastKeyframeRequestAt = -Infinity;
+        requestKeyframe();
+      } else if (!msg.resumed && engine.matchId !== null) {
+        unpair();
+      }
+      break;
+    case "Matched":
+      onMatched(msg);
+      break;
+    case "Queued":
+    case "PeerLeft":
+      if (engine.matchId !== null) unpair();
+      break;
+    case "PeerReturned":
+      engine.videoSender?.requestKeyframe();
+      engine.lastKeyframeRequestAt = -Infinity;
+      requestKeyframe();
+      break;
+    case "KeyframeRequested": {
+      const now = performance.now();
+      if (now - engine.lastKeyframeAnswerAt >= KEYFRAME_ANSWER_INTERVAL_MS) {
+        engine.lastKeyframeAnswerAt = now;
+        engine.videoSender?.requestKeyframe();
+      }
+      break;
+    }
+    case "PeerReport":
+      if (msg.match_id !== engine.matchId) break; // about a pairing that has ended
+      engine.peerReport = { ...msg };
+      engine.videoSender?.setBitrate(engine.bitrate.onPeerReport(msg, performance.now()));
+      break;
+    case "Stats":
+      engine.relayStats = { rtt_us: msg.rtt_us, lost_permille: msg.lost_permille, send_rate_kbps: msg.send_rate_kbps };
+      break;
+    default:
+      break;
+  }
+  post({ type: "server", msg });
+}
+
+/** @param {Uint8Array} datagram */
+function onDatagram(datagram) {
+  let parsed;
+  try {
+    parsed = readDatagram(datagram);
+  } catch {
+    engine.datagramsRejected++;
+    return;
+  }
+  const { header, offset } = parsed;
+  if (engine.matchId === null || header.match_id !== engine.matchId) {
+    // A late datagram from a previous partner (or a stray one): never shown.
+    engine.datagramsOtherMatch++;
+    return;
+  }
+  engine.meter.onDatagram(header, datagram.length, epochMs());
+  const frame = engine.reassembler.push(header, datagram.subarray(offset));
+  if (!frame) return;
+  const m = currentTimes();
+  if (header.track === TRACK_VIDEO) {
+    if (m && frame.keyframe && m.firstKeyframeAt === null) m.firstKeyframeAt = epochMs();
+    engine.videoReceiver?.push(frame);
+  } else {
+    if (m && m.firstAudioAt === null) m.firstAudioAt = epochMs();
+    engine.audioReceiver.push(frame);
+  }
+}
+
+// ---------------------------------------------------------------- session
+
+/** @param {import("../wire/protocol.js").Hello} hello @param {string} base */
+async function connect(hello, base) {
+  engine.session?.close("reconnecting");
+  const session = new RelaySession({
+    onMessage: (m) => {
+      if (engine.session === session) onServerMsg(m);
+    },
+    onChatLine: (matchId, text) => {
+      if (engine.session === session && matchId === engine.matchId) post({ type: "chatLine", matchId, text });
+    },
+    onDatagram: (d) => {
+      if (engine.session === session) onDatagram(d);
+    },
+    onClosed: (info) => {
+      if (engine.session !== session) return;
+      engine.session = null;
+      post({ type: "closed", info });
+    },
+  });
+  engine.session = session;
+  try {
+    await session.connect(hello, new URL(base));
+    if (engine.session === session) {
+      // A resume keeps the pairing: chat streams for it are accepted again at once.
+      if (engine.matchId !== null) session.setMatch(engine.matchId);
+      post({ type: "connected", maxDatagramSize: session.maxDatagramSize });
+    }
+  } catch (e) {
+    if (engine.session === session) engine.session = null;
+    post({ type: "connectFailed", message: describe(e) });
+  }
+}
+
+/** @param {import("../wire/protocol.js").ClientMsg} msg */
+function sendControl(msg) {
+  engine.session?.send(msg);
+  // Leaving a pairing ends its media here at once, before the relay answers.
+  if ((msg.type === "Next" && msg.match_id !== null) || msg.type === "Leave" || msg.type === "Report") unpair();
+}
+
+/** Once a second: our receiver report, the transport's figures for the bitrate controller. */
+async function everySecond() {
+  const session = engine.session;
+  if (!session) return;
+  const t = await session.stats();
+  engine.transportRttMs = t.rttMs;
+  engine.sendEstimateKbps = t.sendRateKbps;
+  const sender = engine.videoSender;
+  if (t.sendRateKbps !== null) sender?.setBitrate(engine.bitrate.onSendEstimate(t.sendRateKbps, performance.now()));
+  if (sender) sender.load.bandwidthLimited = engine.bitrate.limited;
+  if (engine.matchId !== null) {
+    const report = engine.meter.report(epochMs(), engine.videoReceiver?.stats.framesDecoded ?? 0);
+    engine.ownReport = report;
+    session.send({ type: "ReceiverReport", match_id: engine.matchId, ...report });
+  }
+}
+
+// ---------------------------------------------------------------- snapshot
+
+/** @param {number[]} xs @param {number} q */
+function quantile(xs, q) {
+  if (!xs.length) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
+}
+
+function snapshot() {
+  const vr = engine.videoReceiver;
+  const lat = vr?.latencies ?? [];
+  const vs = engine.videoSender;
+  return {
+    matchId: engine.matchId?.toString() ?? null,
+    send: {
+      codec: vs?.choice?.codec ?? null,
+      bitrateKbps: engine.bitrate.target,
+      video: vs ? { ...vs.stats, cpuStep: vs.load.step } : null,
+      audio: engine.audioSender ? { ...engine.audioSender.stats } : null,
+      datagramsDropped: engine.session?.datagramsDropped ?? 0,
+      maxDatagramSize: engine.session?.maxDatagramSize ?? null,
+    },
+    receive: {
+      codec: vr?.codec ?? null,
+      video: vr ? { ...vr.stats, references: { ...vr.refs.stats } } : null,
+      audio: { ...engine.audioReceiver.stats, ...engine.audioReceiver.playoutStats },
+      reassembly: { ...engine.reassembler.stats },
+      datagramsRejected: engine.datagramsRejected,
+      datagramsOtherMatch: engine.datagramsOtherMatch,
+      latencyMs: { count: lat.length, median: quantile(lat, 0.5), p95: quantile(lat, 0.95), max: lat.length ? Math.max(...lat) : null },
+      paintTimes: vr ? [...vr.paintTimes] : [],
+    },
+    relayStats: engine.relayStats,
+    peerReport: engine.peerReport,
+    ownReport: engine.ownReport,
+    transportRttMs: engine.transportRttMs,
+    sendEstimateKbps: engine.sendEstimateKbps,
+    matches: engine.matches.map((m) => ({ ...m })),
+  };
+}
+
+// ---------------------------------------------------------------- commands
+
+/** @param {ToWorker} msg */
+function onCommand(msg) {
+  switch (msg.type) {
+    case "init":
+      engine.videoReceiver = makeVideoReceiver(msg.canvas);
+      engine.audioReceiver = new AudioReceiver(msg.playout);
+      break;
+    case "capture": {
+      stopCapture();
+      const onProblem = (/** @type {string} */ text) => post({ type: "problem", text });
+      if (msg.video) {
+        const sender = new VideoSender(msg.video, sink, msg.encoders, {
+          onProblem,
+          onCodecFailed: (codec) => reportCodecFailed(codecFamily(codec)),
+          onKeyframeSent: () => {
+            const m = currentTimes();
+            if (m && m.firstKeyframeSentAt === null) m.firstKeyframeSentAt = epochMs();
+          },
+        });
+        sender.setBitrate(engine.bitrate.target);
+        engine.videoSender = sender;
+        void sender.run();
+      }
+      if (msg.audio) {
+        const sender = new AudioSender(msg.audio, sink, onProblem);
+        engine.audioSender = sender;
+        void sender.run();
+      }
+      break;
+    }
+    case "stopCapture":
+      stopCapture();
+      break;
+    case "connect":
+      void connect(msg.hello, msg.base);
+      break;
+    case "send":
+      sendControl(msg.msg);
+      break;
+    case "chat": {
+      const session = engine.session;
+      if (!session) {
+        post({ type: "chatResult", id: msg.id, error: "not connected" });
+        break;
+      }
+      session.sendChat(msg.text).then(
+        () => post({ type: "chatResult", id: msg.id, error: null }),
+        (e) => post({ type: "chatResult", id: msg.id, error: describe(e) }),
+      );
+      break;
+    }
+    case "close":
+      engine.session?.close(msg.reason);
+      engine.session = null;
+      break;
+    case "unpair":
+      unpair();
+      break;
+    case "camera":
+      engine.videoSender?.setEnabled(msg.on);
+      break;
+    case "mic":
+      engine.audioSender?.setEnabled(msg.on);
+      break;
+    case "snapshot":
+      post({ type: "snapshot", id: msg.id, data: snapshot() });
+      break;
+    case "clearLatencies":
+      if (engine.videoReceiver) engine.videoReceiver.latencies = [];
+      break;
+    case "inspect":
+      engine.inspect = msg.on;
+      break;
+  }
+}
+
+function stopCapture() {
+  engine.videoSender?.stop();
+  engine.audioSender?.stop();
+  engine.videoSender = null;
+  engine.audioSender = null;
+}
+
+scope.onmessage = (/** @type {MessageEvent<ToWorker>} */ ev) => onCommand(ev.data);
+setInterval(() => void everySecond(), REPORT_INTERVAL_MS);
