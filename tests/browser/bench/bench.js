@@ -295,7 +295,8 @@ async function runDuet(relayUrl, quicPort, cpuRoots) {
     const nextWindow = await measure(A, C, cpuRoots);
     const snapshot = await A.page.evaluate(() => {
       const s = /** @type {any} */ (window).duet?.snapshot?.();
-      return s ? { send: s.send, receive: s.receive, timeline: s.timeline } : null;
+      const text = s ? JSON.stringify(s) : "";
+      return text && text.length < 50_000 ? JSON.parse(text) : null;
     }).catch(() => null);
     return {
       first: { firstFrameMs: { "A→B": ab, "B→A": ba }, ...firstWindow },
@@ -323,12 +324,13 @@ function report(title, w, d, impaired) {
     for (const dir of dirs) {
       const a = w[key][dir];
       const b = d[key][dir];
+      rows.push({ label: `  ${dir} frames shown in the window`, webrtc: a.frames, duet: b.frames, digits: 0 });
       rows.push({ label: `  ${dir} time to first frame, ms`, webrtc: w[key].firstFrameMs[dir], duet: d[key].firstFrameMs[dir], digits: 0 });
       rows.push({ label: `  ${dir} capture→screen p50, ms`, webrtc: a.p50, duet: b.p50 });
       rows.push({ label: `  ${dir} capture→screen p95, ms`, webrtc: a.p95, duet: b.p95 });
       rows.push({ label: `  ${dir} capture→screen max, ms`, webrtc: a.max, duet: b.max });
       rows.push({ label: `  ${dir} frames shown per second`, webrtc: a.fps, duet: b.fps });
-      rows.push({ label: `  ${dir} shown, never drawn (of frames)`, webrtc: a.neverDrawn, duet: b.neverDrawn, digits: 0 });
+      rows.push({ label: `  ${dir} shown that the sender never drew`, webrtc: a.neverDrawn, duet: b.neverDrawn, digits: 0 });
       if (impaired) rows.push({ label: `  ${dir} freezes > 200 ms`, webrtc: a.freezes, duet: b.freezes, digits: 0 });
       if (impaired) rows.push({ label: `  ${dir} time frozen, ms`, webrtc: a.frozenMs, duet: b.frozenMs, digits: 0 });
     }
@@ -337,8 +339,7 @@ function report(title, w, d, impaired) {
     if (impaired) rows.push({ label: "  shaper CPU, % of one core", webrtc: w[key].cpuPercentOfOneCore.shaper, duet: d[key].cpuPercentOfOneCore.shaper });
     rows.push({ label: "  whole machine busy, %", webrtc: w[key].machineBusyPercent, duet: d[key].machineBusyPercent });
   }
-  const frames = (/** @type {any} */ r) => ["first", "next"].map((k) => Object.values(r[k]).filter((v) => v && typeof v === "object" && "frames" in v).map((v) => /** @type {any} */ (v).frames).join("/")).join(", ");
-  return `${table(title, rows)}\nframes counted per direction: WebRTC ${frames(w)}; Duet ${frames(d)}`;
+  return table(title, rows);
 }
 
 // ------------------------------------------------------------------ main

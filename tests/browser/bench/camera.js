@@ -153,7 +153,7 @@
   const rd = reader.getContext("2d", { willReadFrequently: true });
   /** [seen at (ms), sender id, seq, delay (ms)] for each new readable picture */
   const shown = [];
-  /** [seen at (ms)] for each new picture that is neither readable nor blank */
+  /** [seen at (ms), the 80 block luminances] for each new picture neither readable nor blank */
   const broken = [];
   /** [seen at (ms), first error] when reading itself failed (e.g. a tainted canvas) */
   const errors = [];
@@ -201,7 +201,7 @@
     // Neither a stamp nor a blank picture: something the sender never drew. The same
     // broken picture seen on several frames counts once.
     const key = `x${lums.map((l) => Math.round(l / 8)).join(",")}`;
-    if (key !== last && broken.length < MAX_LOG) broken.push([at]);
+    if (key !== last && broken.length < MAX_LOG) broken.push([at, lums.map(Math.round)]);
     last = key;
   }
 
