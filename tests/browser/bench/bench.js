@@ -218,7 +218,11 @@ async function runWebrtc(pagesUrl, turnPort, cpuRoots) {
   }
   const { A, B, C } = pages;
   try {
-    for (const p of [A, B, C]) await p.page.evaluate(() => /** @type {any} */ (window).__bench.watch("#partner"));
+    for (const p of [A, B, C]) {
+      await p.page.evaluate(() => /** @type {any} */ (window).__bench.watch("#partner"));
+      // Every page holds its camera from the start, as a Duet page waiting in the queue does.
+      await p.page.evaluate(() => /** @type {any} */ (window).rtc.camera().then(() => true));
+    }
     let callId = 0;
     /** A fresh peer connection between x (the offerer) and y; returns when both see each other. @param {BenchPage} x @param {BenchPage} y */
     const call = async (x, y) => {

@@ -24,6 +24,7 @@ function quantileSorted(xs, q) {
  * @property {number} outOfOrder pictures older than one shown before them
  * @property {number} freezes gaps with no new picture for more than FREEZE_MS
  * @property {number} frozenMs total length of those gaps
+ * @property {any[]} unreadableExamples the block luminances of the first few unreadable pictures (to tell corruption from a reader fault)
  */
 
 /**
@@ -37,7 +38,8 @@ function quantileSorted(xs, q) {
 export function direction(received, drawn, sender, from, to) {
   const drew = new Set(drawn.map(([seq, t]) => `${seq}:${t}`));
   const mine = received.shown.filter((e) => e[1] === sender && e[0] >= from && e[0] <= to);
-  const neverDrawn = mine.filter((e) => !drew.has(`${e[2]}:${e[3]}`)).length + received.broken.filter((e) => e[0] >= from && e[0] <= to).length;
+  const unreadable = received.broken.filter((e) => e[0] >= from && e[0] <= to);
+  const neverDrawn = mine.filter((e) => !drew.has(`${e[2]}:${e[3]}`)).length + unreadable.length;
   const delays = mine.map((e) => e[4]).sort((a, b) => a - b);
   let outOfOrder = 0;
   let newest = -Infinity;
@@ -70,6 +72,7 @@ export function direction(received, drawn, sender, from, to) {
     outOfOrder,
     freezes,
     frozenMs: Math.round(frozenMs),
+    unreadableExamples: unreadable.slice(0, 3).map((e) => e[1]),
   };
 }
 
@@ -89,7 +92,7 @@ export function ratio(duet, webrtc) {
 /**
  * One table: rows are figures, columns WebRTC, Duet and Duet ÷ WebRTC.
  * @param {string} title
- * @param {{label: string, webrtc: number | null | undefined, duet: number | null | undefined, digits?: number}[]} rows
+ * @param {{label: string, webrtc?: number | null, duet?: number | null, digits?: number}[]} rows a row with neither value is a heading
  */
 export function table(title, rows) {
   const w0 = Math.max(44, ...rows.map((r) => r.label.length + 2));

@@ -130,5 +130,5 @@
     };
   }
 
-  window.rtc = { open, offer, onSignal, close, describe };
+  window.rtc = { camera, open, offer, onSignal, close, describe };
 })();

@@ -1,0 +1,54 @@
+// @ts-check
+/**
+ * @file Unit tests of the browser benchmark's arithmetic (figures.js): which pictures count,
+ * what a freeze is, and the ratio column. Run: node --test tests/browser/bench/
+ */
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { direction, ratio, table } from "./figures.js";
+
+/** A picture seen at `at` from `sender`, frame `seq` drawn at `t` (0.1 ms units), `delay` ms late. */
+const seen = (/** @type {number} */ at, /** @type {number} */ sender, /** @type {number} */ seq, /** @type {number} */ t, /** @type {number} */ delay) => [at, sender, seq, t, delay];
+
+test("counts only the sender's pictures inside the window, and their delays", () => {
+  const drawn = [[1, 10], [2, 20], [3, 30], [4, 40]];
+  const received = {
+    shown: [seen(900, 2, 1, 10, 5), seen(1000, 2, 2, 20, 10), seen(1100, 3, 9, 99, 1), seen(1150, 2, 3, 30, 30), seen(1190, 2, 4, 40, 20)],
+    broken: [],
+  };
+  const d = direction(received, drawn, 2, 950, 1200);
+  assert.equal(d.frames, 3);
+  assert.equal(d.fps, 12);
+  assert.deepEqual([d.p50, d.p95, d.max], [20, 30, 30]);
+  assert.equal(d.neverDrawn, 0);
+});
+
+test("a readable stamp the sender never drew, and an unreadable picture, both count as never drawn", () => {
+  const drawn = [[1, 10]];
+  const received = { shown: [seen(1000, 2, 1, 10, 5), seen(1010, 2, 7, 70, 5)], broken: [[1020, []], [5000, []]] };
+  assert.equal(direction(received, drawn, 2, 0, 2000).neverDrawn, 2);
+});
+
+test("a gap over 200 ms is a freeze, including at the window's ends; older pictures count as out of order", () => {
+  const drawn = [[1, 10], [2, 20], [3, 30]];
+  const received = { shown: [seen(100, 1, 1, 10, 0), seen(250, 1, 3, 30, 0), seen(600, 1, 2, 20, 0)], broken: [] };
+  const d = direction(received, drawn, 1, 0, 1000);
+  assert.equal(d.freezes, 2); // 250 → 600 and 600 → 1000
+  assert.equal(d.frozenMs, 750);
+  assert.equal(d.outOfOrder, 1);
+});
+
+test("nothing shown is one freeze over the whole window and no delay figures", () => {
+  const d = direction({ shown: [], broken: [] }, [], 1, 0, 1000);
+  assert.deepEqual([d.frames, d.p50, d.freezes, d.frozenMs], [0, null, 1, 1000]);
+});
+
+test("ratio and table", () => {
+  assert.equal(ratio(50, 25), 2);
+  assert.equal(ratio(0, 0), 1);
+  assert.equal(ratio(3, 0), null);
+  assert.equal(ratio(null, 1), null);
+  const t = table("T", [{ label: "heading" }, { label: "p50", webrtc: 20, duet: 10 }]);
+  assert.match(t, /p50 +20\.0 +10\.0 +0\.50/);
+});
