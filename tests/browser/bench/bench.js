@@ -185,6 +185,7 @@ async function measure(x, y, cpuRoots) {
     seconds: Math.round(seconds * 10) / 10,
     [`${y.name}→${x.name}`]: direction(rx, ry.drawn, y.id, from, to),
     [`${x.name}→${y.name}`]: direction(ry, rx.drawn, x.id, from, to),
+    readsPerSecond: { [x.name]: Math.round(rx.reads / seconds), [y.name]: Math.round(ry.reads / seconds) },
     cpuPercentOfOneCore: cpu,
     machineBusyPercent: machineBusy,
   };
@@ -337,6 +338,9 @@ function report(title, w, d, impaired) {
       rows.push({ label: `  ${dir} shown that the sender never drew`, webrtc: a.neverDrawn, duet: b.neverDrawn, digits: 0 });
       if (impaired) rows.push({ label: `  ${dir} freezes > 200 ms`, webrtc: a.freezes, duet: b.freezes, digits: 0 });
       if (impaired) rows.push({ label: `  ${dir} time frozen, ms`, webrtc: a.frozenMs, duet: b.frozenMs, digits: 0 });
+    }
+    for (const page of Object.keys(w[key].readsPerSecond)) {
+      rows.push({ label: `  ${page}'s animation frames (reads) per second`, webrtc: w[key].readsPerSecond[page], duet: d[key].readsPerSecond[page], digits: 0 });
     }
     rows.push({ label: "  browser CPU, % of one core", webrtc: w[key].cpuPercentOfOneCore.browser, duet: d[key].cpuPercentOfOneCore.browser });
     rows.push({ label: "  server CPU (coturn | relay), % of one core", webrtc: w[key].cpuPercentOfOneCore.coturn, duet: d[key].cpuPercentOfOneCore.relay });

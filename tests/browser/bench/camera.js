@@ -205,8 +205,12 @@
     last = key;
   }
 
+  /** Animation-frame times (ms), to see how often the partner element could be read. */
+  const ticks = [];
+
   function tick() {
     if (!watching) return;
+    if (ticks.length < MAX_LOG * 2) ticks.push(now());
     try {
       readOnce();
     } catch (e) {
@@ -227,7 +231,8 @@
     /** Everything logged with a time in [from, to], and the whole draw log (for checking). */
     take(from, to) {
       const within = (e) => e[0] >= from && e[0] <= to;
-      return { id: ID, shown: shown.filter(within), broken: broken.filter(within), errors: errors.slice(), drawn: drawn.slice() };
+      const reads = ticks.filter((t) => t >= from && t <= to).length;
+      return { id: ID, shown: shown.filter(within), broken: broken.filter(within), errors: errors.slice(), drawn: drawn.slice(), reads };
     },
     /** The first picture from `sender` seen at or after `from` (ms), or null. */
     firstFrom(sender, from) {
