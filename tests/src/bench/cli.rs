@@ -11,7 +11,7 @@ use super::forward::{self, ForwardRun, LoadOptions, PathRun, Shaping};
 use super::load::MediaSpec;
 use super::procfs::Machine;
 use super::report::{targets_table, Table, Target};
-use super::{handover, matching, process, resume, sessions, BenchError, Common};
+use super::{handover, matching, process, resume, sessions, soak, BenchError, Common};
 use crate::impair::Profile;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
@@ -198,6 +198,35 @@ pub enum Scenario {
         /// How long the network is gone, ms.
         #[arg(long, default_value_t = 5000)]
         outage_ms: u64,
+    },
+    /// A churning population (joins, Nexts, leaves, cuts and resumes, bad input) against
+    /// one relay: memory, sessions, fds and threads at the start and the end, both quiet.
+    /// Cuts need a short idle timeout: above 2000 ms it is set to 1500 ms.
+    Soak {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Minutes of churn measured (after the warm-up).
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// People at once.
+        #[arg(long, default_value_t = 40)]
+        population: usize,
+        /// Seconds of the same churn before the start reading.
+        #[arg(long, default_value_t = 30.0)]
+        warmup: f64,
+        /// Groups of people behind a shaper that is cut (blacked out) in turn; a quarter
+        /// of the population is direct.
+        #[arg(long, default_value_t = 3)]
+        cut_groups: usize,
+        /// Seconds between cuts.
+        #[arg(long, default_value_t = 15.0)]
+        cut_every: f64,
+        /// The relay's --resume-grace-s.
+        #[arg(long, default_value_t = 5)]
+        resume_grace_s: u64,
+        /// Seconds between readings during the run.
+        #[arg(long, default_value_t = 10.0)]
+        sample_every: f64,
     },
     /// Every scenario at a tiny size (CI): checks the runner works, nothing about speed.
     Smoke {
@@ -473,6 +502,34 @@ pub async fn run(scenario: &Scenario) -> Result<Outcome, BenchError> {
             let r = resume::run(&c, *pairs, *rounds, Duration::from_millis(*outage_ms)).await?;
             Ok(report_outcome("resume", &r, resume::tables(&r)))
         }
+        Scenario::Soak {
+            common: a,
+            minutes,
+            population,
+            warmup,
+            cut_groups,
+            cut_every,
+            resume_grace_s,
+            sample_every,
+        } => {
+            let mut c = common(a)?;
+            if c.idle_timeout_ms > 2_000 {
+                // A cut must outlast the idle timeout, and cuts come every few seconds.
+                c.idle_timeout_ms = 1_500;
+            }
+            let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+            let o = soak::SoakOptions {
+                population: (*population).max(2),
+                run: secs(minutes * 60.0),
+                warmup: secs(*warmup),
+                cut_groups: *cut_groups,
+                cut_every: secs(cut_every.max(1.0)),
+                resume_grace_s: *resume_grace_s,
+                sample_every: secs(*sample_every),
+            };
+            let r = soak::run(&c, &o).await?;
+            Ok(report_outcome("soak", &r, soak::tables(&r)))
+        }
         Scenario::Smoke { common: a } => smoke(a).await,
         Scenario::FloorForwarder { .. } => {
             Err(BenchError::Setup("floor-forwarder runs in main".into()))
@@ -570,6 +627,32 @@ async fn smoke(a: &CommonArgs) -> Result<Outcome, BenchError> {
     check(r.same_partner == 1, "resume: the same partner came back")?;
     tables.extend(resume::tables(&r));
     json["resume"] = serde_json::to_value(&r).unwrap_or(Value::Null);
+
+    let mut short = c.clone();
+    short.idle_timeout_ms = 800;
+    let soaked = soak::run(
+        &short,
+        &soak::SoakOptions {
+            population: 6,
+            run: Duration::from_secs(5),
+            warmup: Duration::from_secs(2),
+            cut_groups: 1,
+            cut_every: Duration::from_secs(1),
+            resume_grace_s: 3,
+            sample_every: Duration::from_secs(2),
+        },
+    )
+    .await?;
+    let did = |k: &str| soaked.activity.get(k).copied().unwrap_or(0);
+    check(
+        did("joins") >= 6 && did("matched") >= 1 && soaked.start.rss_mib > 0.0,
+        &format!(
+            "soak: people joined and were paired, and the relay was read (failures: {:?})",
+            soaked.failures
+        ),
+    )?;
+    tables.extend(soak::tables(&soaked));
+    json["soak"] = serde_json::to_value(&soaked).unwrap_or(Value::Null);
     Ok(Outcome {
         tables,
         json,
@@ -587,6 +670,7 @@ pub fn common_args(s: &Scenario) -> Option<&CommonArgs> {
         | Scenario::Impaired { common, .. }
         | Scenario::Handover { common, .. }
         | Scenario::Resume { common, .. }
+        | Scenario::Soak { common, .. }
         | Scenario::Smoke { common } => Some(common),
         Scenario::FloorForwarder { .. } => None,
     }
@@ -656,6 +740,17 @@ mod tests {
         assert!(matches!(
             p(&["duet-bench", "handover", "--every", "2"]),
             Ok(Scenario::Handover { .. })
+        ));
+        assert!(matches!(
+            p(&[
+                "duet-bench",
+                "soak",
+                "--minutes",
+                "0.5",
+                "--population",
+                "8"
+            ]),
+            Ok(Scenario::Soak { population: 8, .. })
         ));
         assert!(p(&["duet-bench", "nope"]).is_err());
     }

@@ -4,8 +4,9 @@
 //! on request, SVG charts for `BENCHMARKS.md`).
 //!
 //! Scenarios (see each module): [`matching`] (`match`), [`forward`] (`forward`, `floor`,
-//! `impaired`), [`sessions`], [`handover`], and `smoke`, which runs each of them at a tiny
-//! size so CI keeps the runner working without asserting anything about speed.
+//! `impaired`), [`sessions`], [`handover`], [`resume`], [`soak`], and `smoke`, which runs
+//! each of them at a tiny size so CI keeps the runner working without asserting anything
+//! about speed.
 //!
 //! Map:
 //! * [`load`]: the load generator (shared endpoints, one paced sender, frame tracking);
@@ -29,6 +30,7 @@ pub mod procfs;
 pub mod report;
 pub mod resume;
 pub mod sessions;
+pub mod soak;
 pub mod stats;
 
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p duet-tests --bin duet-bench -- forward --pairs 100 --json forward.json
 //! cargo run --release -p duet-tests --bin duet-bench -- smoke --json smoke.json
+//! cargo run --release -p duet-tests --bin duet-bench -- soak --minutes 10 --json soak.json
 //! ```
 //!
 //! Tables go to stdout, progress to stderr; `--json FILE` writes the figures and
