@@ -118,6 +118,9 @@ async function openPage(url, name, hooks = {}) {
     await context.exposeBinding("benchSignal", (_source, msg) => signal(msg));
   }
   const page = await context.newPage();
+  // Playwright's evaluate has no timeout of its own; every one of this benchmark gets one.
+  const evaluate = page.evaluate.bind(page);
+  /** @type {any} */ (page).evaluate = (/** @type {any} */ fn, /** @type {any} */ arg) => withTimeout(evaluate(fn, arg), START_MS, `${name}: a page call`);
   /** @type {string[]} */
   const problems = [];
   page.on("pageerror", (e) => problems.length < 50 && problems.push(`pageerror: ${e.message}`));
@@ -137,6 +140,20 @@ async function openPage(url, name, hooks = {}) {
 }
 
 /** @typedef {Awaited<ReturnType<typeof openPage>>} BenchPage */
+
+/**
+ * @template T
+ * @param {Promise<T>} promise @param {number} ms @param {string} what
+ * @returns {Promise<T>}
+ */
+function withTimeout(promise, ms, what) {
+  /** @type {NodeJS.Timeout | undefined} */
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
+  });
+  return /** @type {Promise<T>} */ (Promise.race([promise, timeout]).finally(() => clearTimeout(timer)));
+}
 
 /** @param {BenchPage} p @returns {Promise<number>} the shared page clock, ms */
 function pageNow(p) {
