@@ -224,8 +224,11 @@ async function runWebrtc(pagesUrl, turnPort, cpuRoots) {
   const route = (from, msg) => {
     const to = partner.get(from);
     if (!to) return;
-    if (msg.candidate && !/ typ relay/.test(msg.candidate.candidate ?? "") ) return void (dropped += 1);
-    if (msg.candidate && !/ 127\.0\.0\.1 /.test(msg.candidate.candidate)) return void (dropped += 1);
+    const line = msg.candidate?.candidate ?? "";
+    if (msg.candidate && !(/ typ relay/.test(line) && / 127\.0\.0\.1 /.test(line))) {
+      dropped += 1;
+      return;
+    }
     to.page.evaluate((m) => /** @type {any} */ (window).rtc.onSignal(m), msg).catch((e) => signalErrors.length < 10 && signalErrors.push(String(e)));
   };
   for (const name of /** @type {const} */ (["A", "B", "C"])) {
