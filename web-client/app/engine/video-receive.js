@@ -102,7 +102,7 @@ export class VideoReceiver {
       }
       this.decoder.configure(config);
     } catch (e) {
-      this.onError(e);
+      this.onError(e, config.codec);
       return false;
     }
     this.codec = config.codec;
@@ -169,10 +169,9 @@ export class VideoReceiver {
     }
   }
 
-  /** @param {unknown} e */
-  onError(e) {
+  /** @param {unknown} e @param {string | null} [codec] the codec that failed (default: the configured one) */
+  onError(e, codec = this.codec) {
     console.warn("duet: video decoder failed", e);
-    const codec = this.codec;
     this.stats.decodeErrors++;
     this.closeDecoder();
     this.refs.reset();

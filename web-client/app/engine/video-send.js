@@ -71,6 +71,8 @@ export class VideoSender {
     this.forceKey = true;
     this.lastKeyAt = -Infinity;
     this.lastFrameAt = -Infinity;
+    /** The encoder has encoded once (warmed up) since it was made. */
+    this.warmed = false;
     this.enabled = true;
     this.stopped = false;
     this.failures = 0;
@@ -174,6 +176,7 @@ export class VideoSender {
     const enc = this.encoder;
     this.encoder = null;
     this.encoderKey = "";
+    this.warmed = false;
     if (enc && enc.state !== "closed") {
       try {
         enc.close();
@@ -257,7 +260,13 @@ export class VideoSender {
     const matchId = this.sink.matchId();
     if (matchId === null) {
       // Configured even while waiting, so the first frame after Matched does not also pay for starting the encoder.
-      this.ensureEncoder(frame);
+      const enc = this.ensureEncoder(frame);
+      if (enc && !this.warmed && enc.encodeQueueSize === 0) {
+        // One throwaway frame, so the first real keyframe does not also pay for the
+        // encoder's start-up (its output has no stamp and is never sent).
+        this.warmed = true;
+        enc.encode(frame, { keyFrame: true });
+      }
       this.dropHeld();
       this.held = { frame: frame.clone(), captureUs: nowUs() };
       return;

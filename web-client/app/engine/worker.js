@@ -361,7 +361,7 @@ function snapshot() {
       paintTimes: vr ? [...vr.paintTimes] : [],
     },
     relayStats: engine.relayStats,
-    peerReport: engine.peerReport,
+    peerReport: engine.peerReport ? { ...engine.peerReport, match_id: engine.peerReport.match_id.toString() } : null,
     ownReport: engine.ownReport,
     transportRttMs: engine.transportRttMs,
     sendEstimateKbps: engine.sendEstimateKbps,

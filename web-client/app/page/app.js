@@ -293,6 +293,14 @@ function mediaProblem(text) {
 
 /** The media worker, made once (the partner canvas's control can be transferred only once). */
 function ensureEngine() {
+  if (state.engine?.broken) {
+    // A canvas hands its control over only once: a new worker needs a fresh canvas.
+    const fresh = /** @type {HTMLCanvasElement} */ (ui.canvas.cloneNode(false));
+    ui.canvas.replaceWith(fresh);
+    ui.canvas = fresh;
+    state.engine.worker.terminate();
+    state.engine = null;
+  }
   if (!state.engine) state.engine = new Engine(ui.canvas, onEngineMessage);
   return state.engine;
 }
@@ -372,7 +380,8 @@ function onEngineMessage(msg) {
       state.connected = true;
       break;
     case "connectFailed":
-      onConnectFailed(msg.message);
+      // Before any Start there is nothing to fail (a broken worker is replaced at the next Start).
+      if (state.phase !== "start") onConnectFailed(msg.message);
       break;
     case "closed":
       state.connected = false;
@@ -543,6 +552,11 @@ function visitorId() {
  * @param {boolean} resume
  */
 function connect(resume) {
+  ensureEngine();
+  if (state.engine?.broken) {
+    onConnectFailed("The page's media engine could not start. Reload the page.");
+    return;
+  }
   const hello = {
     version: PROTOCOL_VERSION,
     name: state.hello.name,
@@ -844,6 +858,8 @@ function init() {
     send({ type: "Leave" });
     state.engine?.post({ type: "close", reason: "page closed" });
   });
+  // The worker's modules load now, while the relay that serves them is surely reachable.
+  ensureEngine();
   setInterval(() => void everySecond(), REPORT_INTERVAL_MS);
   window.duet = { snapshot, clearLatencies, inspectFrames };
   setPhase("start");

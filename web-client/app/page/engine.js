@@ -24,7 +24,16 @@ export class Engine {
     /** @type {Map<number, (value: any) => void>} */
     this.pending = new Map();
     this.worker.onmessage = (/** @type {MessageEvent<FromWorker>} */ ev) => this.receive(ev.data);
-    this.worker.onerror = (ev) => console.error("duet: media worker failed", ev.message);
+    /** The worker could not load or crashed: a new Engine (and a fresh canvas) is needed. */
+    this.broken = false;
+    this.worker.onerror = (ev) => {
+      console.warn("duet: media worker failed", ev.message);
+      this.broken = true;
+      // Whatever was waiting for it will not be answered: say so instead of hanging.
+      for (const resolve of this.pending.values()) resolve(null);
+      this.pending.clear();
+      this.onMessage({ type: "connectFailed", message: "The page's media engine could not start (the relay may have gone away while the page loaded). Reload the page." });
+    };
     this.canvas = canvas.transferControlToOffscreen();
     this.initialized = false;
   }

@@ -25,9 +25,13 @@ function checksum(n) {
   return ((n * 151 + 89) ^ (n >> 8)) & 0xff;
 }
 
+/** Each tile changes once per this many frames, the tiles staggered (about one changes per frame): a picture a codec can follow at a low bitrate. */
+const TILE_PERIOD = 40;
+
 /** @param {number} n @param {number} tile @returns {number} grey level */
 function tileLevel(n, tile) {
-  let h = (n * 2654435761 + tile * 40503) >>> 0;
+  const epoch = Math.floor((n + tile) / TILE_PERIOD);
+  let h = (epoch * 2654435761 + tile * 40503) >>> 0;
   h ^= h >>> 13;
   return LEVELS[h & 3];
 }
