@@ -22,6 +22,7 @@
  */
 
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -374,6 +375,7 @@ function report(title, w, d, impaired) {
 
 async function main() {
   const started = new Date();
+  const loadAtStart = os.loadavg();
   const coturn = await startCoturn(children, START_MS);
   const pageServer = await startPageServer();
   closers.push(pageServer.close);
@@ -415,7 +417,11 @@ async function main() {
   const problems = Object.values(results.conditions).flatMap((c) => [...c.webrtc.pageProblems, ...c.duet.pageProblems]);
   if (problems.length) notes.push(`page problems: ${problems.slice(0, 10).join(" | ")}`);
   results.notes = notes;
-  const header = `Duet vs WebRTC in one headless Chromium (scripts/bench-browser${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(" ")}` : ""}), ${started.toISOString()}\nrelay ${process.env.DUET_RELAY_BIN}; ${(await import("node:os")).cpus().length} cores\n`;
+  const load = (/** @type {number[]} */ l) => l.map((x) => x.toFixed(1)).join(" ");
+  results.loadAverage = { atStart: loadAtStart, atEnd: os.loadavg() };
+  const header = `Duet vs WebRTC in one headless Chromium (scripts/bench-browser${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(" ")}` : ""}), ${started.toISOString()}
+relay ${process.env.DUET_RELAY_BIN}; ${os.cpus().length} cores; load average ${load(loadAtStart)} at the start, ${load(os.loadavg())} at the end
+`;
   mkdirSync(path.dirname(opts.json), { recursive: true });
   mkdirSync(path.dirname(opts.txt), { recursive: true });
   writeFileSync(opts.json, `${JSON.stringify(results, null, 2)}\n`);
