@@ -27,7 +27,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { REPO, patient, relayBinary, startRelay } from "../helpers.js";
-import { direction, table } from "./figures.js";
+import { direction, table, targetTable, targets } from "./figures.js";
 import { Children, TURN_PASSWORD, TURN_USER, browserPid, childPid, cpuSeconds, launchChromium, machineTicks, startCoturn, startPageServer, startShaper } from "./services.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -414,6 +414,11 @@ async function main() {
     console.log(`\n${t}\n`);
     text.push(t);
   }
+  const goals = targets(results.conditions.clean, results.conditions.impaired);
+  results.targets = goals;
+  const goalText = targetTable(goals);
+  console.log(`${goalText}\n`);
+  text.push(goalText);
   const problems = Object.values(results.conditions).flatMap((c) => [...c.webrtc.pageProblems, ...c.duet.pageProblems]);
   if (problems.length) notes.push(`page problems: ${problems.slice(0, 10).join(" | ")}`);
   results.notes = notes;

@@ -108,3 +108,57 @@ export function table(title, rows) {
   }
   return lines.join("\n");
 }
+
+/**
+ * Issue 8's targets, each judged on the worst direction of both calls (a benchmark prints
+ * whether they are met; nothing fails on it).
+ * @param {any} clean `{webrtc, duet}` of the run without shaper
+ * @param {any} [impaired] the same through the shaper
+ * @returns {{target: string, webrtc: string, duet: string, met: boolean}[]}
+ */
+export function targets(clean, impaired) {
+  const dirs = (/** @type {any} */ system) =>
+    ["first", "next"].flatMap((k) => Object.entries(system[k]).filter(([name]) => name.includes("→") && name !== "firstFrameMs").map(([, v]) => /** @type {Direction} */ (v)));
+  const worst = (/** @type {any} */ system, /** @type {(d: Direction) => number | null} */ f, /** @type {"max" | "min"} */ how) => {
+    const xs = dirs(system).map(f).filter((x) => x !== null);
+    return xs.length ? (how === "max" ? Math.max(...xs) : Math.min(...xs)) : null;
+  };
+  const sum = (/** @type {any} */ system, /** @type {(d: Direction) => number} */ f) => dirs(system).reduce((a, d) => a + f(d), 0);
+  const nextFirst = (/** @type {any} */ system) => Math.max(...Object.values(/** @type {Record<string, number>} */ (system.next.firstFrameMs)));
+  const cpu = (/** @type {any} */ system) => Math.max(system.first.cpuPercentOfOneCore.browser, system.next.cpuPercentOfOneCore.browser);
+  const f1 = (/** @type {number | null} */ x) => (x === null ? "–" : x.toFixed(1));
+  const rows = [];
+  const { webrtc: w, duet: d } = clean;
+  for (const [label, q] of /** @type {const} */ ([["p50", "p50"], ["p95", "p95"]])) {
+    const a = worst(w, (x) => x[q], "max");
+    const b = worst(d, (x) => x[q], "max");
+    rows.push({ target: `capture→screen ${label} (worst direction) ≤ WebRTC's`, webrtc: `${f1(a)} ms`, duet: `${f1(b)} ms`, met: a !== null && b !== null && b <= a });
+  }
+  const fa = worst(w, (x) => x.fps, "min");
+  const fb = worst(d, (x) => x.fps, "min");
+  rows.push({ target: "frame rate (worst direction) within 1 fps of WebRTC's", webrtc: `${f1(fa)} fps`, duet: `${f1(fb)} fps`, met: fa !== null && fb !== null && fb >= fa - 1 });
+  rows.push({ target: "browser CPU (busier call) ≤ WebRTC's", webrtc: `${f1(cpu(w))} %`, duet: `${f1(cpu(d))} %`, met: cpu(d) <= cpu(w) });
+  const nw = nextFirst(w);
+  const nd = nextFirst(d);
+  rows.push({ target: "Next → first frame ≤ ¼ of WebRTC's and < 100 ms", webrtc: `${f1(nw)} ms`, duet: `${f1(nd)} ms`, met: nd <= nw / 4 && nd < 100 });
+  const systems = impaired ? [["", clean], [" (shaped)", impaired]] : [["", clean]];
+  for (const [suffix, run] of /** @type {[string, any][]} */ (systems)) {
+    const a = sum(run.webrtc, (x) => x.neverDrawn);
+    const b = sum(run.duet, (x) => x.neverDrawn);
+    rows.push({ target: `pictures shown that the sender never drew = 0${suffix}`, webrtc: String(a), duet: String(b), met: b === 0 });
+  }
+  if (impaired) {
+    const a = sum(impaired.webrtc, (x) => x.freezes);
+    const b = sum(impaired.duet, (x) => x.freezes);
+    rows.push({ target: "freezes > 200 ms (shaped, all directions) ≤ WebRTC's", webrtc: String(a), duet: String(b), met: b <= a });
+  }
+  return rows;
+}
+
+/** @param {{target: string, webrtc: string, duet: string, met: boolean}[]} rows */
+export function targetTable(rows) {
+  const w0 = Math.max(...rows.map((r) => r.target.length)) + 2;
+  const lines = [`Issue 8's targets${"".padEnd(w0 - 17)}${"WebRTC".padStart(12)}${"Duet".padStart(12)}   met`];
+  for (const r of rows) lines.push(`${r.target.padEnd(w0)}${r.webrtc.padStart(12)}${r.duet.padStart(12)}   ${r.met ? "yes" : "no"}`);
+  return lines.join("\n");
+}

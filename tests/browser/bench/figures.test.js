@@ -6,7 +6,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { direction, ratio, table } from "./figures.js";
+import { direction, ratio, table, targets } from "./figures.js";
 
 /** A picture seen at `at` from `sender`, frame `seq` drawn at `t` (0.1 ms units), `delay` ms late. */
 const seen = (/** @type {number} */ at, /** @type {number} */ sender, /** @type {number} */ seq, /** @type {number} */ t, /** @type {number} */ delay) => [at, sender, seq, t, delay];
@@ -51,4 +51,20 @@ test("ratio and table", () => {
   assert.equal(ratio(null, 1), null);
   const t = table("T", [{ label: "heading" }, { label: "p50", webrtc: 20, duet: 10 }]);
   assert.match(t, /p50 +20\.0 +10\.0 +0\.50/);
+});
+
+test("targets are judged on the worst direction, and Next against a quarter of WebRTC's", () => {
+  const dir = (/** @type {number} */ p50, /** @type {number} */ fps, neverDrawn = 0, freezes = 0) => ({ frames: 1, fps, p50, p95: p50 * 2, max: p50 * 3, neverDrawn, outOfOrder: 0, freezes, frozenMs: 0, unreadableExamples: [] });
+  const call = (/** @type {any} */ a, /** @type {any} */ b, /** @type {number} */ next, /** @type {number} */ cpu) => ({
+    first: { firstFrameMs: { "A→B": 500, "B→A": 500 }, "A→B": a, "B→A": b, cpuPercentOfOneCore: { browser: cpu } },
+    next: { firstFrameMs: { "A→C": next, "C→A": next / 2 }, "A→C": a, "C→A": b, cpuPercentOfOneCore: { browser: cpu } },
+  });
+  const clean = { webrtc: call(dir(30, 29), dir(30, 29), 400, 100), duet: call(dir(20, 28.5), dir(31, 29), 90, 90) };
+  const rows = targets(clean);
+  const met = Object.fromEntries(rows.map((r) => [r.target.split(" ")[0] + (r.target.includes("p95") ? "95" : ""), r.met]));
+  assert.equal(met["capture→screen"], false); // 31 ms in one direction > 30
+  assert.equal(met["frame"], true); // 28.5 ≥ 29 − 1
+  assert.equal(met["browser"], true);
+  assert.equal(met["Next"], true); // 90 ≤ 400 / 4 and < 100
+  assert.equal(rows.length, 6);
 });
