@@ -161,7 +161,10 @@ pub async fn connect_raw_on(
 pub fn close_reason(e: &wtransport::error::ConnectionError) -> ClientError {
     match e {
         wtransport::error::ConnectionError::ApplicationClosed(close) => {
-            let code = u32::try_from(close.code().into_inner()).ok();
+            let raw = close.code().into_inner();
+            // The relay closes the WebTransport session: the capsule carries its code as
+            // is; when only the QUIC close arrives, the code is in HTTP/3's range.
+            let code = u32::try_from(raw).ok().or_else(|| webtransport_code(raw));
             let name = code
                 .and_then(ErrorCode::from_code)
                 .map(|c| c.name().to_string())
@@ -173,6 +176,15 @@ pub fn close_reason(e: &wtransport::error::ConnectionError) -> ClientError {
         }
         other => ClientError::Closed(other.to_string()),
     }
+}
+
+/// The WebTransport application error code carried in an HTTP/3 error code (RFC 9297 /
+/// draft-ietf-webtrans-http3: codes 0x52e4a40fa8db.., skipping the reserved
+/// 0x1f * N + 0x21 values).
+fn webtransport_code(h3: u64) -> Option<u32> {
+    const FIRST: u64 = 0x52e4a40fa8db;
+    let offset = h3.checked_sub(FIRST)?;
+    u32::try_from(offset - offset / 0x1f).ok()
 }
 
 /// One session with a relay.
@@ -517,11 +529,15 @@ async fn read_control(
         match recv.read(&mut buf).await {
             Ok(Some(n)) => reader.push(&buf[..n]),
             Ok(None) | Err(_) => {
-                // The stream ended; report why the connection closed, if it did.
-                let why = tokio::time::timeout(Duration::from_secs(2), conn.closed())
-                    .await
-                    .map(|e| close_reason(&e))
-                    .unwrap_or_else(|_| ClientError::Closed("control stream ended".into()));
+                // The stream ended; report why the session closed, if it did. wtransport
+                // keeps the relay's WebTransport close (code and reason from the capsule)
+                // as the error of its stream-accepting calls, while `closed()` would only
+                // say that wtransport then closed the QUIC connection itself.
+                let why = match tokio::time::timeout(Duration::from_secs(2), conn.accept_bi()).await
+                {
+                    Ok(Err(e)) => close_reason(&e),
+                    Ok(Ok(_)) | Err(_) => ClientError::Closed("control stream ended".into()),
+                };
                 let _ = tx.send(Err(why)).await;
                 return;
             }

@@ -52,9 +52,55 @@ pub struct Config {
     #[arg(long, env = "DUET_MAX_SESSIONS", default_value_t = 20_000)]
     pub max_sessions: usize,
 
-    /// Most sessions from one IP address (people behind one NAT share an address).
+    /// Most sessions from one address: an IPv4 address or an IPv6 /64 (people behind one
+    /// NAT share an address; one IPv6 client gets a whole /64). Parked sessions count.
     #[arg(long, env = "DUET_MAX_SESSIONS_PER_IP", default_value_t = 32)]
     pub max_sessions_per_ip: usize,
+
+    /// Most connections between their first packet and `Hello` at once; more are refused
+    /// before any handshake work.
+    #[arg(long, env = "DUET_MAX_HANDSHAKES", default_value_t = 4_096)]
+    pub max_handshakes: usize,
+
+    /// With this many handshakes in flight, new connections must first prove their
+    /// address (QUIC Retry, one extra round trip).
+    #[arg(long, env = "DUET_RETRY_ABOVE", default_value_t = 1_024)]
+    pub retry_above: usize,
+
+    /// New connections one address (IPv4, or IPv6 /64) may open in a burst; 0 means as
+    /// many as --max-sessions-per-ip (an address may open all its sessions at once).
+    #[arg(long, env = "DUET_HANDSHAKE_BURST", default_value_t = 0)]
+    pub handshake_burst: u32,
+    /// ...and refilled per minute; 0 means four times --max-sessions-per-ip.
+    #[arg(long, env = "DUET_HANDSHAKES_PER_MINUTE", default_value_t = 0)]
+    pub handshakes_per_minute: u32,
+
+    /// On SIGTERM, how long calls may go on (no new pairs) before every session is closed
+    /// with `shutting_down`, in seconds.
+    #[arg(long, env = "DUET_DRAIN_S", default_value_t = 30)]
+    pub drain_s: u64,
+
+    /// File of blocked addresses and prefixes (one a line, CIDR allowed, `#` comments),
+    /// re-read when it changes and on SIGHUP.
+    #[arg(long, env = "DUET_BLOCK_LIST")]
+    pub block_list: Option<PathBuf>,
+
+    /// Address of the admin listener (HTTP: /sessions, /sessions/{id}/end, /metrics).
+    /// Off unless set; needs --admin-token.
+    #[arg(long, env = "DUET_ADMIN_ADDR", requires = "admin_token")]
+    pub admin_addr: Option<SocketAddr>,
+
+    /// Bearer token the admin listener requires (`Authorization: Bearer <token>`).
+    #[arg(long, env = "DUET_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+
+    /// How often the block list and certificate files are checked for changes, in ms.
+    #[arg(long, env = "DUET_RELOAD_POLL_MS", default_value_t = 2_000)]
+    pub reload_poll_ms: u64,
+
+    /// Log as JSON lines (one object per event, with the session id) instead of text.
+    #[arg(long, env = "DUET_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
 
     /// Time a new connection has to send `Hello`, in milliseconds.
     #[arg(long, env = "DUET_HELLO_TIMEOUT_MS", default_value_t = 5_000)]

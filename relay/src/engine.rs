@@ -12,67 +12,18 @@
 use crate::limits::ENGINE_INBOX;
 use crate::matching::{MatchId, MatchQueue, MatchRules, Pairing, SessionId, Unpaired};
 use crate::metrics::Metrics;
-use crate::Connection;
-use duet_proto::{LeaveReason, ServerMsg};
+use crate::peer::{Peer, SessionEvent};
+use duet_proto::LeaveReason;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-pub type SharedCaps = Arc<std::sync::Mutex<duet_proto::MediaCaps>>;
-
-/// What a session needs to reach its partner directly, without going through the engine:
-/// the partner's connection (for media datagrams) and event queue (for chat and relayed
-/// control messages).
-#[derive(Clone, Debug)]
-pub struct PeerLink {
-    pub session_id: SessionId,
-    pub name: Arc<str>,
-    /// What the session's client can encode and decode, updated by `ClientMsg::Caps`; read
-    /// by the partner's session when the pair is made, to pick each direction's codec.
-    pub caps: SharedCaps,
-    pub conn: Connection,
-    pub events: mpsc::Sender<SessionEvent>,
-}
-
-#[derive(Debug)]
-pub enum SessionEvent {
-    Queued {
-        waiting: u32,
-    },
-    Paired {
-        match_id: MatchId,
-        /// Boxed to keep every event small (channels reserve room for 32 events).
-        partner: Box<PeerLink>,
-        shared_interests: Vec<String>,
-    },
-    PartnerLeft {
-        match_id: MatchId,
-        reason: LeaveReason,
-    },
-    /// A control message from the partner's session (keyframe request, receiver report),
-    /// valid only while `match_id` is still the pairing.
-    FromPartner {
-        match_id: MatchId,
-        msg: Box<ServerMsg>,
-    },
-    /// The partner is back on a new connection: point media at it.
-    PartnerReturned {
-        match_id: MatchId,
-        conn: Connection,
-    },
-    /// A chat line from the partner, already checked against the limits.
-    Chat {
-        match_id: MatchId,
-        text: String,
-    },
-}
-
 #[derive(Debug)]
 enum Command {
     Join {
-        link: PeerLink,
+        peer: Arc<Peer>,
         interests: Vec<String>,
     },
     Next {
@@ -90,8 +41,9 @@ enum Command {
     },
     Release {
         id: SessionId,
-        conn: Connection,
     },
+    /// Stop making pairs: the relay is draining.
+    Drain,
     Gone {
         id: SessionId,
         reason: LeaveReason,
@@ -117,8 +69,8 @@ impl Matchmaker {
         Self { tx }
     }
 
-    pub async fn join(&self, link: PeerLink, interests: Vec<String>) {
-        self.send(Command::Join { link, interests }).await;
+    pub async fn join(&self, peer: Arc<Peer>, interests: Vec<String>) {
+        self.send(Command::Join { peer, interests }).await;
     }
 
     pub async fn next(&self, id: SessionId, expected: Option<MatchId>) {
@@ -138,9 +90,14 @@ impl Matchmaker {
         self.send(Command::Hold { id }).await;
     }
 
-    /// The held session is back on `conn`.
-    pub async fn release(&self, id: SessionId, conn: Connection) {
-        self.send(Command::Release { id, conn }).await;
+    /// The held session is back (its new connection is already in its [`Peer`]).
+    pub async fn release(&self, id: SessionId) {
+        self.send(Command::Release { id }).await;
+    }
+
+    /// Stop making pairs; calls already made go on.
+    pub async fn drain(&self) {
+        self.send(Command::Drain).await;
     }
 
     /// The session has ended; its partner is told `reason`.
@@ -156,7 +113,7 @@ impl Matchmaker {
 
 struct Engine {
     queue: MatchQueue,
-    links: HashMap<SessionId, PeerLink>,
+    links: HashMap<SessionId, Arc<Peer>>,
     metrics: Arc<Metrics>,
 }
 
@@ -171,7 +128,10 @@ impl Engine {
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     let pairings = self.queue.tick(Instant::now().into_std());
-                    self.announce(pairings);
+                    // Sessions that could not be told are dropped here too: ignoring them
+                    // would leave their new partners in a call with nobody.
+                    let stuck = self.announce(pairings);
+                    self.remove_stuck(stuck);
                 }
             }
             self.metrics
@@ -184,9 +144,9 @@ impl Engine {
     fn handle(&mut self, cmd: Command) {
         let now = Instant::now().into_std();
         let stuck = match cmd {
-            Command::Join { link, interests } => {
-                let id = link.session_id;
-                self.links.insert(id, link);
+            Command::Join { peer, interests } => {
+                let id = peer.id;
+                self.links.insert(id, peer);
                 let pairings = self.queue.join(id, interests, now);
                 let mut stuck = self.announce(pairings);
                 stuck.extend(self.tell_if_waiting(id));
@@ -210,10 +170,11 @@ impl Engine {
                 self.queue.hold(id);
                 Vec::new()
             }
-            Command::Release { id, conn } => {
-                if let Some(link) = self.links.get_mut(&id) {
-                    link.conn = conn;
-                }
+            Command::Drain => {
+                self.queue.pause();
+                Vec::new()
+            }
+            Command::Release { id } => {
                 let pairings = self.queue.release(id, now);
                 let mut stuck = self.announce(pairings);
                 stuck.extend(self.tell_if_waiting(id));
@@ -224,6 +185,10 @@ impl Engine {
                 Vec::new()
             }
         };
+        self.remove_stuck(stuck);
+    }
+
+    fn remove_stuck(&mut self, stuck: Vec<SessionId>) {
         for id in stuck {
             self.remove(id, LeaveReason::Disconnected);
         }
@@ -279,10 +244,10 @@ impl Engine {
             for (me, partner) in [(&a, b.clone()), (&b, a.clone())] {
                 let event = SessionEvent::Paired {
                     match_id: p.match_id,
-                    partner: Box::new(partner),
+                    partner,
                     shared_interests: p.shared_interests.clone(),
                 };
-                stuck.extend(self.tell(me.session_id, event));
+                stuck.extend(self.tell(me.id, event));
             }
         }
         stuck
@@ -297,21 +262,19 @@ impl Engine {
     }
 
     /// Queues an event for a session without waiting. A full or closed queue means the
-    /// session cannot keep up; it is returned so the caller can treat it as gone.
+    /// session cannot keep up: it is told to end (`Peer::evict`, so it neither parks nor
+    /// runs on unheard) and returned so the caller removes it and frees its partner.
     fn tell(&mut self, id: SessionId, event: SessionEvent) -> Option<SessionId> {
-        let link = self.links.get(&id)?;
-        match link.events.try_send(event) {
+        let peer = self.links.get(&id)?;
+        match peer.events.try_send(event) {
             Ok(()) => None,
             Err(_) => {
                 tracing::warn!(
                     session = id,
-                    "session event queue full or closed; dropping it"
+                    "session event queue full or closed; evicting it"
                 );
-                crate::session::close_conn(
-                    &link.conn,
-                    duet_proto::ErrorCode::Internal,
-                    "session could not keep up",
-                );
+                self.metrics.evictions.fetch_add(1, Relaxed);
+                peer.evict();
                 Some(id)
             }
         }

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -28,11 +29,14 @@ pub struct HttpState {
     /// Fingerprint of the development certificate in use; `None` with a real certificate.
     pub fingerprint: Arc<RwLock<Option<String>>>,
     pub web_root: Option<PathBuf>,
+    /// Set when the relay drains or shuts down: `/health` answers 503 so a load balancer
+    /// sends nobody new here.
+    pub draining: Arc<AtomicBool>,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/certificate.sha256", get(certificate))
@@ -41,11 +45,19 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
+async fn health(State(s): State<HttpState>) -> Response {
+    if s.draining.load(Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        "ok\n".into_response()
+    }
+}
+
 async fn status(State(s): State<HttpState>) -> impl IntoResponse {
     no_store(Json(s.metrics.snapshot(s.started, s.limits)).into_response())
 }
 
-async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
+pub async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     let body = s.metrics.snapshot(s.started, s.limits).prometheus();
     no_store(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }
@@ -130,6 +142,7 @@ mod tests {
             quic_port: 4433,
             fingerprint: Arc::new(RwLock::new(Some("ab".repeat(32)))),
             web_root: None,
+            draining: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -165,5 +178,6 @@ mod tests {
         let (_, ctype, metrics) = get("/metrics").await;
         assert!(ctype.starts_with("text/plain"));
         assert!(metrics.contains("duet_datagrams_forwarded_total 0"));
+        assert!(metrics.contains("duet_time_to_match_seconds_bucket{le=\"+Inf\"} 0"));
     }
 }

@@ -1,39 +1,56 @@
 //! `duet-relay`: the Duet server as a library.
 //!
-//! [`start`] binds the QUIC and HTTP sockets, starts the matching engine, and returns a
-//! [`RelayHandle`] with the bound addresses; [`run`] does the same and serves until a
-//! shutdown future resolves. The binary is a thin `main` over `run`, and the tests start
-//! real relays on `127.0.0.1:0` through `start`.
+//! [`start`] binds the QUIC and HTTP sockets (and the admin listener, if configured),
+//! starts the matching engine, and returns a [`RelayHandle`] with the bound addresses;
+//! [`run`] does the same and serves until a shutdown future resolves. The binary is a thin
+//! `main` over the handle, and the tests start real relays on `127.0.0.1:0` through
+//! `start`.
 //!
-//! Map of the crate:
+//! Map of the crate (arrows point down only):
 //! * [`config`]: the one configuration struct (flags, environment, TOML file);
-//! * [`session`]: one user's session: admission, `Hello`, control, chat, media forwarding;
-//! * [`engine`] and [`matching`]: the matching engine and its pure queue;
-//! * [`http`]: the web client, `/status`, `/metrics`, `/certificate.sha256`;
-//! * [`metrics`], [`limits`]: counters, rate limits and every internal bound.
+//! * [`endpoint`]: QUIC + TLS, certificate rotation and reload, the accept loop;
+//! * [`admission`], [`blocklist`]: limits before and at admission, the operator's list;
+//! * [`session`]: one user's session (`state` is its pure state machine; `handshake`,
+//!   `resume` and `io` the I/O around it);
+//! * [`peer`]: what partners share (id, mailbox, the swappable connection handle);
+//! * [`forward`]: the datagram path;
+//! * [`engine`] and [`matching`]: the matching engine (ids and mailboxes, no
+//!   connections) and its pure queue;
+//! * [`http`], [`admin`]: the public HTTP side and the operator's listener;
+//! * [`metrics`], [`limits`]: counters, histograms, rate limits and every internal bound.
 
+pub mod admin;
+pub mod admission;
+pub mod blocklist;
 pub mod config;
+pub mod endpoint;
 pub mod engine;
+pub mod forward;
 pub mod http;
 pub mod limits;
 pub mod matching;
 pub mod metrics;
+pub mod peer;
 pub mod session;
 
 pub use config::Config;
 
+use admission::{AdmissionLimits, Admissions};
+use blocklist::BlockList;
 use duet_certs::DevCertificate;
+use endpoint::{dev_names, server_config, CLOSE_WAIT};
 use engine::Matchmaker;
 use matching::MatchRules;
 use metrics::{Metrics, StatusLimits};
 use quinn::{Endpoint, VarInt};
-use session::Shared;
+use session::{Lifecycle, Shared};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
-use wtransport::Identity;
+use tokio_util::task::TaskTracker;
 
 /// One client's WebTransport session on top of its QUIC connection. It `Deref`s to the
 /// [`quinn::Connection`]. Shared behind an `Arc`: a session is ~800 bytes and several
@@ -58,15 +75,22 @@ pub enum RelayError {
 pub struct RelayHandle {
     pub quic_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The admin listener's address, when `--admin-addr` is set.
+    pub admin_addr: Option<SocketAddr>,
     /// Whether the HTTP side speaks HTTPS (it does when a real certificate is loaded).
     pub https: bool,
     endpoint: Endpoint,
     fingerprint: Arc<RwLock<Option<String>>>,
+    https_config: Option<axum_server::tls_rustls::RustlsConfig>,
     metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
     config: Config,
     started: Instant,
+    lifecycle: watch::Sender<Lifecycle>,
+    draining: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    sessions: TaskTracker,
 }
 
 impl RelayHandle {
@@ -87,7 +111,7 @@ impl RelayHandle {
     /// Replaces the development certificate now. Sessions already open keep theirs; new
     /// handshakes get the new one. Returns the new fingerprint.
     pub fn rotate_certificate(&self) -> Result<String, RelayError> {
-        rotate(
+        endpoint::rotate(
             &self.config,
             &self.endpoint,
             &self.fingerprint,
@@ -95,14 +119,58 @@ impl RelayHandle {
         )
     }
 
-    /// Closes every session with `shutting_down` and stops serving.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        // Stop accepting before the endpoint closes, so no new session starts meanwhile.
-        if !self.tasks.is_empty() {
-            let accept = self.tasks.remove(0);
-            let _ = tokio::time::timeout(Duration::from_secs(2), accept).await;
+    /// What SIGHUP does: re-reads the block list and, with a real certificate, its PEM
+    /// files (for QUIC and HTTPS). Sessions are not touched.
+    pub async fn reload(&self) -> Result<(), RelayError> {
+        self.shared.admissions.blocklist.reload_if_changed(true);
+        if self.config.cert.is_some() {
+            endpoint::reload_pem(
+                &self.config,
+                &self.endpoint,
+                self.https_config.as_ref(),
+                &self.metrics,
+            )
+            .await?;
         }
+        Ok(())
+    }
+
+    /// The configured drain time, in seconds (`--drain-s`).
+    pub fn drain_s(&self) -> u64 {
+        self.config.drain_s
+    }
+
+    /// Sessions the relay holds now (connected or parked).
+    pub fn sessions(&self) -> usize {
+        self.shared.admissions.sessions()
+    }
+
+    /// Drains, then shuts down: no new pairs, every client told `Draining`, `/health`
+    /// answers 503; calls go on until they end or `drain` passes; then every session is
+    /// closed with `shutting_down`.
+    pub async fn drain_and_shutdown(self, drain: Duration) {
+        let within_ms = u32::try_from(drain.as_millis()).unwrap_or(u32::MAX);
+        tracing::info!(within_ms, "draining");
+        self.draining.store(true, Relaxed);
+        self.shared.matchmaker.drain().await;
+        let _ = self.lifecycle.send(Lifecycle::Draining { within_ms });
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.sessions() > 0 && tokio::time::Instant::now() < deadline {
+            // Polls a counter the sessions keep; the drain time itself is the bound.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.shutdown().await;
+    }
+
+    /// Closes every session with `shutting_down` and stops serving.
+    pub async fn shutdown(self) {
+        self.draining.store(true, Relaxed);
+        let _ = self.lifecycle.send(Lifecycle::Closing);
+        let _ = self.stop.send(true);
+        // Every session task closes its WebTransport session with the code and waits
+        // (bounded) for the close to go out.
+        self.sessions.close();
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.sessions.wait()).await;
         self.endpoint.close(
             VarInt::from_u32(duet_proto::ErrorCode::ShuttingDown.to_code()),
             b"the relay is shutting down",
@@ -135,129 +203,6 @@ fn status_limits(c: &Config) -> StatusLimits {
     }
 }
 
-/// QUIC transport settings. Built fresh for each certificate (quinn's config is not Clone).
-fn transport_config(c: &Config) -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    let idle = Duration::from_millis(c.idle_timeout_ms.max(300));
-    // Idle timeouts fit a u32 of milliseconds for any sane value; clamp the rest.
-    let idle_varint = quinn::IdleTimeout::try_from(idle)
-        .unwrap_or_else(|_| quinn::IdleTimeout::from(quinn::VarInt::from_u32(u32::MAX)));
-    t.max_idle_timeout(Some(idle_varint));
-    // The relay pings too, so a client that sends nothing (waiting in the queue) stays up
-    // and a vanished one is noticed within the idle timeout.
-    t.keep_alive_interval(Some(idle / 3));
-    // Streams: the control stream plus a chat stream per pairing, and HTTP/3's own three
-    // unidirectional streams. Anything above is a client misbehaving.
-    t.max_concurrent_bidi_streams(4u32.into());
-    t.max_concurrent_uni_streams(16u32.into());
-    // Per-stream and per-connection receive windows bound what a client can make the relay
-    // buffer: a few frames of control and chat, not megabytes.
-    t.stream_receive_window((64u32 * 1024).into());
-    t.receive_window((256u32 * 1024).into());
-    // Datagram buffers: quinn drops the oldest when full, never grows. Receive: 256 KiB is
-    // ~250 ms of 8 Mbit/s. Send: 64 KiB is ~500 ms of 1 Mbit/s video; media queued longer
-    // than that (behind a stalled path) is stale, better dropped than delivered late.
-    t.datagram_receive_buffer_size(Some(256 * 1024));
-    t.datagram_send_buffer_size(64 * 1024);
-    // BBR rather than quinn's default CUBIC: after a handover's burst of loss, CUBIC
-    // declares persistent congestion and restarts from two packets (media gap ~520 ms for
-    // a 300 ms blackout); BBR keeps pacing at the measured rate (~360 ms). See
-    // `duet_client::transport_config` and BENCHMARKS.md.
-    t.congestion_controller_factory(std::sync::Arc::new(quinn::congestion::BbrConfig::default()));
-    t
-}
-
-/// The QUIC server configuration: TLS 1.3 with the HTTP/3 ALPN WebTransport needs, and
-/// the transport settings above. Connection migration stays on (quinn's default): it is
-/// what keeps a call up when a phone changes networks.
-fn server_config(c: &Config, identity: &Identity) -> Result<quinn::ServerConfig, RelayError> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    let chain: Vec<CertificateDer<'static>> = identity
-        .certificate_chain()
-        .as_slice()
-        .iter()
-        .map(|c| CertificateDer::from(c.der().to_vec()))
-        .collect();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        identity.private_key().secret_der().to_vec(),
-    ));
-    let tls_error = |e: &dyn std::fmt::Display| {
-        RelayError::Certificate(duet_certs::CertError::Load {
-            path: "TLS configuration".into(),
-            reason: e.to_string(),
-        })
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| tls_error(&e))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| tls_error(&e))?;
-    tls.alpn_protocols = vec![web_transport_quinn::ALPN.as_bytes().to_vec()];
-    tls.max_early_data_size = 0;
-    let crypto =
-        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| tls_error(&e))?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(transport_config(c)));
-    config.migration(true);
-    Ok(config)
-}
-
-fn bind_udp(c: &Config) -> Result<std::net::UdpSocket, RelayError> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let err = |source| RelayError::Bind {
-        what: "QUIC (UDP)",
-        addr: c.quic_addr,
-        source,
-    };
-    let socket = Socket::new(
-        Domain::for_address(c.quic_addr),
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )
-    .map_err(err)?;
-    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
-    let _ = socket.set_recv_buffer_size(c.socket_buffer);
-    let _ = socket.set_send_buffer_size(c.socket_buffer);
-    socket.bind(&c.quic_addr.into()).map_err(err)?;
-    socket.set_nonblocking(true).map_err(err)?;
-    Ok(socket.into())
-}
-
-fn dev_names(c: &Config) -> Vec<String> {
-    let mut names = DevCertificate::local_names();
-    if !c.quic_addr.ip().is_unspecified() {
-        names.push(c.quic_addr.ip().to_string());
-    }
-    names.extend(c.cert_names.iter().cloned());
-    names.sort();
-    names.dedup();
-    names
-}
-
-fn rotate(
-    config: &Config,
-    endpoint: &Endpoint,
-    fingerprint: &RwLock<Option<String>>,
-    metrics: &Metrics,
-) -> Result<String, RelayError> {
-    if config.cert.is_some() {
-        return Err(RelayError::NotRotatable);
-    }
-    let cert = DevCertificate::generate(
-        &dev_names(config),
-        SystemTime::now(),
-        duet_certs::DEV_VALIDITY,
-    )?;
-    endpoint.set_server_config(Some(server_config(config, &cert.identity())?));
-    let hex = cert.fingerprint_hex();
-    *fingerprint.write().unwrap_or_else(|e| e.into_inner()) = Some(hex.clone());
-    metrics.certificate_rotations.fetch_add(1, Relaxed);
-    tracing::info!(fingerprint = %hex, "development certificate rotated");
-    Ok(hex)
-}
-
 /// Binds everything and starts serving.
 pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
     let started = Instant::now();
@@ -274,72 +219,81 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
         }
     };
     let fingerprint = Arc::new(RwLock::new(dev_cert.as_ref().map(|c| c.fingerprint_hex())));
-    let socket = bind_udp(&config)?;
-    let runtime = quinn::default_runtime().ok_or_else(|| RelayError::Bind {
+    let socket = endpoint::bind_udp(&config)?;
+    let quic_err = |source| RelayError::Bind {
         what: "QUIC (UDP)",
         addr: config.quic_addr,
-        source: std::io::Error::other("no async runtime"),
-    })?;
+        source,
+    };
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| quic_err(std::io::Error::other("no runtime")))?;
     let endpoint = Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(server_config(&config, &identity)?),
         socket,
         runtime,
     )
-    .map_err(|source| RelayError::Bind {
-        what: "QUIC (UDP)",
-        addr: config.quic_addr,
-        source,
-    })?;
-    let quic_addr = endpoint.local_addr().map_err(|source| RelayError::Bind {
-        what: "QUIC (UDP)",
-        addr: config.quic_addr,
-        source,
-    })?;
+    .map_err(quic_err)?;
+    let quic_addr = endpoint.local_addr().map_err(quic_err)?;
 
+    let tcp_err = |what, addr, source| RelayError::Bind { what, addr, source };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
-        .map_err(|source| RelayError::Bind {
-            what: "HTTP (TCP)",
-            addr: config.http_addr,
-            source,
-        })?;
-    let http_addr = listener.local_addr().map_err(|source| RelayError::Bind {
-        what: "HTTP (TCP)",
-        addr: config.http_addr,
-        source,
-    })?;
+        .map_err(|e| tcp_err("HTTP (TCP)", config.http_addr, e))?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|e| tcp_err("HTTP (TCP)", config.http_addr, e))?;
 
     let rules = MatchRules {
         interest_wait: Duration::from_millis(config.interest_wait_ms),
         skip_cooldown: Duration::from_secs(config.skip_cooldown_s),
     };
     let matchmaker = Matchmaker::start(rules, metrics.clone());
-    let shared = Arc::new(Shared::new(config.clone(), metrics.clone(), matchmaker));
+    let blocklist = match &config.block_list {
+        Some(path) => BlockList::from_file(path),
+        None => BlockList::empty(),
+    };
+    let admissions = Arc::new(Admissions::new(
+        AdmissionLimits {
+            max_sessions: config.max_sessions,
+            max_sessions_per_prefix: config.max_sessions_per_ip,
+            max_handshakes: config.max_handshakes.max(1),
+            retry_above: config.retry_above,
+            handshake_burst: match config.handshake_burst {
+                0 => u32::try_from(config.max_sessions_per_ip).unwrap_or(u32::MAX),
+                n => n,
+            },
+            handshakes_per_minute: match config.handshakes_per_minute {
+                0 => {
+                    u32::try_from(config.max_sessions_per_ip.saturating_mul(4)).unwrap_or(u32::MAX)
+                }
+                n => n,
+            },
+        },
+        blocklist,
+        metrics.clone(),
+    ));
+    let (lifecycle, lifecycle_rx) = watch::channel(Lifecycle::Serving);
+    let shared = Arc::new(Shared::new(
+        config.clone(),
+        metrics.clone(),
+        matchmaker,
+        admissions.clone(),
+        lifecycle_rx.clone(),
+    ));
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
+    let sessions = TaskTracker::new();
 
-    // Accept loop: each connection gets its own task at once, so a slow handshake never
-    // holds up the next one.
-    {
-        let endpoint = endpoint.clone();
-        let mut stopped = stopped.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = stopped.changed() => return,
-                    incoming = endpoint.accept() => match incoming {
-                        Some(incoming) => {
-                            tokio::spawn(session::handle_incoming(incoming, shared.clone()));
-                        }
-                        None => return, // the endpoint is closed
-                    },
-                }
-            }
-        }));
-    }
+    tasks.push(tokio::spawn(endpoint::accept_loop(
+        endpoint.clone(),
+        shared.clone(),
+        admissions.clone(),
+        sessions.clone(),
+        lifecycle_rx.clone(),
+    )));
 
+    let draining = Arc::new(AtomicBool::new(false));
     let state = http::HttpState {
         metrics: metrics.clone(),
         started,
@@ -347,8 +301,11 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
         quic_port: quic_addr.port(),
         fingerprint: fingerprint.clone(),
         web_root: config.web_root.clone(),
+        draining: draining.clone(),
     };
+    let admin_state = state.clone();
     let app = http::router(state);
+    let mut https_config = None;
     match (&config.cert, &config.key) {
         // With a real certificate the page is served over HTTPS too: a browser on another
         // device only grants camera, microphone and WebTransport to a secure context.
@@ -362,19 +319,13 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
                     path: format!("{} / {}", cert.display(), key.display()),
                     reason: e.to_string(),
                 })?;
-            let std_listener = listener.into_std().map_err(|source| RelayError::Bind {
-                what: "HTTPS (TCP)",
-                addr: config.http_addr,
-                source,
-            })?;
+            https_config = Some(tls.clone());
+            let std_listener = listener
+                .into_std()
+                .map_err(|e| tcp_err("HTTPS (TCP)", config.http_addr, e))?;
             let handle = axum_server::Handle::new();
-            let server = axum_server::from_tcp_rustls(std_listener, tls).map_err(|source| {
-                RelayError::Bind {
-                    what: "HTTPS (TCP)",
-                    addr: config.http_addr,
-                    source,
-                }
-            })?;
+            let server = axum_server::from_tcp_rustls(std_listener, tls)
+                .map_err(|e| tcp_err("HTTPS (TCP)", config.http_addr, e))?;
             let mut stopped = stopped.clone();
             let stopper = handle.clone();
             tasks.push(tokio::spawn(async move {
@@ -401,6 +352,33 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
         }
     }
 
+    let admin_addr = match (&config.admin_addr, &config.admin_token) {
+        (Some(addr), Some(token)) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| tcp_err("admin (TCP)", *addr, e))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| tcp_err("admin (TCP)", *addr, e))?;
+            let app = admin::router(admin::AdminState {
+                http: admin_state,
+                shared: shared.clone(),
+                token: Arc::from(token.as_str()),
+            });
+            let mut stopped = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let _ = stopped.changed().await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::error!("admin server failed: {e}");
+                }
+            }));
+            Some(bound)
+        }
+        _ => None,
+    };
+
     // Rotation: replace the development certificate after two thirds of its life.
     if let Some(cert) = dev_cert {
         let (endpoint, fingerprint, metrics, config) = (
@@ -420,7 +398,7 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
                     _ = tokio::time::sleep(wait) => {}
                     _ = stopped.changed() => return,
                 }
-                match rotate(&config, &endpoint, &fingerprint, &metrics) {
+                match endpoint::rotate(&config, &endpoint, &fingerprint, &metrics) {
                     Ok(_) => {
                         let life = duet_certs::DEV_VALIDITY * 2 / 3;
                         rotate_at = SystemTime::now() + life;
@@ -434,16 +412,57 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
         }));
     }
 
+    // Reload on change: the block list, and a real certificate's PEM files.
+    {
+        let (endpoint, metrics, config, admissions, https) = (
+            endpoint.clone(),
+            metrics.clone(),
+            config.clone(),
+            admissions.clone(),
+            https_config.clone(),
+        );
+        let mut stopped = stopped.clone();
+        let pem = config.cert.clone().zip(config.key.clone());
+        let mut seen = pem.as_ref().and_then(|(c, k)| endpoint::pem_mtime(c, k));
+        tasks.push(tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(Duration::from_millis(config.reload_poll_ms.max(100)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped.changed() => return,
+                }
+                admissions.blocklist.reload_if_changed(false);
+                let Some((cert, key)) = &pem else { continue };
+                let now = endpoint::pem_mtime(cert, key);
+                if now != seen {
+                    match endpoint::reload_pem(&config, &endpoint, https.as_ref(), &metrics).await {
+                        Ok(()) => seen = now,
+                        // A half-written pair fails to load; the next tick tries again.
+                        Err(e) => tracing::warn!("certificate reload failed: {e}"),
+                    }
+                }
+            }
+        }));
+    }
+
     Ok(RelayHandle {
         quic_addr,
         http_addr,
+        admin_addr,
         https: config.cert.is_some() && config.key.is_some(),
         endpoint,
         fingerprint,
+        https_config,
         metrics,
+        shared,
         config,
         started,
+        lifecycle,
+        draining,
         stop,
         tasks,
+        sessions,
     })
 }

@@ -29,6 +29,15 @@ pub const CHAT_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the relay waits for a refused client to receive its error before closing.
 pub const ERROR_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Handshake-rate buckets kept at once (one per address prefix). 65 536 buckets are
+/// ~3 MB; past it, full (idle) buckets are forgotten first.
+pub const MAX_RATE_ENTRIES: usize = 65_536;
+
+/// Abuse reports one session may make: a burst, then one a minute. Past it a report
+/// counts as Next (the reporter still moves on).
+pub const REPORT_BURST: u32 = 3;
+pub const REPORTS_PER_MINUTE: u32 = 1;
+
 /// A token bucket: `capacity` tokens, refilled continuously at `per_second`.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
@@ -46,6 +55,12 @@ impl TokenBucket {
             tokens: capacity,
             last: now,
         }
+    }
+
+    /// Whether the bucket has refilled completely (its owner has been quiet a while).
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.per_second >= self.capacity
     }
 
     /// Takes `n` tokens if there are enough; otherwise takes none.

@@ -1,16 +1,24 @@
 //! `duet-relay`: parse the configuration, start the relay, print where to find it, and
-//! serve until Ctrl-C or SIGTERM.
+//! serve. SIGTERM drains (no new pairs, clients told, calls go on for `--drain-s`) and
+//! exits 0; Ctrl-C closes at once; SIGHUP reloads the block list and the certificate.
 
 use duet_relay::Config;
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "duet_relay=info,warn".into()),
-        )
-        .init();
     let config = Config::load()?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "duet_relay=info,warn".into());
+    // Every line inside a session carries its id: the session task runs in a `session`
+    // span, which both formats print.
+    if config.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.threads > 0 {
         runtime.worker_threads(config.threads);
@@ -39,9 +47,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
          Status: {open}status   Metrics: {open}metrics",
         relay.quic_addr, relay.quic_addr
     ));
-    shutdown_signal().await;
-    say("shutting down");
-    relay.shutdown().await;
+    let drain = std::time::Duration::from_secs(relay.drain_s());
+    loop {
+        match signal().await {
+            Signal::Reload => match relay.reload().await {
+                Ok(()) => say("reloaded the block list and certificate"),
+                Err(e) => say(&format!("reload failed: {e}")),
+            },
+            Signal::Drain => {
+                say(&format!("draining for up to {} s", drain.as_secs()));
+                relay.drain_and_shutdown(drain).await;
+                break;
+            }
+            Signal::Stop => {
+                say("shutting down");
+                relay.shutdown().await;
+                break;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -54,23 +78,36 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-async fn shutdown_signal() {
+enum Signal {
+    Reload,
+    Drain,
+    Stop,
+}
+
+async fn signal() -> Signal {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let wait = |kind| async move {
+            match signal(kind) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
             }
-            Err(_) => std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => Signal::Stop,
+            _ = wait(SignalKind::terminate()) => Signal::Drain,
+            _ = wait(SignalKind::hangup()) => Signal::Reload,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    {
+        ctrl_c.await;
+        Signal::Stop
     }
 }

@@ -72,6 +72,8 @@ pub struct MatchQueue {
     queue: VecDeque<Waiter>,
     next_match_id: MatchId,
     pairs: usize,
+    /// Draining: people still queue (and see `Queued`), but no new pair is made.
+    paused: bool,
 }
 
 impl MatchQueue {
@@ -82,7 +84,13 @@ impl MatchQueue {
             queue: VecDeque::new(),
             next_match_id: 1,
             pairs: 0,
+            paused: false,
         }
+    }
+
+    /// Stops making pairs (the relay is draining); pairs already made are kept.
+    pub fn pause(&mut self) {
+        self.paused = true;
     }
 
     pub fn waiting(&self) -> usize {
@@ -187,6 +195,9 @@ impl MatchQueue {
     /// Pairs waiters whose wait for a shared interest has run out.
     pub fn tick(&mut self, now: Instant) -> Vec<Pairing> {
         let mut out = Vec::new();
+        if self.paused {
+            return out;
+        }
         let mut i = 0;
         while i < self.queue.len() {
             let (id, open) = (self.queue[i].id, self.queue[i].open_at <= now);
@@ -238,6 +249,13 @@ impl MatchQueue {
                 m.wants_queue = true;
                 return Vec::new();
             }
+        }
+        if self.paused {
+            self.queue.push_back(Waiter { id, open_at: now });
+            if let Some(m) = self.members.get_mut(&id) {
+                m.waiting = true;
+            }
+            return Vec::new();
         }
         if let Some(j) = self.find_shared(id, now) {
             let Some(w) = self.queue.remove(j) else {
@@ -386,6 +404,21 @@ mod tests {
 
     fn pair_of(p: &Pairing) -> (SessionId, SessionId) {
         (p.a.min(p.b), p.a.max(p.b))
+    }
+
+    #[test]
+    fn paused_queue_keeps_pairs_but_makes_none() {
+        let mut q = MatchQueue::new(rules());
+        let t = Instant::now();
+        q.join(1, vec![], t);
+        assert_eq!(q.join(2, vec![], t).len(), 1);
+        q.pause();
+        assert!(q.join(3, vec![], t).is_empty());
+        let (left, pairings) = q.next(1, None, t);
+        assert!(left.is_some());
+        assert!(pairings.is_empty(), "{pairings:?}");
+        assert!(q.tick(t + Duration::from_secs(10)).is_empty());
+        assert_eq!((q.waiting(), q.pairs()), (3, 0));
     }
 
     #[test]

@@ -1,0 +1,362 @@
+//! Control and chat streams, and one connection's worth of plumbing ([`Attachment`]):
+//! read, write, bounded queues. Nothing here decides anything; readers turn bytes into
+//! [`Input`]s for the state machine, writers turn messages into bytes.
+
+use super::handshake::{close_session, Handoff};
+use super::state::{Fatal, Input};
+use crate::forward::{forward_media, DatagramCounts, Link, Route};
+use crate::limits::*;
+use crate::matching::MatchId;
+use crate::metrics::Metrics;
+use crate::peer::Peer;
+use crate::Connection;
+use duet_proto::frame::FrameReader;
+use duet_proto::limits::MAX_CHAT_BYTES;
+use duet_proto::*;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, Instant};
+use web_transport_quinn::{RecvStream, SendStream, SessionError, WebTransportError};
+
+/// What the reader tasks hand the session: inputs for the state machine.
+pub type ReaderInput = Input<Arc<Peer>>;
+
+/// One connection's worth of plumbing. A session has one while its client is connected and
+/// gets a new one when the client resumes on a new connection.
+pub struct Attachment {
+    pub link: Arc<Link>,
+    out: mpsc::Sender<Box<ServerMsg>>,
+    writer: JoinHandle<()>,
+    pub in_tx: mpsc::Sender<ReaderInput>,
+    pub inbox: mpsc::Receiver<ReaderInput>,
+    media: JoinHandle<()>,
+    stats: StatsProbe,
+}
+
+impl Attachment {
+    pub fn start(h: Handoff, route: Route, metrics: Arc<Metrics>, kbps: u32) -> Self {
+        let (out, out_rx) = mpsc::channel::<Box<ServerMsg>>(CONTROL_OUTBOX);
+        let writer = tokio::spawn(control_writer(h.send, out_rx));
+        let (in_tx, inbox) = mpsc::channel::<ReaderInput>(CONTROL_INBOX);
+        tokio::spawn(control_reader(h.recv, h.reader, in_tx.clone()));
+        let link = Arc::new(Link {
+            conn: h.conn,
+            counts: DatagramCounts::default(),
+        });
+        let media = tokio::spawn(forward_media(link.clone(), route, metrics, kbps));
+        Self {
+            stats: StatsProbe::new(&link.conn),
+            link,
+            out,
+            writer,
+            in_tx,
+            inbox,
+            media,
+        }
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.link.conn
+    }
+
+    /// Queues a message for the control stream. `false`: the queue is full, the client is
+    /// not reading its control stream.
+    pub fn send(&self, msg: ServerMsg) -> bool {
+        self.out.try_send(Box::new(msg)).is_ok()
+    }
+
+    /// The relay's view of the connection since the last sample; also adds the datagrams
+    /// quinn sent on it to `datagrams_forwarded`.
+    pub fn sample(&mut self, metrics: &Metrics) -> RelayStats {
+        self.stats.sample(&self.link.conn, metrics)
+    }
+
+    /// Stops this connection's tasks and closes it: with `fatal`'s code and message (sent
+    /// on the control stream first, then as the WebTransport close), or normally.
+    pub async fn detach(mut self, fatal: Option<Fatal>, metrics: &Metrics) {
+        match fatal {
+            Some(fatal) => {
+                metrics.error_sent(fatal.code);
+                // The writer sends this last message, finishes the stream and waits for it.
+                let _ = self.out.try_send(Box::new(ServerMsg::error(
+                    fatal.code,
+                    fatal.message.clone(),
+                    true,
+                )));
+                drop(self.out);
+                let _ = timeout(ERROR_FLUSH_TIMEOUT, &mut self.writer).await;
+                self.writer.abort();
+                close_session(&self.link.conn, fatal.code.to_code(), &fatal.message).await;
+            }
+            None => {
+                self.writer.abort();
+                web_transport_quinn::Session::close(&self.link.conn, 0, b"bye");
+            }
+        }
+        // The media task ends by itself once the connection is closed; abort covers a
+        // connection replaced while still up.
+        self.media.abort();
+        self.stats.finish(&self.link, metrics);
+    }
+}
+
+/// Whether the client ended its connection on purpose (rather than losing it).
+///
+/// quinn's reason alone does not say: web-transport-quinn closes the connection itself as
+/// soon as the session's CONNECT stream ends, which happens on a WebTransport close
+/// capsule but also when the connection has just timed out or been reset, and that local
+/// close replaces quinn's `TimedOut`. So a local close counts as the client's only when the
+/// client did close: with a capsule, or with a QUIC `CONNECTION_CLOSE` of its own.
+pub fn client_closed(conn: &Connection, why: &quinn::ConnectionError) -> bool {
+    match why {
+        quinn::ConnectionError::ApplicationClosed(_) => true,
+        quinn::ConnectionError::LocallyClosed => {
+            matches!(
+                conn.close_reason(),
+                Some(SessionError::WebTransportError(WebTransportError::Closed(
+                    ..
+                )))
+            ) || quinn::Connection::stats(conn).frame_rx.connection_close > 0
+        }
+        _ => false,
+    }
+}
+
+/// Reads control frames and hands decoded messages to the session. Awaiting the inbox
+/// lets QUIC flow control slow a client that sends faster than the relay handles.
+async fn control_reader(
+    mut recv: RecvStream,
+    mut reader: FrameReader,
+    inbox: mpsc::Sender<ReaderInput>,
+) {
+    // Control messages are tens of bytes; a large frame just takes several reads.
+    let mut buf = vec![0u8; 512];
+    loop {
+        loop {
+            let input = match reader.next_frame() {
+                Ok(None) => break,
+                Ok(Some(frame)) => match ClientMsg::decode(&frame) {
+                    Ok(msg) => Input::Control(msg),
+                    Err(e) => Input::Broken(Fatal::from_decode(&e, "control message")),
+                },
+                Err(e) => Input::Broken(Fatal::from_decode(&e, "control frame")),
+            };
+            let fatal = matches!(input, Input::Broken(_));
+            if inbox.send(input).await.is_err() || fatal {
+                return;
+            }
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => reader.push(&buf[..n]),
+            // The client finished its control stream: it is leaving on purpose.
+            Ok(None) => {
+                let _ = inbox.send(Input::ClientLeft).await;
+                return;
+            }
+            // A read error means the connection itself failed or was reset; the session
+            // learns that (and whether it was deliberate) from the connection.
+            Err(_) => return,
+        }
+    }
+}
+
+/// Writes queued messages to the control stream; when the queue closes, finishes the
+/// stream and waits (bounded by the caller) until the client has it all.
+async fn control_writer(mut send: SendStream, mut out: mpsc::Receiver<Box<ServerMsg>>) {
+    while let Some(msg) = out.recv().await {
+        let Ok(frame) = encode_frame(&msg.encode()) else {
+            continue;
+        };
+        if send.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+    if send.finish().is_ok() {
+        let _ = send.stopped().await;
+    }
+}
+
+/// Reads one incoming chat stream: `Open { match_id }` first, then lines.
+pub async fn chat_reader(mut recv: RecvStream, inbox: mpsc::Sender<ReaderInput>) {
+    let mut reader = FrameReader::new();
+    let mut buf = vec![0u8; 4096];
+    let mut match_id: Option<MatchId> = None;
+    let opened_by = Instant::now() + CHAT_OPEN_TIMEOUT;
+    loop {
+        loop {
+            let frame = match reader.next_frame() {
+                Ok(None) => break,
+                Ok(Some(f)) => f,
+                Err(e) => {
+                    let _ = inbox
+                        .send(Input::Broken(Fatal::from_decode(&e, "chat frame")))
+                        .await;
+                    return;
+                }
+            };
+            let input = match (ChatFrame::decode(&frame), match_id) {
+                (Ok(ChatFrame::Open { match_id: m }), None) => {
+                    match_id = Some(m);
+                    continue;
+                }
+                (Ok(ChatFrame::Line { text }), Some(m)) => Input::Chat { match_id: m, text },
+                (Ok(_), _) => Input::Broken(Fatal::new(
+                    ErrorCode::WrongState,
+                    "a chat stream must start with Open and then carry lines",
+                )),
+                (Err(DecodeError::FieldTooLarge { .. }), Some(_)) => {
+                    Input::ChatTooLarge(Fatal::new(
+                        ErrorCode::TooLarge,
+                        format!("That message is over {MAX_CHAT_BYTES} bytes and was not sent."),
+                    ))
+                }
+                (Err(e), _) => Input::Broken(Fatal::from_decode(&e, "chat frame")),
+            };
+            let fatal = matches!(input, Input::Broken(_));
+            if inbox.send(input).await.is_err() || fatal {
+                return;
+            }
+        }
+        let read = if match_id.is_none() {
+            match tokio::time::timeout_at(opened_by, recv.read(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => return, // never named its pairing: just drop the stream
+            }
+        } else {
+            recv.read(&mut buf).await
+        };
+        match read {
+            Ok(Some(n)) => reader.push(&buf[..n]),
+            _ => return,
+        }
+    }
+}
+
+/// The chat stream toward this client for one pairing: a bounded queue and the task that
+/// writes it. Dropping it (the pairing ended, or the connection changed) aborts the task,
+/// so a client that withholds stream credit pins at most one writer and
+/// [`CHAT_OUTBOX`] lines, never one per pairing.
+pub struct ChatOut {
+    pub match_id: MatchId,
+    lines: mpsc::Sender<String>,
+    task: JoinHandle<()>,
+}
+
+impl ChatOut {
+    pub fn start(conn: Connection, match_id: MatchId) -> Self {
+        let (lines, rx) = mpsc::channel(CHAT_OUTBOX);
+        let task = tokio::spawn(chat_writer(conn, match_id, rx));
+        Self {
+            match_id,
+            lines,
+            task,
+        }
+    }
+
+    /// Queues a line. Full: the client's chat stream is blocked; the line is lost, not
+    /// queued without bound.
+    pub fn push(&self, text: String) -> bool {
+        self.lines.try_send(text).is_ok()
+    }
+}
+
+impl std::ops::Drop for ChatOut {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Opens this pairing's chat stream toward the client and writes the partner's lines.
+async fn chat_writer(conn: Connection, match_id: MatchId, mut lines: mpsc::Receiver<String>) {
+    let Ok(mut send) = conn.open_uni().await else {
+        return;
+    };
+    let Ok(open) = encode_frame(&ChatFrame::Open { match_id }.encode()) else {
+        return;
+    };
+    if send.write_all(&open).await.is_err() {
+        return;
+    }
+    while let Some(text) = lines.recv().await {
+        let Ok(frame) = encode_frame(&ChatFrame::Line { text }.encode()) else {
+            continue;
+        };
+        if send.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+}
+
+/// Turns quinn's connection counters into the per-interval figures of `Stats`, and
+/// quinn's datagram counts into the relay's metrics.
+struct StatsProbe {
+    at: std::time::Instant,
+    lost: u64,
+    sent: u64,
+    bytes: u64,
+    /// DATAGRAM frames quinn had sent on this connection at the last sample.
+    datagrams_sent: u64,
+}
+
+impl StatsProbe {
+    fn new(conn: &Connection) -> Self {
+        let s = quinn::Connection::stats(conn);
+        Self {
+            at: std::time::Instant::now(),
+            lost: s.path.lost_packets,
+            sent: s.path.sent_packets,
+            bytes: s.udp_tx.bytes,
+            datagrams_sent: s.frame_tx.datagram,
+        }
+    }
+
+    fn sample(&mut self, conn: &Connection, metrics: &Metrics) -> RelayStats {
+        let s = quinn::Connection::stats(conn);
+        let now = std::time::Instant::now();
+        let secs = now.duration_since(self.at).as_secs_f64().max(0.001);
+        let sent = s.path.sent_packets.saturating_sub(self.sent);
+        let lost = s.path.lost_packets.saturating_sub(self.lost);
+        let bytes = s.udp_tx.bytes.saturating_sub(self.bytes);
+        metrics.datagrams_forwarded.fetch_add(
+            s.frame_tx.datagram.saturating_sub(self.datagrams_sent),
+            Relaxed,
+        );
+        metrics.hist.rtt.record(s.path.rtt);
+        *self = Self {
+            at: now,
+            lost: s.path.lost_packets,
+            sent: s.path.sent_packets,
+            bytes: s.udp_tx.bytes,
+            datagrams_sent: s.frame_tx.datagram,
+        };
+        RelayStats {
+            rtt_us: u32::try_from(s.path.rtt.as_micros()).unwrap_or(u32::MAX),
+            lost_permille: (lost * 1000)
+                .checked_div(sent)
+                .map_or(0, |p| u16::try_from(p).unwrap_or(1000)),
+            send_rate_kbps: (bytes as f64 * 8.0 / 1000.0 / secs) as u32,
+        }
+    }
+
+    /// The connection is done: the last datagrams sent, and what quinn's buffers dropped
+    /// (queued toward this client and never sent; received from it and never read).
+    fn finish(&mut self, link: &Link, metrics: &Metrics) {
+        let s = quinn::Connection::stats(&link.conn);
+        let sent = s.frame_tx.datagram;
+        metrics
+            .datagrams_forwarded
+            .fetch_add(sent.saturating_sub(self.datagrams_sent), Relaxed);
+        self.datagrams_sent = sent;
+        let queued = link.counts.queued.load(Relaxed);
+        metrics
+            .send_buffer_drops
+            .fetch_add(queued.saturating_sub(sent), Relaxed);
+        let read = link.counts.read.load(Relaxed);
+        metrics
+            .receive_buffer_drops
+            .fetch_add(s.frame_rx.datagram.saturating_sub(read), Relaxed);
+    }
+}
