@@ -95,8 +95,11 @@ async function cleanup() {
   await children.killAll();
 }
 
+let stopping = false;
 for (const sig of /** @type {const} */ (["SIGINT", "SIGTERM"])) {
-  process.once(sig, () => {
+  process.on(sig, () => {
+    if (stopping) return;
+    stopping = true;
     console.error(`bench-browser: ${sig}, stopping`);
     cleanup().finally(() => process.exit(130));
   });
@@ -447,6 +450,7 @@ main()
   })
   .catch(async (e) => {
     clearTimeout(watchdog);
+    if (stopping) return; // a signal closed the browser under the run: not a failure to report
     console.error(`bench-browser: FAILED: ${e instanceof Error ? e.stack : e}`);
     await cleanup();
     process.exitCode = 1;
