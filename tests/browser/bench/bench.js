@@ -322,8 +322,8 @@ async function runDuet(relayUrl, quicPort, cpuRoots) {
     const t1 = await press(A, "next");
     const [ac, ca] = await Promise.all([firstFrame(C, A, t1), firstFrame(A, C, t1)]);
     const nextWindow = await measure(A, C, cpuRoots);
-    const snapshot = await A.page.evaluate(() => {
-      const s = /** @type {any} */ (window).duet?.snapshot?.();
+    const snapshot = await A.page.evaluate(async () => {
+      const s = await /** @type {any} */ (window).duet?.snapshot?.();
       const text = s ? JSON.stringify(s) : "";
       return text && text.length < 50_000 ? JSON.parse(text) : null;
     }).catch(() => null);
@@ -371,7 +371,10 @@ function report(title, w, d, impaired) {
     if (impaired) rows.push({ label: "  shaper CPU, % of one core", webrtc: w[key].cpuPercentOfOneCore.shaper, duet: d[key].cpuPercentOfOneCore.shaper });
     rows.push({ label: "  whole machine busy, %", webrtc: w[key].machineBusyPercent, duet: d[key].machineBusyPercent });
   }
-  return table(title, rows);
+  const rtc = w.next.connection;
+  const sent = d.snapshotA?.send;
+  const duetSent = sent ? `${sent.codec ?? "?"} ${sent.video?.width ?? "?"}×${sent.video?.height ?? "?"}, limited by ${sent.video?.limitation ?? "?"}` : "not reported by window.duet.snapshot()";
+  return `${table(title, rows)}\nA's sender at the end: WebRTC ${rtc?.codec ?? "?"} ${rtc?.frameWidth ?? "?"}×${rtc?.frameHeight ?? "?"}, limited by ${rtc?.qualityLimitationReason ?? "?"}; Duet ${duetSent}`;
 }
 
 // ------------------------------------------------------------------ main
