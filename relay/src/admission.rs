@@ -5,7 +5,8 @@
 //!   flight (a connection holds its slot until `Hello`, so 500 connections that finish the
 //!   TLS handshake and never send the WebTransport request cost at most the cap); above a
 //!   lower mark, QUIC address validation (a Retry) so a spoofed source gets nothing; a
-//!   handshake rate per address prefix; and the operator's block list.
+//!   handshake rate per address prefix; and, under load, the operator's block list (not
+//!   under load a blocked address gets its handshake and is told `blocked` at admission).
 //! * **At `Hello`** ([`Admissions::admit`]): sessions in total and per address prefix. A
 //!   session keeps its [`Admission`] for its whole life, parked or not, so a client that
 //!   drops connections (or ends them with a stateless reset) cannot pile up parked
@@ -84,7 +85,10 @@ pub fn incoming_decision(
     blocked: bool,
     rate_ok: bool,
 ) -> IncomingDecision {
-    if blocked {
+    if blocked && in_flight >= retry_above {
+        // Under load a blocked address gets nothing at all. Otherwise it gets its
+        // handshake, so that the app can be told `blocked` (at admission) rather than see a
+        // network error it would retry forever.
         return IncomingDecision::Refuse(RefuseWhy::Blocked);
     }
     if in_flight >= max_in_flight {
@@ -180,6 +184,7 @@ impl Admissions {
         );
         let slot = (decision == IncomingDecision::Accept).then(|| {
             self.handshakes.fetch_add(1, Relaxed);
+            self.metrics.handshakes.fetch_add(1, Relaxed);
             HandshakeSlot {
                 admissions: self.clone(),
             }
@@ -283,6 +288,7 @@ pub struct HandshakeSlot {
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
         self.admissions.handshakes.fetch_sub(1, Relaxed);
+        self.admissions.metrics.handshakes.fetch_sub(1, Relaxed);
     }
 }
 
@@ -360,9 +366,11 @@ mod tests {
             Refuse(RefuseWhy::TooManyHandshakes)
         );
         assert_eq!(
-            incoming_decision(0, 4, 2, false, true, true),
+            incoming_decision(2, 4, 2, true, true, true),
             Refuse(RefuseWhy::Blocked)
         );
+        // Not under load: let it through to be told `blocked` at admission.
+        assert_eq!(incoming_decision(0, 4, 2, false, true, true), Accept);
         assert_eq!(
             incoming_decision(0, 4, 2, false, false, false),
             Refuse(RefuseWhy::HandshakeRate)

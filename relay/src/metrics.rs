@@ -141,6 +141,8 @@ pub struct Metrics {
     pub hist: Histograms,
     pub sessions_opened: AtomicU64,
     pub sessions: AtomicU64,
+    /// Connections between their first packet and `Hello` now.
+    pub handshakes: AtomicU64,
     pub sessions_refused: AtomicU64,
     pub waiting: AtomicU64,
     pub pairs: AtomicU64,
@@ -221,6 +223,7 @@ impl Metrics {
             .collect();
         Status {
             sessions: self.sessions.load(Relaxed),
+            handshakes: self.handshakes.load(Relaxed),
             waiting: self.waiting.load(Relaxed),
             pairs: self.pairs.load(Relaxed),
             sessions_opened: self.sessions_opened.load(Relaxed),
@@ -270,6 +273,7 @@ pub struct StatusLimits {
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub sessions: u64,
+    pub handshakes: u64,
     pub waiting: u64,
     pub pairs: u64,
     pub sessions_opened: u64,
@@ -314,6 +318,12 @@ impl Status {
             let _ = writeln!(out, "duet_{name} {value}");
         };
         metric("sessions", "gauge", "Sessions open now.", self.sessions);
+        metric(
+            "handshakes",
+            "gauge",
+            "Connections between their first packet and Hello now.",
+            self.handshakes,
+        );
         metric(
             "waiting",
             "gauge",

@@ -26,6 +26,8 @@ pub fn test_config() -> Config {
         quic_addr: "127.0.0.1:0".parse().expect("literal address"),
         http_addr: "127.0.0.1:0".parse().expect("literal address"),
         max_sessions_per_ip: 10_000,
+        // The handshake rate per address follows --max-sessions-per-ip by default; every
+        // test client is 127.0.0.1, so that is what lets hundreds connect at once.
         ..Config::default()
     }
 }
@@ -225,4 +227,145 @@ pub async fn fatal_error(c: &mut Client) -> (duet_proto::ErrorCode, String) {
     })
     .await
     .expect("the relay explains the refusal")
+}
+
+/// Sends `n` single-fragment datagrams of pairing `match_id` (sequence numbers from
+/// `first_seq`), without waiting for anything.
+pub fn send_burst(from: &Client, match_id: u64, first_seq: u32, n: u32, payload: &[u8]) {
+    for seq in first_seq..first_seq + n {
+        from.send_datagram(&media_datagram(match_id, seq, payload))
+            .expect("send");
+    }
+}
+
+/// Receives until `n` datagrams of pairing `match_id` have arrived at `to` and returns
+/// how many of any other pairing came meanwhile. Datagrams are unreliable by contract,
+/// but on an unimpaired loopback path none is lost, so a missing one fails the test.
+pub async fn receive_exactly(to: &Client, match_id: u64, n: usize) -> usize {
+    within("every datagram sent to arrive", async {
+        let (mut mine, mut others) = (0, 0);
+        while mine < n {
+            let d = to.recv_datagram().await.expect("receive");
+            if duet_proto::media::peek_match_id(&d) == Some(match_id) {
+                mine += 1;
+            } else {
+                others += 1;
+            }
+        }
+        others
+    })
+    .await
+}
+
+/// Takes every datagram already waiting at `to` (returns at the first 20 ms with none)
+/// and returns those of pairing `match_id`. For absence checks made after the relay's
+/// counters showed where every datagram went.
+pub async fn drain_datagrams(to: &Client, match_id: u64) -> usize {
+    let mut found = 0;
+    while let Ok(Ok(d)) = tokio::time::timeout(Duration::from_millis(20), to.recv_datagram()).await
+    {
+        if duet_proto::media::peek_match_id(&d) == Some(match_id) {
+            found += 1;
+        }
+    }
+    found
+}
+
+/// Sends `n` datagrams from `from` to `to` on `match_id` and checks that all `n` arrived.
+pub async fn exchange_counted(from: &Client, to: &Client, match_id: u64, first_seq: u32, n: u32) {
+    send_burst(from, match_id, first_seq, n, b"counted");
+    receive_exactly(to, match_id, n as usize).await;
+}
+
+/// The relay binary (debug build), built first if needed: tests that need a real process
+/// (signals, exit codes) spawn it.
+pub fn relay_binary() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "duet-relay", "--bin", "duet-relay"])
+        .current_dir(&root)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "the relay binary builds");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    target.join("debug").join("duet-relay")
+}
+
+/// A relay running as its own process.
+pub struct RelayProcess {
+    pub child: tokio::process::Child,
+    pub quic_addr: std::net::SocketAddr,
+    pub http_addr: std::net::SocketAddr,
+    pub hash: [u8; 32],
+}
+
+impl RelayProcess {
+    /// Starts the binary on loopback ephemeral ports with `args` added, and reads its
+    /// first line (`duet-relay listening http=… quic=… cert_sha256=…`).
+    pub async fn spawn(args: &[&str]) -> RelayProcess {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(relay_binary())
+            .args(["--quic-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--max-sessions-per-ip", "10000"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("relay starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = within("the relay's first line", lines.next_line())
+            .await
+            .expect("read")
+            .expect("a line");
+        // Keep reading so the relay never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| panic!("{key} in {line}"))
+                .to_string()
+        };
+        let http = field("http=");
+        let http_addr = http
+            .trim_start_matches("http://")
+            .parse()
+            .expect("http address");
+        let quic_addr = field("quic=").parse().expect("quic address");
+        let hash = duet_certs::parse_fingerprint(&field("cert_sha256=")).expect("fingerprint");
+        RelayProcess {
+            child,
+            quic_addr,
+            http_addr,
+            hash,
+        }
+    }
+
+    pub fn opts(&self) -> ConnectOptions {
+        ConnectOptions::new(format!("https://{}", self.quic_addr), Some(self.hash))
+    }
+
+    pub async fn client(&self, name: &str) -> Client {
+        let mut c = within("connect", Client::connect(&self.opts()))
+            .await
+            .expect("connects");
+        within("Welcome", c.hello(name, &[], None))
+            .await
+            .expect("welcome");
+        c
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("running");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
 }
