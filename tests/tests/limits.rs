@@ -1,0 +1,231 @@
+//! Limits crossed on purpose, each with a healthy pair beside it that must not notice: a
+//! datagram flood at ten times the media cap, a stream flood, 500 connections that finish
+//! the QUIC handshake and never send the WebTransport request, and the operator's block
+//! list reloaded while sessions run.
+
+use duet_client::Client;
+use duet_proto::*;
+use duet_tests::harness::*;
+use std::time::{Duration, Instant};
+
+/// A pair that must keep working through all the abuse; every check counts arrivals.
+struct HealthyPair {
+    a: Client,
+    b: Client,
+    match_id: u64,
+    seq: u32,
+}
+
+impl HealthyPair {
+    async fn new(relay: &TestRelay) -> Self {
+        let mut a = relay.client("Healthy A", &["unique-healthy"]).await;
+        let mut b = relay.client("Healthy B", &["unique-healthy"]).await;
+        let match_id = matched(&mut a).await.match_id;
+        matched(&mut b).await;
+        Self {
+            a,
+            b,
+            match_id,
+            seq: 0,
+        }
+    }
+
+    async fn still_talks(&mut self) {
+        self.seq += 100;
+        exchange_counted(&self.a, &self.b, self.match_id, self.seq, 20).await;
+        exchange_counted(&self.b, &self.a, self.match_id, self.seq + 50, 20).await;
+        let text = format!("ping {}", self.seq);
+        self.a.send_chat(self.match_id, &text).await.expect("chat");
+        let (_, got) = within("healthy chat", self.b.recv_chat())
+            .await
+            .expect("line");
+        assert_eq!(got, text);
+    }
+}
+
+#[tokio::test]
+async fn a_datagram_flood_at_ten_times_the_cap_is_held_at_the_cap() {
+    const KBPS: u32 = 400; // 50 000 bytes a second, with a one-second burst
+    let mut config = test_config();
+    config.max_media_kbps = KBPS;
+    let relay = TestRelay::start(config).await;
+    let mut healthy = HealthyPair::new(&relay).await;
+    let mut x = relay.client("Flooder", &["flood"]).await;
+    let mut y = relay.client("Flooded", &["flood"]).await;
+    let m = matched(&mut x).await.match_id;
+    matched(&mut y).await;
+
+    // Ten times the cap for two seconds: 1 000 datagrams of ~1 000 bytes.
+    let cap_bytes_per_s = f64::from(KBPS) * 1000.0 / 8.0;
+    let payload = vec![7u8; 990];
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for i in 0..200u32 {
+        tick.tick().await;
+        send_burst(&x, m, i * 5, 5, &payload);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let sent = relay
+        .status_until("the flood read by the relay", |s| {
+            s["drops"]["rate_limited"].as_u64() > Some(0)
+        })
+        .await;
+    // Everything the relay passed on, it passed within the cap (plus the burst), however
+    // fast the flooder sent.
+    let forwarded_bytes = sent["bytes_forwarded"].as_u64().expect("number") as f64;
+    let allowed = cap_bytes_per_s * (elapsed + 1.0) + 40.0 * 1000.0; // healthy pair's share
+    assert!(
+        forwarded_bytes <= allowed,
+        "forwarded {forwarded_bytes} bytes in {elapsed:.2} s; the cap allows {allowed}"
+    );
+    let received = drain_datagrams(&y, m).await;
+    let most = ((cap_bytes_per_s * (elapsed + 1.0)) / 1000.0).ceil() as usize;
+    assert!(
+        received <= most,
+        "{received} datagrams arrived, at most {most}"
+    );
+    assert!(received > 0, "the cap is a rate, not a cut-off");
+    healthy.still_talks().await;
+}
+
+#[tokio::test]
+async fn a_stream_flood_costs_only_the_flooder() {
+    let relay = TestRelay::default().await;
+    let mut healthy = HealthyPair::new(&relay).await;
+    let flooder = relay.client("Streams", &[]).await;
+    let conn = flooder.connection().clone();
+    // Far more streams than the relay allows open at once (16): each open past the limit
+    // waits for credit, which the relay gives back only as it drops idle streams.
+    let opened = tokio::spawn(async move {
+        let mut opened = 0u32;
+        for _ in 0..200 {
+            let open = async {
+                let mut s = conn.open_uni().await.ok()?.await.ok()?;
+                s.write_all(&[0x01]).await.ok()?; // half a frame, never finished
+                Some(s)
+            };
+            match tokio::time::timeout(Duration::from_millis(200), open).await {
+                Ok(Some(s)) => {
+                    opened += 1;
+                    std::mem::forget(s); // keep it open: that is the flood
+                }
+                _ => break, // out of stream credit: the relay's bound held
+            }
+        }
+        opened
+    });
+    healthy.still_talks().await;
+    let opened = within("the flood to stall", opened).await.expect("task");
+    assert!(
+        opened < 200,
+        "the relay bounds open streams ({opened} opened)"
+    );
+    healthy.still_talks().await;
+    assert_eq!(relay.status().await["sessions"], 3);
+}
+
+/// QUIC connections that complete the TLS handshake and then say nothing: no HTTP/3
+/// SETTINGS, no WebTransport CONNECT.
+async fn bare_connection(
+    endpoint: &wtransport::quinn::Endpoint,
+    config: wtransport::quinn::ClientConfig,
+    to: std::net::SocketAddr,
+) -> Option<wtransport::quinn::Connection> {
+    endpoint
+        .connect_with(config, to, "localhost")
+        .ok()?
+        .await
+        .ok()
+}
+
+#[tokio::test]
+async fn five_hundred_silent_connections_cost_at_most_the_handshake_cap() {
+    const CAP: usize = 100;
+    let mut config = test_config();
+    config.max_handshakes = CAP;
+    config.retry_above = CAP; // no Retry: count the cap itself
+    config.hello_timeout_ms = 1_500;
+    let relay = TestRelay::start(config).await;
+    let mut healthy = HealthyPair::new(&relay).await;
+
+    let quic = wtransport::ClientConfig::builder()
+        .with_bind_default()
+        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(relay.hash())])
+        .build()
+        .quic_config()
+        .clone();
+    let endpoint = wtransport::quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr"))
+        .expect("endpoint");
+    let to = relay.relay.quic_addr;
+    let attempts: Vec<_> = (0..500)
+        .map(|_| {
+            let (endpoint, quic) = (endpoint.clone(), quic.clone());
+            tokio::spawn(async move { bare_connection(&endpoint, quic, to).await })
+        })
+        .collect();
+    let mut conns = Vec::new();
+    for a in attempts {
+        if let Some(c) = within("a connection attempt", a).await.expect("task") {
+            conns.push(c);
+        }
+    }
+    let during = relay.status().await;
+    assert!(
+        during["handshakes"].as_u64() <= Some(CAP as u64),
+        "in flight: {during}"
+    );
+    assert!(
+        during["connections_refused"].as_u64() > Some(0),
+        "the cap was crossed: {during}"
+    );
+    assert!(!conns.is_empty(), "some got their handshake");
+    healthy.still_talks().await;
+
+    // Each one that got in is closed at the hello timeout, with that reason.
+    for c in &conns {
+        let why = within("silent connection closed", c.closed()).await;
+        assert!(
+            matches!(why, wtransport::quinn::ConnectionError::ApplicationClosed(ref a)
+                if a.error_code == wtransport::quinn::VarInt::from_u32(ErrorCode::HelloTimeout.to_code())),
+            "{why}"
+        );
+    }
+    let after = relay
+        .status_until("every slot given back", |s| s["handshakes"] == 0)
+        .await;
+    assert_eq!(after["sessions"], 2, "{after}");
+    healthy.still_talks().await;
+}
+
+#[tokio::test]
+async fn the_block_list_is_reloaded_without_a_restart() {
+    let dir = std::env::temp_dir().join(format!("duet-blocklist-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("blocked.txt");
+    std::fs::write(&path, "# nobody yet\n").expect("write");
+    let mut config = test_config();
+    config.block_list = Some(path.clone());
+    let relay = TestRelay::start(config).await;
+    let mut healthy = HealthyPair::new(&relay).await;
+
+    // Block loopback itself: sessions already open are not touched, newcomers are told.
+    std::fs::write(&path, "127.0.0.0/8\n").expect("write");
+    relay
+        .relay
+        .reload()
+        .await
+        .expect("reload (what SIGHUP does)");
+    let mut c = Client::connect(&relay.opts()).await.expect("handshake");
+    let err = c
+        .hello("Blocked", &[], None)
+        .await
+        .expect_err("refused at admission");
+    assert!(err.to_string().contains("blocked"), "{err}");
+    healthy.still_talks().await;
+
+    std::fs::write(&path, "203.0.113.0/24\n").expect("write");
+    relay.relay.reload().await.expect("reload");
+    let _back = relay.client("Welcome again", &[]).await;
+    healthy.still_talks().await;
+    assert!(relay.status().await["errors_sent"]["blocked"].as_u64() >= Some(1));
+}
