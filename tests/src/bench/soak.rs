@@ -113,8 +113,8 @@ enum Count {
     MalformedFrames,
     OversizedFrames,
     SecondHellos,
-    ClosedAfterBadFrame,
-    NotClosedAfterBadFrame,
+    ClosedAfterFatal,
+    NotClosedAfterFatal,
     Cuts,
     Lost,
     Resumed,
@@ -142,8 +142,8 @@ const COUNTS: [(Count, &str); 26] = [
     (Count::MalformedFrames, "malformed_frames"),
     (Count::OversizedFrames, "oversized_frames"),
     (Count::SecondHellos, "second_hellos"),
-    (Count::ClosedAfterBadFrame, "closed_after_bad_frame"),
-    (Count::NotClosedAfterBadFrame, "not_closed_after_bad_frame"),
+    (Count::ClosedAfterFatal, "closed_after_fatal_error"),
+    (Count::NotClosedAfterFatal, "not_closed_after_fatal_error"),
     (Count::Cuts, "cuts"),
     (Count::Lost, "connections_lost"),
     (Count::Resumed, "resumed"),
@@ -341,7 +341,7 @@ enum End {
     Deadline,
     /// The person quit (or abandoned the call); a new session follows.
     Quit,
-    /// The relay closed the session after the person's bad control frame.
+    /// The relay closed the session after a fatal error (the person's bad input).
     Refused,
     /// The connection died: resume with the token.
     Lost(String),
@@ -435,6 +435,10 @@ async fn person(shared: Arc<Shared>, i: usize, seed: u64, stop_at: Instant) {
                         Err(duet_client::ClientError::Server(e)) => {
                             shared.add(Count::ResumeRefused, 1);
                             shared.error(e.code.name());
+                            shared.failure(format!(
+                                "{name}: resume after {why}: refused: {}",
+                                e.message
+                            ));
                             break;
                         }
                         Err(e) => {
@@ -473,11 +477,17 @@ async fn live(shared: &Shared, client: &mut Client, rng: &mut StdRng, stop_at: I
                     shared.add(Count::PeerLeft, 1);
                     match_id = None;
                 }
-                Ok(ServerMsg::Error(e)) => shared.error(e.code.name()),
+                Ok(ServerMsg::Error(e)) => {
+                    shared.error(e.code.name());
+                    if e.fatal {
+                        // The relay ends this session (a bad frame, a second Hello): no resume.
+                        expect_close.get_or_insert(Instant::now() + EXPECTED_CLOSE_TIMEOUT);
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
                     if expect_close.is_some() {
-                        shared.add(Count::ClosedAfterBadFrame, 1);
+                        shared.add(Count::ClosedAfterFatal, 1);
                         return End::Refused;
                     }
                     return End::Lost(e.to_string());
@@ -491,7 +501,7 @@ async fn live(shared: &Shared, client: &mut Client, rng: &mut StdRng, stop_at: I
                 // The control stream reports the end (with the relay's reason).
                 Err(_) => {
                     if expect_close.is_some() {
-                        shared.add(Count::ClosedAfterBadFrame, 1);
+                        shared.add(Count::ClosedAfterFatal, 1);
                         return End::Refused;
                     }
                     return End::Lost("datagrams ended".into());
@@ -613,7 +623,7 @@ async fn live(shared: &Shared, client: &mut Client, rng: &mut StdRng, stop_at: I
             }
             _ = tokio::time::sleep_until(close_by) => {
                 if expect_close.is_some() {
-                    shared.add(Count::NotClosedAfterBadFrame, 1);
+                    shared.add(Count::NotClosedAfterFatal, 1);
                     conn.close(wtransport::VarInt::from_u32(0), b"");
                     return End::Refused;
                 }
