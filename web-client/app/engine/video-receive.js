@@ -10,6 +10,16 @@
  * task, however many came out together. The decoder is configured from `Matched.recv_codec`
  * before the first keyframe arrives and stays configured across partners while the codec is
  * the same; a keyframe's in-band description reconfigures it only when it differs.
+ *
+ * Painting never waits for the page's main thread. `drawImage(videoFrame)` on a worker's
+ * 2D context asks Chromium's shared GPU context whether GPU compositing is on, and on a
+ * worker thread that question is a synchronous round trip to the main thread (measured
+ * here: the worker froze for the whole 500 ms the page was busy, tests/browser
+ * duet.test.js "main thread is blocked"; `copyTo` with an RGB format does the same). So
+ * the planes are copied as they are (`copyTo` with no format), converted on the CPU
+ * (wire/yuv.js) and written with `putImageData`, which touches no GPU context. The same
+ * pixels are what the optional stamp inspection reads: it checks the picture that was
+ * actually painted.
  */
 
 import { unwrapKeyframe } from "../wire/keyframe.js";
@@ -17,6 +27,7 @@ import { ReferenceTracker } from "../wire/reference.js";
 import { Lateness } from "../wire/lateness.js";
 import { epochMs } from "../wire/clock.js";
 import { codecFamily, codecString } from "../wire/codecs.js";
+import { yuvToRgba } from "../wire/yuv.js";
 
 /** Frames waiting in the decoder beyond which delta frames are skipped until a keyframe (each is a frame interval of delay). */
 const MAX_DECODE_QUEUE = 3;
@@ -35,7 +46,7 @@ export class VideoReceiver {
    * @param {(info: {latencyMs: number, width: number, height: number}) => void} hooks.onPainted
    * @param {() => void} hooks.onDecoded the first decoded frame of a pairing is timed
    * @param {(codec: string) => void} hooks.onCodecFailed
-   * @param {(frame: VideoFrame) => boolean} [hooks.inspect] test hook: sees each painted frame
+   * @param {(pixels: ImageData) => boolean} [hooks.inspect] test hook: sees each painted picture
    */
   constructor(canvas, hooks) {
     this.canvas = canvas;
@@ -56,6 +67,14 @@ export class VideoReceiver {
     /** The newest decoded frame not yet painted. @type {VideoFrame | null} */
     this.latest = null;
     this.paintScheduled = false;
+    /** A copy into `pixels` is under way (one at a time: a newer frame waits in `latest`). */
+    this.painting = false;
+    /** Bumped when the picture must go blank: a copy that finishes after it is not shown. */
+    this.generation = 0;
+    /** The RGBA buffer the decoded frame is copied into, reused while the size stays. @type {ImageData | null} */
+    this.pixels = null;
+    /** The decoder's planes, copied as they are; reused while big enough. */
+    this.planes = new Uint8Array(0);
     const channel = new MessageChannel();
     channel.port1.onmessage = () => this.paint();
     this.paintPort = channel.port2;
@@ -72,6 +91,7 @@ export class VideoReceiver {
    * @param {import("../wire/protocol.js").VideoCodec | null} family what the partner will send
    */
   newPairing(family) {
+    this.generation++;
     this.refs.reset();
     this.lateness.reset();
     this.accepting = false;
@@ -85,6 +105,7 @@ export class VideoReceiver {
 
   /** Nobody: stop showing anything. */
   unpair() {
+    this.generation++;
     this.refs.reset();
     this.accepting = false;
     this.keyTimestamp = null;
@@ -217,33 +238,57 @@ export class VideoReceiver {
 
   paint() {
     this.paintScheduled = false;
+    if (this.painting) return; // the copy under way schedules the next paint when it ends
     const frame = this.latest;
     this.latest = null;
     if (!frame) return;
-    try {
-      const w = frame.displayWidth;
-      const h = frame.displayHeight;
-      if (this.canvas.width !== w || this.canvas.height !== h) {
-        this.canvas.width = w;
-        this.canvas.height = h;
-      }
-      this.ctx.drawImage(frame, 0, 0, w, h);
-      if (this.hooks.inspect) {
-        this.stats.inspected++;
-        if (!this.hooks.inspect(frame)) this.stats.inspectFailed++;
-      }
-      this.stats.framesPainted++;
-      this.stats.width = w;
-      this.stats.height = h;
-      const now = epochMs();
-      const latencyMs = now - frame.timestamp / 1000;
-      if (this.latencies.length >= MAX_LATENCY_SAMPLES) this.latencies.shift();
-      this.latencies.push(latencyMs);
-      if (this.paintTimes.length >= MAX_PAINT_TIMES) this.paintTimes.shift();
-      this.paintTimes.push(now);
-      this.hooks.onPainted({ latencyMs, width: w, height: h });
-    } finally {
-      frame.close();
+    this.painting = true;
+    const generation = this.generation;
+    this.draw(frame, generation)
+      .catch((e) => console.warn("duet: could not paint a video frame", e))
+      .finally(() => {
+        frame.close();
+        this.painting = false;
+        if (this.latest && !this.paintScheduled) {
+          this.paintScheduled = true;
+          this.paintPort.postMessage(null);
+        }
+      });
+  }
+
+  /** @param {VideoFrame} frame @param {number} generation */
+  async draw(frame, generation) {
+    const w = frame.visibleRect?.width ?? frame.displayWidth;
+    const h = frame.visibleRect?.height ?? frame.displayHeight;
+    if (!this.pixels || this.pixels.width !== w || this.pixels.height !== h) this.pixels = new ImageData(w, h);
+    const pixels = this.pixels;
+    const size = frame.allocationSize();
+    if (this.planes.length < size) this.planes = new Uint8Array(size);
+    const planes = this.planes.subarray(0, size);
+    const layout = await frame.copyTo(planes);
+    if (!yuvToRgba(planes, layout, frame.format, w, h, pixels.data)) {
+      // A layout wire/yuv.js does not know (RGB from some hardware decoders): the browser converts.
+      await frame.copyTo(pixels.data, { format: "RGBA", colorSpace: "srgb" });
     }
+    if (generation !== this.generation) return; // the partner changed meanwhile: stay blank
+    if (this.canvas.width !== w || this.canvas.height !== h) {
+      this.canvas.width = w;
+      this.canvas.height = h;
+    }
+    this.ctx.putImageData(pixels, 0, 0);
+    if (this.hooks.inspect) {
+      this.stats.inspected++;
+      if (!this.hooks.inspect(pixels)) this.stats.inspectFailed++;
+    }
+    this.stats.framesPainted++;
+    this.stats.width = w;
+    this.stats.height = h;
+    const now = epochMs();
+    const latencyMs = now - frame.timestamp / 1000;
+    if (this.latencies.length >= MAX_LATENCY_SAMPLES) this.latencies.shift();
+    this.latencies.push(latencyMs);
+    if (this.paintTimes.length >= MAX_PAINT_TIMES) this.paintTimes.shift();
+    this.paintTimes.push(now);
+    this.hooks.onPainted({ latencyMs, width: w, height: h });
   }
 }

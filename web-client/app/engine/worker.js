@@ -140,7 +140,7 @@ function makeVideoReceiver(canvas) {
       }
     },
     onCodecFailed: (codec) => reportCodecFailed(codecFamily(codec)),
-    inspect: (frame) => (engine.inspect ? checkStamp(frame) : true),
+    inspect: (pixels) => (engine.inspect ? checkStamp(pixels) : true),
   });
 }
 
