@@ -426,7 +426,14 @@ async function main() {
   console.log(`${goalText}\n`);
   text.push(goalText);
   const problems = Object.values(results.conditions).flatMap((c) => [...c.webrtc.pageProblems, ...c.duet.pageProblems]);
-  if (problems.length) notes.push(`page problems: ${problems.slice(0, 10).join(" | ")}`);
+  // The same message from several pages (or many times) is one note, with who said it.
+  const byText = new Map();
+  for (const line of problems) {
+    const [who, ...rest] = line.split(": ");
+    const what = rest.join(": ");
+    byText.set(what, [...new Set([...(byText.get(what) ?? []), who])]);
+  }
+  for (const [what, who] of [...byText].slice(0, 10)) notes.push(`page problem (${who.join(", ")}): ${what}`);
   results.notes = notes;
   const load = (/** @type {number[]} */ l) => l.map((x) => x.toFixed(1)).join(" ");
   results.loadAverage = { atStart: loadAtStart, atEnd: os.loadavg() };
