@@ -119,6 +119,15 @@ pub struct Config {
     #[arg(long, env = "DUET_SKIP_COOLDOWN_S", default_value_t = 60)]
     pub skip_cooldown_s: u64,
 
+    /// Someone reported by this many distinct people within --cooling-window-s is not
+    /// paired for --cooling-off-s (told with `cooling_off`).
+    #[arg(long, env = "DUET_COOLING_REPORTS", default_value_t = 3)]
+    pub cooling_reports: usize,
+    #[arg(long, env = "DUET_COOLING_WINDOW_S", default_value_t = 600)]
+    pub cooling_window_s: u64,
+    #[arg(long, env = "DUET_COOLING_OFF_S", default_value_t = 900)]
+    pub cooling_off_s: u64,
+
     /// Next presses allowed in a burst, and refilled per minute.
     #[arg(long, env = "DUET_NEXT_BURST", default_value_t = 10)]
     pub next_burst: u32,

@@ -146,6 +146,12 @@ impl Engine {
         let stuck = match cmd {
             Command::Join { peer, interests } => {
                 let id = peer.id;
+                self.queue.set_person(id, peer.person.clone());
+                if let Some(until) = self.queue.cooling_until(id, now) {
+                    peer.kick(cooling_off(until, now));
+                    self.queue.remove(id, now);
+                    return;
+                }
                 self.links.insert(id, peer);
                 let pairings = self.queue.join(id, interests, now);
                 let mut stuck = self.announce(pairings);
@@ -158,7 +164,16 @@ impl Engine {
                 self.after_unpair(id, left, pairings, LeaveReason::Next)
             }
             Command::Report { id } => {
-                self.metrics.reports.fetch_add(1, Relaxed);
+                if let Some((reported, until)) = self.queue.record_report(id, now) {
+                    tracing::info!(
+                        session = reported,
+                        "reported by several people: cooling off"
+                    );
+                    self.metrics.cooling_offs.fetch_add(1, Relaxed);
+                    if let Some(peer) = self.links.get(&reported) {
+                        peer.kick(cooling_off(until, now));
+                    }
+                }
                 let (left, pairings) = self.queue.report(id, now);
                 self.after_unpair(id, left, pairings, LeaveReason::Reported)
             }
@@ -279,6 +294,16 @@ impl Engine {
             }
         }
     }
+}
+
+fn cooling_off(until: std::time::Instant, now: std::time::Instant) -> crate::session::state::Fatal {
+    let minutes = until.saturating_duration_since(now).as_secs().div_ceil(60);
+    crate::session::state::Fatal::new(
+        duet_proto::ErrorCode::CoolingOff,
+        format!(
+            "Several people reported you recently. You can meet people again in {minutes} minutes."
+        ),
+    )
 }
 
 async fn sleep_until(deadline: Option<std::time::Instant>) {

@@ -15,7 +15,7 @@
 //! * [`peer`]: what partners share (id, mailbox, the swappable connection handle);
 //! * [`forward`]: the datagram path;
 //! * [`engine`] and [`matching`]: the matching engine (ids and mailboxes, no
-//!   connections) and its pure queue;
+//!   connections) and its pure queue; [`reputation`]: what reports leave behind;
 //! * [`http`], [`admin`]: the public HTTP side and the operator's listener;
 //! * [`metrics`], [`limits`]: counters, histograms, rate limits and every internal bound.
 
@@ -31,6 +31,7 @@ pub mod limits;
 pub mod matching;
 pub mod metrics;
 pub mod peer;
+pub mod reputation;
 pub mod session;
 
 pub use config::Config;
@@ -247,6 +248,11 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
     let rules = MatchRules {
         interest_wait: Duration::from_millis(config.interest_wait_ms),
         skip_cooldown: Duration::from_secs(config.skip_cooldown_s),
+        reputation: reputation::Rules {
+            reports: config.cooling_reports,
+            window: Duration::from_secs(config.cooling_window_s),
+            cooling_off: Duration::from_secs(config.cooling_off_s),
+        },
     };
     let matchmaker = Matchmaker::start(rules, metrics.clone());
     let blocklist = match &config.block_list {

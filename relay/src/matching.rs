@@ -14,6 +14,7 @@
 //! * Nobody is in two pairs, nobody is paired with themselves, two people who skipped each
 //!   other are not paired again for `skip_cooldown`, and a report keeps two apart for good.
 
+use crate::reputation::{Person, Reputation};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ pub const MAX_AVOID_PER_SESSION: usize = 256;
 pub struct MatchRules {
     pub interest_wait: Duration,
     pub skip_cooldown: Duration,
+    /// Reports: never pair again across reconnects, and when a cooling-off starts.
+    pub reputation: crate::reputation::Rules,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +66,8 @@ struct Member {
     wants_queue: bool,
     /// Who not to meet: until an instant (a skip) or for good (`None`, a report).
     avoid: Vec<(SessionId, Option<Instant>)>,
+    /// Who this is across reconnects (visitor id, address prefix), for reports.
+    person: Option<Person>,
 }
 
 #[derive(Debug)]
@@ -74,6 +79,7 @@ pub struct MatchQueue {
     pairs: usize,
     /// Draining: people still queue (and see `Queued`), but no new pair is made.
     paused: bool,
+    reputation: Reputation,
 }
 
 impl MatchQueue {
@@ -85,7 +91,31 @@ impl MatchQueue {
             next_match_id: 1,
             pairs: 0,
             paused: false,
+            reputation: Reputation::new(rules.reputation),
         }
+    }
+
+    /// Says who `id` is across reconnects (before it joins).
+    pub fn set_person(&mut self, id: SessionId, person: Person) {
+        self.members.entry(id).or_default().person = Some(person);
+    }
+
+    /// Until when `id` is cooling off (reported by several people recently), if it is.
+    pub fn cooling_until(&self, id: SessionId, now: Instant) -> Option<Instant> {
+        let person = self.members.get(&id)?.person.as_ref()?;
+        self.reputation.cooling_until(person, now)
+    }
+
+    /// Records that `id` reported its current partner, by who they are rather than by
+    /// session. Returns the partner and the end of its cooling-off when this report
+    /// starts one. Call before [`MatchQueue::report`] (which ends the pairing).
+    pub fn record_report(&mut self, id: SessionId, now: Instant) -> Option<(SessionId, Instant)> {
+        let (partner, _) = self.partner_of(id)?;
+        let me = self.members.get(&id)?.person.clone()?;
+        let them = self.members.get(&partner)?.person.clone()?;
+        self.reputation
+            .report(&me, &them, now)
+            .map(|until| (partner, until))
     }
 
     /// Stops making pairs (the relay is draining); pairs already made are kept.
@@ -325,7 +355,14 @@ impl MatchQueue {
                     .any(|(o, until)| *o == y && until.is_none_or(|t| t > now))
             })
         };
-        a != b && !avoids(a, b) && !avoids(b, a)
+        let reported = match (
+            self.members.get(&a).and_then(|m| m.person.as_ref()),
+            self.members.get(&b).and_then(|m| m.person.as_ref()),
+        ) {
+            (Some(x), Some(y)) => !self.reputation.may_meet(x, y),
+            _ => false,
+        };
+        a != b && !avoids(a, b) && !avoids(b, a) && !reported
     }
 
     fn pair(&mut self, a: SessionId, b: SessionId) -> Pairing {
@@ -399,7 +436,36 @@ mod tests {
         MatchRules {
             interest_wait: Duration::from_secs(3),
             skip_cooldown: Duration::from_secs(60),
+            reputation: crate::reputation::Rules {
+                reports: 3,
+                window: Duration::from_secs(600),
+                cooling_off: Duration::from_secs(900),
+            },
         }
+    }
+
+    #[test]
+    fn a_report_keeps_the_two_people_apart_after_they_reconnect() {
+        use crate::admission::Prefix;
+        let person =
+            |v: u8, ip: &str| Person::new(Some([v; 16]), Prefix::of(ip.parse().expect("ip")));
+        let mut q = MatchQueue::new(rules());
+        let t = Instant::now();
+        q.set_person(1, person(1, "10.0.0.1"));
+        q.set_person(2, person(2, "10.0.0.2"));
+        q.join(1, vec![], t);
+        assert_eq!(q.join(2, vec![], t).len(), 1);
+        assert_eq!(q.record_report(1, t), None);
+        q.report(1, t);
+        // Both reconnect as new sessions (new ids), the same people.
+        q.remove(1, t);
+        q.remove(2, t);
+        q.set_person(3, person(1, "10.0.0.1"));
+        q.set_person(4, person(2, "10.0.0.2"));
+        q.join(3, vec![], t);
+        assert!(q.join(4, vec![], t).is_empty(), "never paired again");
+        q.set_person(5, person(5, "10.0.0.5"));
+        assert_eq!(q.join(5, vec![], t).len(), 1, "others still meet them");
     }
 
     fn pair_of(p: &Pairing) -> (SessionId, SessionId) {

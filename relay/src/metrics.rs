@@ -164,6 +164,8 @@ pub struct Metrics {
     pub receive_buffer_drops: AtomicU64,
     /// Sessions the engine dropped because their event queue was full.
     pub evictions: AtomicU64,
+    /// Cooling-offs started (someone reported by several people).
+    pub cooling_offs: AtomicU64,
     /// Sessions taken over with a resume token.
     pub resumes: AtomicU64,
     /// How sessions ended: the client left, it was lost past the grace, or the relay
@@ -238,6 +240,7 @@ impl Metrics {
             receive_buffer_drops: self.receive_buffer_drops.load(Relaxed),
             evictions: self.evictions.load(Relaxed),
             resumes: self.resumes.load(Relaxed),
+            cooling_offs: self.cooling_offs.load(Relaxed),
             ended_left: self.ended_left.load(Relaxed),
             ended_disconnected: self.ended_disconnected.load(Relaxed),
             ended_error: self.ended_error.load(Relaxed),
@@ -288,6 +291,7 @@ pub struct Status {
     pub receive_buffer_drops: u64,
     pub evictions: u64,
     pub resumes: u64,
+    pub cooling_offs: u64,
     pub ended_left: u64,
     pub ended_disconnected: u64,
     pub ended_error: u64,

@@ -9,6 +9,8 @@
 
 use crate::forward::Link;
 use crate::matching::{MatchId, SessionId};
+use crate::reputation::Person;
+use crate::session::state::Fatal;
 use duet_proto::{LeaveReason, MediaCaps, ServerMsg};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
@@ -55,6 +57,12 @@ pub struct Peer {
     /// Set by the engine when it drops the session (its event queue was full): the
     /// session ends at once instead of running on unheard.
     evicted: Notify,
+    /// Who the client is across reconnects (visitor id, address prefix), for reports.
+    pub person: Person,
+    /// Set by the operator (admin listener) or the engine (cooling-off) to end the session
+    /// with a reason.
+    kicked: Notify,
+    kick_reason: Mutex<Option<Fatal>>,
 }
 
 impl Peer {
@@ -64,6 +72,7 @@ impl Peer {
         caps: MediaCaps,
         link: Arc<Link>,
         events: mpsc::Sender<SessionEvent>,
+        person: Person,
     ) -> Self {
         Self {
             id,
@@ -72,6 +81,9 @@ impl Peer {
             link: Mutex::new(Some(link)),
             events,
             evicted: Notify::new(),
+            person,
+            kicked: Notify::new(),
+            kick_reason: Mutex::new(None),
         }
     }
 
@@ -100,5 +112,23 @@ impl Peer {
 
     pub async fn evicted(&self) {
         self.evicted.notified().await;
+    }
+
+    /// Ends the session with `fatal` (the first reason given wins).
+    pub fn kick(&self, fatal: Fatal) {
+        let mut reason = self.kick_reason.lock().unwrap_or_else(|e| e.into_inner());
+        if reason.is_none() {
+            *reason = Some(fatal);
+        }
+        self.kicked.notify_one();
+    }
+
+    pub async fn kicked(&self) -> Fatal {
+        self.kicked.notified().await;
+        self.kick_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| Fatal::new(duet_proto::ErrorCode::Blocked, "Session ended."))
     }
 }

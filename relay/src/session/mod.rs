@@ -23,6 +23,7 @@ use crate::limits::{REPORTS_PER_MINUTE, REPORT_BURST, SESSION_EVENTS};
 use crate::matching::SessionId;
 use crate::metrics::Metrics;
 use crate::peer::{Peer, SessionEvent};
+use crate::reputation::Person;
 use crate::Config;
 use duet_proto::{ErrorCode, Hello, LeaveReason, MediaCaps, ResumeToken, ServerMsg, Welcome};
 use handshake::Handoff;
@@ -34,7 +35,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -68,7 +69,7 @@ struct Registered {
     started: std::time::Instant,
     pairing: Option<(u64, SessionId)>,
     away: bool,
-    kick: Arc<Notify>,
+    peer: Arc<Peer>,
 }
 
 /// State shared by every session of one relay.
@@ -127,7 +128,10 @@ impl Shared {
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         match registry.get(&id) {
             Some(r) => {
-                r.kick.notify_one();
+                r.peer.kick(Fatal::new(
+                    ErrorCode::Blocked,
+                    "The operator ended this session.",
+                ));
                 true
             }
             None => false,
@@ -208,8 +212,8 @@ async fn serve(
         hello.media.clone(),
         att.link.clone(),
         events_tx,
+        Person::new(hello.visitor.map(|v| v.0), admission.prefix),
     ));
-    let kick = Arc::new(Notify::new());
     shared
         .registry
         .lock()
@@ -222,7 +226,7 @@ async fn serve(
                 started: std::time::Instant::now(),
                 pairing: None,
                 away: false,
-                kick: kick.clone(),
+                peer: peer.clone(),
             },
         );
     let c = &shared.config;
@@ -273,13 +277,7 @@ async fn serve(
 
     while end.is_none() {
         let wake = s
-            .next_wake(
-                &mut events,
-                &mut handoffs,
-                &mut stats_tick,
-                &mut lifecycle,
-                &kick,
-            )
+            .next_wake(&mut events, &mut handoffs, &mut stats_tick, &mut lifecycle)
             .await;
         let input = match wake {
             Wake::Input(i) => i,
@@ -371,7 +369,6 @@ impl Session {
         handoffs: &mut mpsc::Receiver<Box<Handoff>>,
         stats_tick: &mut tokio::time::Interval,
         lifecycle: &mut watch::Receiver<Lifecycle>,
-        kick: &Notify,
     ) -> Wake {
         let away_until = self.away_until;
         let grace = async move {
@@ -406,7 +403,7 @@ impl Session {
                         Wake::ConnClosed(io::client_closed(&conn, &why))
                     }
                     _ = peer.evicted() => Wake::Input(Input::Evicted),
-                    _ = kick.notified() => Wake::Input(Input::Kicked),
+                    f = peer.kicked() => Wake::Input(Input::Kicked(f)),
                     changed = lifecycle.changed() => match changed {
                         Ok(()) => Wake::Lifecycle(*lifecycle.borrow_and_update()),
                         Err(_) => Wake::Lifecycle(Lifecycle::Closing),
@@ -421,7 +418,7 @@ impl Session {
                 },
                 _ = grace => Wake::Input(Input::GraceOver),
                 _ = peer.evicted() => Wake::Input(Input::Evicted),
-                _ = kick.notified() => Wake::Input(Input::Kicked),
+                f = peer.kicked() => Wake::Input(Input::Kicked(f)),
                 changed = lifecycle.changed() => match changed {
                     Ok(()) => Wake::Lifecycle(*lifecycle.borrow_and_update()),
                     Err(_) => Wake::Lifecycle(Lifecycle::Closing),

@@ -115,8 +115,8 @@ pub enum Input<P> {
     Draining { within_ms: u32 },
     /// The drain time is over.
     ShuttingDown,
-    /// The operator ended this session (admin listener).
-    Kicked,
+    /// The operator (admin listener) or the engine (cooling-off) ended this session.
+    Kicked(Fatal),
     /// Time to send the client the relay's view of its connection.
     StatsDue,
 }
@@ -415,10 +415,7 @@ impl<P: Clone> SessionState<P> {
                 ),
                 &mut out,
             ),
-            Input::Kicked => self.close(
-                Fatal::new(ErrorCode::Blocked, "The operator ended this session."),
-                &mut out,
-            ),
+            Input::Kicked(fatal) => self.close(fatal, &mut out),
             Input::StatsDue => {
                 if self.phase == Phase::Live {
                     out.push(Action::SendStats);
