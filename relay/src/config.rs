@@ -68,10 +68,11 @@ pub struct Config {
     pub retry_above: usize,
 
     /// New connections one address (IPv4, or IPv6 /64) may open in a burst; 0 means as
-    /// many as --max-sessions-per-ip (an address may open all its sessions at once).
+    /// many as --max-sessions-per-ip (an address may open all its sessions at once), and
+    /// at least 30.
     #[arg(long, env = "DUET_HANDSHAKE_BURST", default_value_t = 0)]
     pub handshake_burst: u32,
-    /// ...and refilled per minute; 0 means four times --max-sessions-per-ip.
+    /// ...and refilled per minute; 0 means four times --max-sessions-per-ip, at least 120.
     #[arg(long, env = "DUET_HANDSHAKES_PER_MINUTE", default_value_t = 0)]
     pub handshakes_per_minute: u32,
 

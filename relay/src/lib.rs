@@ -265,14 +265,18 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
             max_sessions_per_prefix: config.max_sessions_per_ip,
             max_handshakes: config.max_handshakes.max(1),
             retry_above: config.retry_above,
+            // 0: follow the per-address session limit, never below a floor that leaves
+            // room for retries and reloads (30 at once, 120 a minute).
             handshake_burst: match config.handshake_burst {
-                0 => u32::try_from(config.max_sessions_per_ip).unwrap_or(u32::MAX),
+                0 => u32::try_from(config.max_sessions_per_ip)
+                    .unwrap_or(u32::MAX)
+                    .max(30),
                 n => n,
             },
             handshakes_per_minute: match config.handshakes_per_minute {
-                0 => {
-                    u32::try_from(config.max_sessions_per_ip.saturating_mul(4)).unwrap_or(u32::MAX)
-                }
+                0 => u32::try_from(config.max_sessions_per_ip.saturating_mul(4))
+                    .unwrap_or(u32::MAX)
+                    .max(120),
                 n => n,
             },
         },

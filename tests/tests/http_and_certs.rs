@@ -105,7 +105,7 @@ async fn rotating_the_certificate_keeps_open_sessions() {
     assert_ne!(Some(new_hash.clone()), old_opts.cert_hash.map(hex_of));
 
     // The pair on the old certificate keeps talking.
-    deliver(&a, &b, &media_datagram(m, 1, b"after rotation")).await;
+    exchange_counted(&a, &b, m, 1, 10).await;
     a.send_chat(m, "still here").await.expect("chat");
     assert_eq!(
         within("chat", b.recv_chat()).await.map(|x| x.1).as_deref(),
