@@ -1,5 +1,6 @@
 //! Limits crossed on purpose, each with a healthy pair beside it that must not notice: a
-//! datagram flood at ten times the media cap, a stream flood, 500 connections that finish
+//! datagram flood at ten times the media cap, a slow receiver (a tenth of the rate it is
+//! sent), a stream flood, 500 connections that finish
 //! the QUIC handshake and never send the WebTransport request, and the operator's block
 //! list reloaded while sessions run.
 
@@ -228,4 +229,66 @@ async fn the_block_list_is_reloaded_without_a_restart() {
     let _back = relay.client("Welcome again", &[]).await;
     healthy.still_talks().await;
     assert!(relay.status().await["errors_sent"]["blocked"].as_u64() >= Some(1));
+}
+
+#[tokio::test]
+async fn a_slow_receiver_costs_the_relay_a_bounded_buffer_and_nobody_else_anything() {
+    use duet_tests::impair::{Profile, RateLimit, Shaper, ShaperConfig};
+    let relay = TestRelay::default().await;
+    let mut healthy = HealthyPair::new(&relay).await;
+    // The receiver's downlink carries 100 kbit/s, a tenth of what its partner sends.
+    let shaper = Shaper::start(ShaperConfig::new(
+        "127.0.0.1:0".parse().expect("literal"),
+        relay.relay.quic_addr,
+        Profile::lan().with_rate(RateLimit::with_queue_time(
+            100_000,
+            Duration::from_millis(100),
+        )),
+    ))
+    .await
+    .expect("shaper starts");
+    let mut opts = relay.opts();
+    opts.relay = format!("https://{}", shaper.local_addr());
+    let mut slow = within("connect", Client::connect(&opts))
+        .await
+        .expect("connects");
+    within("hello", slow.hello("Slow", &["slow".to_string()], None))
+        .await
+        .expect("welcome");
+    let mut fast = relay.client("Fast", &["slow"]).await;
+    let m = matched(&mut fast).await.match_id;
+    matched(&mut slow).await;
+
+    // 1 Mbit/s for three seconds: 375 datagrams of ~1 000 bytes.
+    let payload = vec![3u8; 990];
+    let mut tick = tokio::time::interval(Duration::from_millis(8));
+    for i in 0..375u32 {
+        tick.tick().await;
+        send_burst(&fast, m, i, 1, &payload);
+    }
+    healthy.still_talks().await;
+    let received = drain_datagrams(&slow, m).await;
+    assert!(received < 375 / 2, "the path carried {received} of 375");
+    slow.close().await;
+    let s = relay
+        .status_until("every datagram accounted for", |s| {
+            // Live sessions add quinn's sent count at each stats interval, so this holds
+            // within a second of the last datagram.
+            let n = |k: &str| s[k].as_u64().unwrap_or(0);
+            s["sessions"] == 3
+                && n("datagrams_forwarded") + n("send_buffer_drops") == n("datagrams_queued")
+        })
+        .await;
+    // Nothing is held for the slow receiver: every datagram queued toward it was either
+    // sent (and lost on its slow path) or dropped by quinn's bounded send buffer.
+    healthy.still_talks().await;
+    // The fast sender's session is untouched: no error was sent to anyone.
+    let errors: u64 = s["errors_sent"]
+        .as_object()
+        .expect("map")
+        .values()
+        .filter_map(|v| v.as_u64())
+        .sum();
+    assert_eq!(errors, 0, "{s}");
+    drop(fast);
 }
