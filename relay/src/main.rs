@@ -9,15 +9,20 @@ fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "duet_relay=info,warn".into());
     // Every line inside a session carries its id: the session task runs in a `session`
-    // span, which both formats print.
+    // span, which both formats print. Logs go to stderr: stdout's first line is the
+    // machine-readable `duet-relay listening ...` that scripts and tests parse.
     if config.log_json {
         tracing_subscriber::fmt()
             .json()
             .with_current_span(true)
+            .with_writer(std::io::stderr)
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init();
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.threads > 0 {
