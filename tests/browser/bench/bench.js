@@ -13,7 +13,7 @@
  *
  * Run it with scripts/bench-browser, which puts it in a network namespace of its own.
  * Options: --seconds N (window per call, default 20), --smoke (3 s windows), --no-impaired,
- * --profile NAME (shaper profile, default cellular), --json PATH, --txt PATH.
+ * --profile NAME (shaper profile, default loss1-rtt80: 1 % loss, 40 ms each way), --json PATH, --txt PATH.
  * Env: DUET_RELAY_BIN, DUET_IMPAIR_BIN, DUET_CHROMIUM, DUET_TURNSERVER, DUET_TEST_PATIENCE.
  *
  * It fails (exit 1) only when the benchmark cannot measure: a service that does not start,
@@ -38,7 +38,7 @@ const IDS = { A: 1, B: 2, C: 3 };
 
 /** @param {string[]} argv */
 function parseArgs(argv) {
-  const o = { seconds: 20, smoke: false, impaired: true, profile: "cellular", json: "", txt: "" };
+  const o = { seconds: 20, smoke: false, impaired: true, profile: "loss1-rtt80", json: "", txt: "" };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {

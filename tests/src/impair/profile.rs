@@ -27,7 +27,15 @@ pub const HANDOVER_BLACKOUT: Duration = Duration::from_millis(300);
 pub const HANDOVER_AT: Duration = Duration::from_secs(10);
 
 /// The names [`Profile::named`] knows, in the order a help text lists them.
-pub const PROFILE_NAMES: [&str; 6] = ["lan", "wifi", "cellular", "lossy", "congested", "handover"];
+pub const PROFILE_NAMES: [&str; 7] = [
+    "lan",
+    "wifi",
+    "cellular",
+    "lossy",
+    "congested",
+    "handover",
+    "loss1-rtt80",
+];
 
 /// Bursty loss after Gilbert and Elliott: the link is either *good* or *bad*, moves between
 /// the two with the given per-packet probabilities, and loses packets at a different rate in
@@ -274,6 +282,15 @@ impl Profile {
         Self::lan().with_loss(0.05)
     }
 
+    /// 1% independent loss and 40 ms each way, nothing else: the impaired run of the
+    /// browser comparison with WebRTC (issue 8), where a rate limit or jitter would measure
+    /// the two congestion controllers rather than loss recovery.
+    pub fn loss1_rtt80() -> Self {
+        Self::lan()
+            .with_delay(Duration::from_millis(40))
+            .with_loss(0.01)
+    }
+
     /// A saturated 1 Mbit/s uplink with a bloated buffer (one second of queue), where
     /// congestion shows as delay long before it shows as loss.
     pub fn congested() -> Self {
@@ -298,6 +315,7 @@ impl Profile {
             "lossy" => Ok(Self::lossy()),
             "congested" => Ok(Self::congested()),
             "handover" => Ok(Self::handover()),
+            "loss1-rtt80" => Ok(Self::loss1_rtt80()),
             other => Err(UnknownProfile(other.to_owned())),
         }
     }
@@ -416,6 +434,11 @@ mod tests {
         assert_eq!(
             (wifi.delay * 2, wifi.jitter, wifi.loss),
             (20 * MS, 2 * MS, 0.005)
+        );
+        let plain = Profile::named("loss1-rtt80")?;
+        assert_eq!(
+            (plain.delay * 2, plain.jitter, plain.loss, plain.rate),
+            (80 * MS, Duration::ZERO, 0.01, None)
         );
         let cellular = Profile::named("cellular")?;
         assert_eq!((cellular.delay * 2, cellular.jitter), (80 * MS, 20 * MS));
