@@ -10,6 +10,15 @@
  * loss or the estimate falls below what we send, and creeps up slowly while the reports
  * are clean, so a call settles just under what the path carries instead of oscillating.
  *
+ * It must not collapse on a busy machine: a receiver starved of CPU stamps arrivals late,
+ * which looks like queue delay for a moment. So the receiver reports the *standing* queue
+ * (the lowest transit of the interval above the path's base: a real queue raises every
+ * packet's transit, a late timer only some), a mild queue must be seen in two reports in
+ * a row, and after a false alarm the rate climbs back fast (×1.25 a report) up to just
+ * under the highest rate it backed off from in the last RECOVERY_MEMORY_MS, then creeps.
+ * A real queue (a rate-limited link) keeps raising the standing queue, so it still backs
+ * the rate off; unit tests drive both cases with time passed in.
+ *
  * No browser API here: Node's test runner covers all of it. Times are milliseconds on
  * any monotonic clock, passed in.
  */
@@ -49,7 +58,15 @@ const HEAVY_LOSS_PERMILLE = 100;
 /** At most one decrease per this long: each report covers about a second. */
 const DECREASE_HOLDOFF_MS = 1000;
 /** Clean time after a decrease before increasing again. */
-const INCREASE_HOLDOFF_MS = 3000;
+const INCREASE_HOLDOFF_MS = 2000;
+/** A rate we backed off from is remembered this long: climbing back to just under it is fast. */
+export const RECOVERY_MEMORY_MS = 10_000;
+/** Backoffs remembered for fast recovery (at most one a second, so 10 s of them and more). */
+const MAX_BACKOFFS_REMEMBERED = 16;
+/** Fast recovery climbs to this share of the remembered rate. */
+const RECOVERY_SHARE = 0.85;
+/** Growth per clean report while recovering. */
+const RECOVERY_GROWTH = 1.25;
 /** Queue delay the partner may report before we back off: a queue this deep is building up ahead of us. */
 export const BACKOFF_QUEUE_MS = 60;
 /** Queue delay at which we back off hard (the uplink buffer is deep: seconds of delay would follow). */
@@ -71,6 +88,27 @@ export class BitrateController {
     this.estimateKbps = null;
     /** The network held the rate back at the last decision (loss, queue delay or the send estimate). */
     this.limited = false;
+    /** Rates we backed off from, with when: the fast-recovery ceiling (bounded by MAX_BACKOFFS_REMEMBERED). @type {{atMs: number, kbps: number}[]} */
+    this.backedOffFrom = [];
+    /** The last report showed a mild queue (a second one in a row backs off). */
+    this.queueSeen = false;
+  }
+
+  /** The highest rate we backed off from lately, or null. @param {number} nowMs */
+  recoveryCeiling(nowMs) {
+    // A burst of backoffs is remembered by its top until RECOVERY_MEMORY_MS of quiet.
+    if (nowMs - this.lastDecreaseMs > RECOVERY_MEMORY_MS) this.backedOffFrom = [];
+    let top = null;
+    for (const b of this.backedOffFrom) top = Math.max(top ?? 0, b.kbps);
+    return top;
+  }
+
+  /** @param {number} factor @param {number} nowMs */
+  decrease(factor, nowMs) {
+    this.backedOffFrom.push({ atMs: nowMs, kbps: this.target });
+    if (this.backedOffFrom.length > MAX_BACKOFFS_REMEMBERED) this.backedOffFrom.shift();
+    this.target = this.clamp(this.target * factor);
+    this.lastDecreaseMs = nowMs;
   }
 
   /** A new partner: start again from the starting rate (their path is not ours). */
@@ -80,6 +118,8 @@ export class BitrateController {
     this.lastIncreaseMs = -Infinity;
     this.estimateKbps = null;
     this.limited = false;
+    this.backedOffFrom = [];
+    this.queueSeen = false;
   }
 
   /** @param {number} kbps */
@@ -98,16 +138,20 @@ export class BitrateController {
   onPeerReport(report, nowMs) {
     const loss = report.loss_permille;
     const queue = report.queue_delay_ms ?? 0;
-    if (loss >= BACKOFF_LOSS_PERMILLE || queue >= BACKOFF_QUEUE_MS) {
+    const queued = queue >= BACKOFF_QUEUE_MS;
+    // A mild queue in one report alone may be a receiver that was short of CPU; twice is a queue.
+    const queueCounts = queue >= HEAVY_QUEUE_MS || (queued && this.queueSeen);
+    this.queueSeen = queued;
+    if (loss >= BACKOFF_LOSS_PERMILLE || queueCounts) {
       this.limited = true;
-      if (nowMs - this.lastDecreaseMs >= DECREASE_HOLDOFF_MS) {
-        const factor = loss >= HEAVY_LOSS_PERMILLE || queue >= HEAVY_QUEUE_MS ? 0.6 : 0.85;
-        this.target = this.clamp(this.target * factor);
-        this.lastDecreaseMs = nowMs;
-      }
+      if (nowMs - this.lastDecreaseMs >= DECREASE_HOLDOFF_MS) this.decrease(loss >= HEAVY_LOSS_PERMILLE || queue >= HEAVY_QUEUE_MS ? 0.6 : 0.85, nowMs);
     } else if (loss <= BACKOFF_LOSS_PERMILLE / 2 && queue < BACKOFF_QUEUE_MS / 2 && nowMs - this.lastDecreaseMs >= INCREASE_HOLDOFF_MS) {
       this.limited = this.estimateKbps !== null && this.target >= this.estimateKbps * 0.85 && this.target < this.max;
+      const ceiling = this.recoveryCeiling(nowMs);
+      const recoverTo = ceiling === null ? 0 : ceiling * RECOVERY_SHARE;
       let next = this.target + Math.max(MIN_INCREASE_KBPS, this.target * 0.05);
+      // Back to where we were before a backoff quickly: the path carried that a moment ago.
+      if (this.target < recoverTo) next = Math.max(next, Math.min(recoverTo, this.target * RECOVERY_GROWTH));
       // Never climb past what the transport says it can send.
       if (this.estimateKbps !== null) next = Math.min(next, Math.max(this.target, this.estimateKbps * 0.85));
       this.target = this.clamp(next);
@@ -129,6 +173,8 @@ export class BitrateController {
     this.estimateKbps = kbps;
     const ceiling = kbps * 0.85;
     if (this.target > ceiling && (previous === null || kbps < previous || nowMs - this.lastDecreaseMs >= DECREASE_HOLDOFF_MS)) {
+      this.backedOffFrom.push({ atMs: nowMs, kbps: this.target });
+      if (this.backedOffFrom.length > MAX_BACKOFFS_REMEMBERED) this.backedOffFrom.shift();
       this.target = this.clamp(ceiling);
       this.lastDecreaseMs = nowMs;
       this.limited = true;
@@ -220,15 +266,18 @@ export class ReceiveMeter {
     const bitrate_kbps = Math.min(0xffffffff, Math.round((this.bytes * 8) / elapsed));
     this.bytes = 0;
     this.intervalStartMs = nowMs;
-    // Queue delay: how far the latest transit sits above the lowest of the last
-    // QUEUE_BASE_INTERVALS intervals (clock offset cancels out; a queue building does not).
-    if (Number.isFinite(this.intervalMinTransit)) {
-      this.minTransits.push(this.intervalMinTransit);
+    // Queue delay: the standing queue, how far this interval's lowest transit sits above the
+    // lowest of the last QUEUE_BASE_INTERVALS intervals (clock offset cancels out). The
+    // interval's lowest, not its latest: a queue delays every packet, while a receiver
+    // short of CPU stamps only some arrivals late, and must not read as congestion.
+    const intervalMin = this.intervalMinTransit;
+    if (Number.isFinite(intervalMin)) {
+      this.minTransits.push(intervalMin);
       if (this.minTransits.length > QUEUE_BASE_INTERVALS) this.minTransits.shift();
     }
     this.intervalMinTransit = Infinity;
     const base = this.minTransits.length ? Math.min(...this.minTransits) : null;
-    const queue = base !== null && this.lastTransitMs !== null ? Math.max(0, this.lastTransitMs - base) : 0;
+    const queue = base !== null && Number.isFinite(intervalMin) ? Math.max(0, intervalMin - base) : 0;
     return {
       loss_permille,
       jitter_ms: Math.min(0xffff, Math.round(this.jitterMs)),
