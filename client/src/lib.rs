@@ -56,6 +56,9 @@ pub struct ConnectOptions {
     /// Carry the connection through a [`mobile::MobileSocket`] so the call can move to a
     /// new socket mid-call ([`Client::migrate`]).
     pub mobile: bool,
+    /// Receive window per incoming stream, in bytes; `None` keeps quinn's default. Tests
+    /// shrink it to play a client that withholds stream credit.
+    pub stream_receive_window: Option<u32>,
 }
 
 impl ConnectOptions {
@@ -66,6 +69,7 @@ impl ConnectOptions {
             bind: None,
             idle_timeout: Duration::from_secs(10),
             mobile: false,
+            stream_receive_window: None,
         }
     }
 
@@ -117,9 +121,13 @@ fn endpoint_with(
         Some(addr) => builder.dns_resolver(FixedResolver(addr)).build(),
         None => builder.build(),
     };
+    let mut transport = transport_config(opts.idle_timeout);
+    if let Some(window) = opts.stream_receive_window {
+        transport.stream_receive_window(window.into());
+    }
     config
         .quic_config_mut()
-        .transport_config(Arc::new(transport_config(opts.idle_timeout)));
+        .transport_config(Arc::new(transport));
     Endpoint::client(config).map_err(|e| ClientError::Connect(format!("bind {bind}: {e}")))
 }
 

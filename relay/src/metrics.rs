@@ -175,6 +175,13 @@ pub struct Metrics {
     pub ended_error: AtomicU64,
     pub bytes_forwarded: AtomicU64,
     pub chat_lines_forwarded: AtomicU64,
+    /// Chat lines toward a client lost because its chat queue was full (it withholds
+    /// stream credit or reads slower than its partner writes).
+    pub chat_lines_dropped: AtomicU64,
+    /// Gauges: chat writer tasks alive now (at most one per session), and lines waiting
+    /// in their queues (at most `CHAT_OUTBOX` per writer).
+    pub chat_writers: AtomicU64,
+    pub chat_lines_queued: AtomicU64,
     pub certificate_rotations: AtomicU64,
     /// Real certificates reloaded from their PEM files.
     pub certificate_reloads: AtomicU64,
@@ -248,6 +255,9 @@ impl Metrics {
             datagrams_dropped: self.datagrams_dropped(),
             drops,
             chat_lines_forwarded: self.chat_lines_forwarded.load(Relaxed),
+            chat_lines_dropped: self.chat_lines_dropped.load(Relaxed),
+            chat_writers: self.chat_writers.load(Relaxed),
+            chat_lines_queued: self.chat_lines_queued.load(Relaxed),
             errors_sent: errors,
             certificate_rotations: self.certificate_rotations.load(Relaxed),
             certificate_reloads: self.certificate_reloads.load(Relaxed),
@@ -299,6 +309,9 @@ pub struct Status {
     pub datagrams_dropped: u64,
     pub drops: std::collections::BTreeMap<String, u64>,
     pub chat_lines_forwarded: u64,
+    pub chat_lines_dropped: u64,
+    pub chat_writers: u64,
+    pub chat_lines_queued: u64,
     pub errors_sent: std::collections::BTreeMap<String, u64>,
     pub certificate_rotations: u64,
     pub certificate_reloads: u64,
@@ -414,6 +427,24 @@ impl Status {
             "counter",
             "Chat lines forwarded.",
             self.chat_lines_forwarded,
+        );
+        metric(
+            "chat_lines_dropped_total",
+            "counter",
+            "Chat lines lost because the receiver's chat queue was full.",
+            self.chat_lines_dropped,
+        );
+        metric(
+            "chat_writers",
+            "gauge",
+            "Chat writer tasks alive (at most one per session).",
+            self.chat_writers,
+        );
+        metric(
+            "chat_lines_queued",
+            "gauge",
+            "Chat lines waiting in writer queues.",
+            self.chat_lines_queued,
         );
         metric(
             "certificate_rotations_total",

@@ -245,9 +245,11 @@ pub struct ChatOut {
 }
 
 impl ChatOut {
-    pub fn start(conn: Connection, match_id: MatchId) -> Self {
+    pub fn start(conn: Connection, match_id: MatchId, metrics: Arc<Metrics>) -> Self {
         let (lines, rx) = mpsc::channel(CHAT_OUTBOX);
-        let task = tokio::spawn(chat_writer(conn, match_id, rx));
+        metrics.chat_writers.fetch_add(1, Relaxed);
+        let queue = WriterQueue { rx, metrics };
+        let task = tokio::spawn(chat_writer(conn, match_id, queue));
         Self {
             match_id,
             lines,
@@ -255,10 +257,17 @@ impl ChatOut {
         }
     }
 
-    /// Queues a line. Full: the client's chat stream is blocked; the line is lost, not
-    /// queued without bound.
-    pub fn push(&self, text: String) -> bool {
-        self.lines.try_send(text).is_ok()
+    /// Queues a line. Full: the client's chat stream is blocked; the line is lost (and
+    /// counted), not queued without bound.
+    pub fn push(&self, text: String, metrics: &Metrics) -> bool {
+        // Counted before the send so the writer's decrement can never run first.
+        metrics.chat_lines_queued.fetch_add(1, Relaxed);
+        if self.lines.try_send(text).is_ok() {
+            return true;
+        }
+        metrics.chat_lines_queued.fetch_sub(1, Relaxed);
+        metrics.chat_lines_dropped.fetch_add(1, Relaxed);
+        false
     }
 }
 
@@ -268,8 +277,38 @@ impl std::ops::Drop for ChatOut {
     }
 }
 
+/// A writer's end of its queue. It lives inside the writer task, so it is dropped however
+/// the task ends (returned, or aborted while blocked on stream credit), and that is when
+/// the writer and its unsent lines leave the gauges.
+struct WriterQueue {
+    rx: mpsc::Receiver<String>,
+    metrics: Arc<Metrics>,
+}
+
+impl WriterQueue {
+    async fn recv(&mut self) -> Option<String> {
+        let line = self.rx.recv().await;
+        if line.is_some() {
+            self.metrics.chat_lines_queued.fetch_sub(1, Relaxed);
+        }
+        line
+    }
+}
+
+impl std::ops::Drop for WriterQueue {
+    fn drop(&mut self) {
+        self.rx.close();
+        let mut left = 0;
+        while self.rx.try_recv().is_ok() {
+            left += 1;
+        }
+        self.metrics.chat_lines_queued.fetch_sub(left, Relaxed);
+        self.metrics.chat_writers.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Opens this pairing's chat stream toward the client and writes the partner's lines.
-async fn chat_writer(conn: Connection, match_id: MatchId, mut lines: mpsc::Receiver<String>) {
+async fn chat_writer(conn: Connection, match_id: MatchId, mut lines: WriterQueue) {
     let Ok(mut send) = conn.open_uni().await else {
         return;
     };

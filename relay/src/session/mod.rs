@@ -548,10 +548,14 @@ impl Session {
                 Action::ChatToClient { match_id, text } => {
                     let Some(att) = &self.att else { continue };
                     if self.chat.as_ref().map(|c| c.match_id) != Some(match_id) {
-                        self.chat = Some(ChatOut::start(att.conn().clone(), match_id));
+                        self.chat = Some(ChatOut::start(
+                            att.conn().clone(),
+                            match_id,
+                            metrics.clone(),
+                        ));
                     }
                     if let Some(chat) = &self.chat {
-                        chat.push(text);
+                        chat.push(text, &metrics);
                     }
                 }
                 Action::EndChat => self.chat = None,
