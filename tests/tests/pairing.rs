@@ -2,6 +2,7 @@
 //! Next, and a partner who leaves. Real relay, real QUIC on loopback.
 
 use duet_client::call::{self, CallOptions};
+use duet_client::Client;
 use duet_proto::media::MediaHeader;
 use duet_proto::*;
 use duet_tests::harness::*;
@@ -370,4 +371,65 @@ async fn two_hundred_clients_at_once_end_in_one_hundred_pairs_that_all_talk() {
     let s = relay.status().await;
     assert_eq!(s["pairs"], 100);
     assert_eq!(s["sessions"], 200);
+}
+
+#[tokio::test]
+async fn a_codec_withdrawn_with_caps_is_not_chosen_for_the_next_partner() {
+    use VideoCodec::*;
+    let relay = TestRelay::default().await;
+    let caps = |decode: &[VideoCodec], encode: &[VideoCodec]| MediaCaps {
+        decode: decode.to_vec(),
+        encode: encode.to_vec(),
+        hardware_encode: vec![],
+    };
+    let hello = |name: &str, media: MediaCaps| Hello {
+        version: PROTOCOL_VERSION,
+        name: name.into(),
+        interests: vec![],
+        resume: None,
+        visitor: None,
+        media,
+    };
+    let connect = |name: &'static str, media: MediaCaps| {
+        let relay = &relay;
+        let hello = hello(name, media);
+        async move {
+            let mut c = within("connect", Client::connect(&relay.opts()))
+                .await
+                .expect("connects");
+            within("Welcome", c.hello_as(hello)).await.expect("welcome");
+            c
+        }
+    };
+    let vp9_first = caps(&[Vp8, Vp9], &[Vp9, Vp8]);
+    let mut a = connect("A", vp9_first.clone()).await;
+    let mut b = connect("B", caps(&[Vp8, Vp9], &[Vp8])).await;
+    let ab = matched(&mut a).await;
+    assert_eq!(ab.send_codec, Some(Vp9), "A encodes its first choice");
+    assert_eq!(matched(&mut b).await.recv_codec, Some(Vp9));
+
+    // VP9 failed to decode on B's machine: B withdraws it, then moves on.
+    b.send(&ClientMsg::Caps(caps(&[Vp8], &[Vp8])))
+        .await
+        .expect("Caps");
+    b.send(&ClientMsg::Next {
+        match_id: Some(ab.match_id),
+    })
+    .await
+    .expect("Next");
+    a.send(&ClientMsg::Leave).await.expect("Leave");
+    relay
+        .status_until("B alone in the queue", |s| s["waiting"] == 1)
+        .await;
+    let mut c = connect("C", vp9_first).await;
+    let bc = matched(&mut c).await;
+    assert_eq!(bc.partner_name, "B");
+    assert_eq!(bc.send_codec, Some(Vp8), "C is not sent to B in VP9 again");
+    let b_sees = expect_msg(&mut b, "Matched with C", |m| match m {
+        ServerMsg::Matched(m) if m.partner_name == "C" => Some(m.clone()),
+        _ => None,
+    })
+    .await
+    .expect("B is paired with C");
+    assert_eq!(b_sees.recv_codec, Some(Vp8));
 }

@@ -329,6 +329,11 @@ async fn serve(
             Wake::Lifecycle(Lifecycle::Closing) => Input::ShuttingDown,
             Wake::Lifecycle(Lifecycle::Serving) => continue,
         };
+        if let Input::Control(duet_proto::ClientMsg::Caps(caps)) = &input {
+            // The state machine ignores Caps: the handle is where the partner's session
+            // reads them when the next pair is made.
+            s.peer.set_caps(caps.clone());
+        }
         // A session lost with no grace goes straight from Lost to the end.
         let immediate_end = matches!(input, Input::GraceOver) && !s.state.is_away();
         let actions = if immediate_end {
