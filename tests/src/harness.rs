@@ -369,3 +369,41 @@ impl RelayProcess {
         assert!(status.success());
     }
 }
+
+/// A pair that must keep working beside whatever a test does to the relay; every check
+/// counts arrivals against what was sent.
+pub struct HealthyPair {
+    pub a: Client,
+    pub b: Client,
+    pub match_id: u64,
+    seq: u32,
+}
+
+impl HealthyPair {
+    pub async fn new(relay: &TestRelay) -> Self {
+        let mut a = relay.client("Healthy A", &["unique-healthy"]).await;
+        let mut b = relay.client("Healthy B", &["unique-healthy"]).await;
+        let match_id = matched(&mut a).await.match_id;
+        matched(&mut b).await;
+        Self {
+            a,
+            b,
+            match_id,
+            seq: 0,
+        }
+    }
+
+    /// Media (every datagram sent arrives: an unimpaired loopback path loses none) and
+    /// chat still flow both ways.
+    pub async fn still_talks(&mut self) {
+        self.seq += 100;
+        exchange_counted(&self.a, &self.b, self.match_id, self.seq, 20).await;
+        exchange_counted(&self.b, &self.a, self.match_id, self.seq + 50, 20).await;
+        let text = format!("ping {}", self.seq);
+        self.a.send_chat(self.match_id, &text).await.expect("chat");
+        let (_, got) = within("healthy chat", self.b.recv_chat())
+            .await
+            .expect("line");
+        assert_eq!(got, text);
+    }
+}

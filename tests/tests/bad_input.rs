@@ -7,43 +7,6 @@ use duet_proto::media::MediaHeader;
 use duet_proto::*;
 use duet_tests::harness::*;
 
-/// A pair that must keep working through all the abuse.
-struct HealthyPair {
-    a: Client,
-    b: Client,
-    match_id: u64,
-    seq: u32,
-}
-
-impl HealthyPair {
-    async fn new(relay: &TestRelay) -> Self {
-        let mut a = relay.client("Healthy A", &["unique-healthy"]).await;
-        let mut b = relay.client("Healthy B", &["unique-healthy"]).await;
-        let match_id = matched(&mut a).await.match_id;
-        matched(&mut b).await;
-        Self {
-            a,
-            b,
-            match_id,
-            seq: 0,
-        }
-    }
-
-    /// Media and chat still flow both ways.
-    async fn still_talks(&mut self) {
-        self.seq += 100;
-        // Counted: every datagram sent arrives (an unimpaired loopback path loses none).
-        exchange_counted(&self.a, &self.b, self.match_id, self.seq, 10).await;
-        exchange_counted(&self.b, &self.a, self.match_id, self.seq + 50, 10).await;
-        let text = format!("ping {}", self.seq);
-        self.a.send_chat(self.match_id, &text).await.expect("chat");
-        let (_, got) = within("healthy chat", self.b.recv_chat())
-            .await
-            .expect("line");
-        assert_eq!(got, text);
-    }
-}
-
 /// The relay must refuse with `code` and a message: on the control stream when the client
 /// has one open (then the close repeats it), or in the close itself when it has none yet.
 async fn expect_refusal(c: &mut Client, code: ErrorCode) -> String {

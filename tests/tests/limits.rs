@@ -9,41 +9,6 @@ use duet_proto::*;
 use duet_tests::harness::*;
 use std::time::{Duration, Instant};
 
-/// A pair that must keep working through all the abuse; every check counts arrivals.
-struct HealthyPair {
-    a: Client,
-    b: Client,
-    match_id: u64,
-    seq: u32,
-}
-
-impl HealthyPair {
-    async fn new(relay: &TestRelay) -> Self {
-        let mut a = relay.client("Healthy A", &["unique-healthy"]).await;
-        let mut b = relay.client("Healthy B", &["unique-healthy"]).await;
-        let match_id = matched(&mut a).await.match_id;
-        matched(&mut b).await;
-        Self {
-            a,
-            b,
-            match_id,
-            seq: 0,
-        }
-    }
-
-    async fn still_talks(&mut self) {
-        self.seq += 100;
-        exchange_counted(&self.a, &self.b, self.match_id, self.seq, 20).await;
-        exchange_counted(&self.b, &self.a, self.match_id, self.seq + 50, 20).await;
-        let text = format!("ping {}", self.seq);
-        self.a.send_chat(self.match_id, &text).await.expect("chat");
-        let (_, got) = within("healthy chat", self.b.recv_chat())
-            .await
-            .expect("line");
-        assert_eq!(got, text);
-    }
-}
-
 #[tokio::test]
 async fn a_datagram_flood_at_ten_times_the_cap_is_held_at_the_cap() {
     const KBPS: u32 = 400; // 50 000 bytes a second, with a one-second burst
