@@ -91,15 +91,8 @@ export class VideoReceiver {
    * @param {import("../wire/protocol.js").VideoCodec | null} family what the partner will send
    */
   newPairing(family) {
-    this.generation++;
-    this.refs.reset();
+    this.unpair();
     this.lateness.reset();
-    this.accepting = false;
-    this.keyTimestamp = null;
-    this.latest?.close();
-    this.latest = null;
-    this.ctx.fillStyle = "#000";
-    this.ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
     if (family !== null && codecFamily(this.codec ?? "") !== family) this.configure({ codec: codecString(family), optimizeForLatency: true }, null);
   }
 
