@@ -135,14 +135,20 @@ async fn after_next_leave_or_report_the_pressers_media_reaches_nobody() {
     }
 }
 
-#[tokio::test]
-async fn resuming_while_the_old_connection_is_live_moves_media_to_the_new_one() {
-    let relay = TestRelay::default().await;
+/// A paired with B, and B's `Welcome` (with the resume token the test uses) and match id.
+async fn paired_with_token(relay: &TestRelay) -> (Client, Client, Welcome, u64) {
     let mut a = relay.client("A", &[]).await;
     let mut b = Client::connect(&relay.opts()).await.expect("connect");
     let w = b.hello("B", &[], None).await.expect("welcome");
     let m = matched(&mut a).await.match_id;
     matched(&mut b).await;
+    (a, b, w, m)
+}
+
+#[tokio::test]
+async fn resuming_while_the_old_connection_is_live_moves_media_to_the_new_one() {
+    let relay = TestRelay::default().await;
+    let (a, b, w, m) = paired_with_token(&relay).await;
 
     let mut b2 = Client::connect(&relay.opts()).await.expect("connect");
     let w2 = within("resume", b2.hello("B", &[], Some(w.resume_token)))
@@ -162,11 +168,7 @@ async fn resuming_while_the_old_connection_is_live_moves_media_to_the_new_one() 
 #[tokio::test]
 async fn two_resumes_at_once_with_one_token_one_wins() {
     let relay = TestRelay::default().await;
-    let mut a = relay.client("A", &[]).await;
-    let mut b = Client::connect(&relay.opts()).await.expect("connect");
-    let w = b.hello("B", &[], None).await.expect("welcome");
-    let m = matched(&mut a).await.match_id;
-    matched(&mut b).await;
+    let (a, _b, w, m) = paired_with_token(&relay).await;
 
     let mut x = Client::connect(&relay.opts()).await.expect("connect");
     let mut y = Client::connect(&relay.opts()).await.expect("connect");
