@@ -234,21 +234,23 @@ export class Person {
   }
 
   /**
-   * A coarse signature of the partner canvas: mean brightness and a 16×12 grid of
-   * luminance samples, read through the canvas's accessible name.
+   * A coarse signature of the partner's picture: mean brightness and a 16×12 grid of
+   * luminance samples, read from the element labelled "Partner video" (a `<video>` fed by
+   * the media worker's track, or a canvas it draws into).
    * @returns {Promise<{mean: number, grid: number[], width: number, height: number}>}
    */
   async canvasSignature() {
-    const canvas = this.page.getByRole("img", { name: "Partner video", exact: true });
-    return canvas.evaluate((/** @type {Element} */ el) => {
-      // The page transferred this canvas's control to the media worker, so it has no context
-      // of its own: read what it shows by drawing it, as the comparison benchmark does.
-      const shown = /** @type {HTMLCanvasElement} */ (el);
+    const shown = this.page.getByLabel("Partner video", { exact: true });
+    return shown.evaluate((/** @type {Element} */ el) => {
+      // The worker draws, so the element has no context of its own here: read what it
+      // shows by drawing it, as the comparison benchmark does.
+      const video = el instanceof HTMLVideoElement ? el : null;
+      const canvas = /** @type {HTMLCanvasElement} */ (el);
       const c = document.createElement("canvas");
-      c.width = shown.width;
-      c.height = shown.height;
+      c.width = video ? video.videoWidth || 2 : canvas.width;
+      c.height = video ? video.videoHeight || 2 : canvas.height;
       const ctx = /** @type {CanvasRenderingContext2D} */ (c.getContext("2d"));
-      ctx.drawImage(shown, 0, 0);
+      ctx.drawImage(/** @type {CanvasImageSource} */ (el), 0, 0);
       const { data } = ctx.getImageData(0, 0, c.width, c.height);
       const grid = [];
       let sum = 0;

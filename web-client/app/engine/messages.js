@@ -16,8 +16,14 @@
 /** @typedef {import("../wire/protocol.js").VideoCodec} VideoCodec */
 
 /**
+ * Where the worker shows the partner's video: the writable end of a video track the page
+ * shows in its `<video>`, or (no track generator in this browser) a canvas.
+ * @typedef {{kind: "track", writable: WritableStream<VideoFrame>} | {kind: "canvas", canvas: OffscreenCanvas}} DisplayTarget
+ */
+
+/**
  * Page → worker.
- * @typedef {{type: "init", canvas: OffscreenCanvas, playout: MessagePort | null}
+ * @typedef {{type: "init", display: DisplayTarget, playout: MessagePort | null}
  *   | {type: "capture", video: ReadableStream<VideoFrame> | null, audio: ReadableStream<AudioData> | null, encoders: import("./video-send.js").EncoderChoice[]}
  *   | {type: "stopCapture"}
  *   | {type: "connect", hello: Hello, base: string}

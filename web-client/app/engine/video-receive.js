@@ -1,25 +1,18 @@
 // @ts-check
 /**
- * @file Reassembled video frames → `VideoDecoder` → the partner's `OffscreenCanvas`, in the worker.
+ * @file Reassembled video frames → `VideoDecoder` → the partner's display (engine/
+ * video-display.js: a video track, or a canvas), in the worker.
  *
  * Loss never shows a broken picture: a frame goes to the decoder only if it is a keyframe
  * or its reference was decoded (reference.js); otherwise it is dropped and a keyframe is
  * asked for (rate-limited by the caller). Delay is bounded: a decoder that falls behind
  * (`decodeQueueSize`) skips to the next keyframe; a decoded frame later than the target
- * (lateness.js) is not shown; and only the newest decoded frame is painted, once per
- * task, however many came out together. The decoder is configured from `Matched.recv_codec`
- * before the first keyframe arrives and stays configured across partners while the codec is
- * the same; a keyframe's in-band description reconfigures it only when it differs.
- *
- * Painting never waits for the page's main thread. `drawImage(videoFrame)` on a worker's
- * 2D context asks Chromium's shared GPU context whether GPU compositing is on, and on a
- * worker thread that question is a synchronous round trip to the main thread (measured
- * here: the worker froze for the whole 500 ms the page was busy, tests/browser
- * duet.test.js "main thread is blocked"; `copyTo` with an RGB format does the same). So
- * the planes are copied as they are (`copyTo` with no format), converted on the CPU
- * (wire/yuv.js) and written with `putImageData`, which touches no GPU context. The same
- * pixels are what the optional stamp inspection reads: it checks the picture that was
- * actually painted.
+ * (lateness.js) is not shown; and only the newest decoded frame is handed to the display,
+ * one at a time, however many came out together. The decoder is configured from
+ * `Matched.recv_codec` before the first keyframe arrives and stays configured across
+ * partners while the codec is the same; a keyframe's in-band description reconfigures it
+ * only when it differs. Output is shown from the first keyframe of the current pairing
+ * that comes out of the decoder: frames still inside it from the last partner are not.
  */
 
 import { unwrapKeyframe } from "../wire/keyframe.js";
@@ -27,7 +20,7 @@ import { ReferenceTracker } from "../wire/reference.js";
 import { Lateness } from "../wire/lateness.js";
 import { epochMs } from "../wire/clock.js";
 import { codecFamily, codecString } from "../wire/codecs.js";
-import { yuvToRgba } from "../wire/yuv.js";
+import { framePixels } from "./video-display.js";
 
 /** Frames waiting in the decoder beyond which delta frames are skipped until a keyframe (each is a frame interval of delay). */
 const MAX_DECODE_QUEUE = 3;
@@ -37,20 +30,24 @@ const MAX_LATENCY_SAMPLES = 1000;
 const MAX_PAINT_TIMES = 600;
 /** Decoder errors after which the codec counts as failed on this machine. */
 const FAILURES_BEFORE_GIVING_UP = 3;
+/** Paired this long with nothing decoded (or nothing since): ask for a keyframe again, whatever was lost. */
+const STALL_MS = 1000;
+/** Keyframes of one pairing remembered while waiting for the first of them to come out of the decoder. */
+const MAX_PENDING_KEYS = 16;
 
 export class VideoReceiver {
   /**
-   * @param {OffscreenCanvas} canvas
+   * @param {import("./video-display.js").VideoDisplay} display
    * @param {object} hooks
    * @param {() => void} hooks.requestKeyframe ask the partner for a keyframe (the caller rate-limits)
    * @param {(info: {latencyMs: number, width: number, height: number}) => void} hooks.onPainted
    * @param {() => void} hooks.onDecoded the first decoded frame of a pairing is timed
    * @param {(codec: string) => void} hooks.onCodecFailed
-   * @param {(pixels: ImageData) => boolean} [hooks.inspect] test hook: sees each painted picture
+   * @param {() => boolean} [hooks.inspecting] test hook: whether each picture shown is checked now
+   * @param {(pixels: ImageData) => boolean} [hooks.inspect] test hook: checks a picture about to be shown
    */
-  constructor(canvas, hooks) {
-    this.canvas = canvas;
-    this.ctx = /** @type {OffscreenCanvasRenderingContext2D} */ (canvas.getContext("2d", { alpha: false }));
+  constructor(display, hooks) {
+    this.display = display;
     this.hooks = hooks;
     /** @type {VideoDecoder | null} */
     this.decoder = null;
@@ -60,25 +57,27 @@ export class VideoReceiver {
     this.description = null;
     this.refs = new ReferenceTracker();
     this.lateness = new Lateness();
-    /** Output is shown only from the first keyframe of the current pairing (by its timestamp). @type {number | null} */
-    this.keyTimestamp = null;
+    /** Timestamps of this pairing's keyframes sent to the decoder: output is shown from the first of them to come out. @type {Set<number>} */
+    this.keyTimestamps = new Set();
     this.accepting = false;
+    /** When a frame of this pairing last came out of the decoder (performance.now()), or null. @type {number | null} */
+    this.lastDecodedAt = null;
+    /** When the current pairing began (performance.now()), or null while unpaired. @type {number | null} */
+    this.pairedAt = null;
     this.failures = 0;
     /** The newest decoded frame not yet painted. @type {VideoFrame | null} */
     this.latest = null;
     this.paintScheduled = false;
-    /** A copy into `pixels` is under way (one at a time: a newer frame waits in `latest`). */
+    /** A frame is being handed to the display (one at a time: a newer frame waits in `latest`). */
     this.painting = false;
-    /** Bumped when the picture must go blank: a copy that finishes after it is not shown. */
+    /** Bumped when the picture must go blank: a frame inspected meanwhile is not shown. */
     this.generation = 0;
-    /** The RGBA buffer the decoded frame is copied into, reused while the size stays. @type {ImageData | null} */
-    this.pixels = null;
-    /** The decoder's planes, copied as they are; reused while big enough. */
-    this.planes = new Uint8Array(0);
+    /** Buffers for the test hook's pixel copy. @type {{planes: Uint8Array, pixels: ImageData | null}} */
+    this.scratch = { planes: new Uint8Array(0), pixels: null };
     const channel = new MessageChannel();
     channel.port1.onmessage = () => this.paint();
     this.paintPort = channel.port2;
-    this.stats = { framesDecoded: 0, framesPainted: 0, framesDropped: 0, undecodable: 0, droppedLate: 0, droppedQueue: 0, notPainted: 0, decodeErrors: 0, keyframes: 0, width: 0, height: 0, inspected: 0, inspectFailed: 0 };
+    this.stats = { framesDecoded: 0, framesPainted: 0, framesDropped: 0, undecodable: 0, droppedLate: 0, droppedQueue: 0, notPainted: 0, decodeErrors: 0, keyframes: 0, stalls: 0, width: 0, height: 0, inspected: 0, inspectFailed: 0 };
     /** @type {number[]} */
     this.latencies = [];
     /** Epoch ms of recent paints. @type {number[]} */
@@ -92,6 +91,7 @@ export class VideoReceiver {
    */
   newPairing(family) {
     this.unpair();
+    this.pairedAt = performance.now();
     this.lateness.reset();
     if (family !== null && codecFamily(this.codec ?? "") !== family) this.configure({ codec: codecString(family), optimizeForLatency: true }, null);
   }
@@ -101,11 +101,23 @@ export class VideoReceiver {
     this.generation++;
     this.refs.reset();
     this.accepting = false;
-    this.keyTimestamp = null;
+    this.keyTimestamps.clear();
+    this.lastDecodedAt = null;
+    this.pairedAt = null;
     this.latest?.close();
     this.latest = null;
-    this.ctx.fillStyle = "#000";
-    this.ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+    this.display.blank();
+  }
+
+  /**
+   * Whether the picture has stalled: paired for a while and nothing decoded for as long (a
+   * lost keyframe and a lost request, a decoder that dropped its output). The caller then
+   * asks for a keyframe, so no loss leaves the picture frozen for good.
+   * @param {number} now performance.now()
+   */
+  stalled(now) {
+    if (this.pairedAt === null || now - this.pairedAt < STALL_MS) return false;
+    return this.lastDecodedAt === null || now - this.lastDecodedAt >= STALL_MS;
   }
 
   /** @param {VideoDecoderConfig} config @param {string | null} description @returns {boolean} */
@@ -159,7 +171,7 @@ export class VideoReceiver {
         if (parsed.config.colorSpace) config.colorSpace = /** @type {VideoColorSpaceInit} */ (parsed.config.colorSpace);
         if (!this.configure(config, parsed.description)) return;
       }
-      if (!this.accepting && this.keyTimestamp === null) this.keyTimestamp = Number(frame.captureUs);
+      if (!this.accepting && this.keyTimestamps.size < MAX_PENDING_KEYS) this.keyTimestamps.add(Number(frame.captureUs));
       this.stats.keyframes++;
     }
     const dec = this.decoder;
@@ -189,7 +201,7 @@ export class VideoReceiver {
     this.stats.decodeErrors++;
     this.closeDecoder();
     this.refs.reset();
-    this.keyTimestamp = null;
+    this.keyTimestamps.clear();
     this.failures++;
     if (this.failures >= FAILURES_BEFORE_GIVING_UP && codec) {
       this.failures = 0;
@@ -201,12 +213,14 @@ export class VideoReceiver {
   /** @param {VideoFrame} frame */
   onOutput(frame) {
     if (!this.accepting) {
-      if (frame.timestamp !== this.keyTimestamp) {
-        frame.close();
+      if (!this.keyTimestamps.has(frame.timestamp)) {
+        frame.close(); // still the last partner's, or before this pairing's first keyframe
         return;
       }
       this.accepting = true;
+      this.keyTimestamps.clear();
     }
+    this.lastDecodedAt = performance.now();
     this.failures = 0;
     this.stats.framesDecoded++;
     if (this.stats.framesDecoded === 1 || this.latest === null) this.hooks.onDecoded();
@@ -231,16 +245,14 @@ export class VideoReceiver {
 
   paint() {
     this.paintScheduled = false;
-    if (this.painting) return; // the copy under way schedules the next paint when it ends
+    if (this.painting) return; // the hand-over under way schedules the next paint when it ends
     const frame = this.latest;
     this.latest = null;
     if (!frame) return;
     this.painting = true;
-    const generation = this.generation;
-    this.draw(frame, generation)
-      .catch((e) => console.warn("duet: could not paint a video frame", e))
+    this.draw(frame, this.generation)
+      .catch((e) => console.warn("duet: could not show a video frame", e))
       .finally(() => {
-        frame.close();
         this.painting = false;
         if (this.latest && !this.paintScheduled) {
           this.paintScheduled = true;
@@ -249,35 +261,33 @@ export class VideoReceiver {
       });
   }
 
-  /** @param {VideoFrame} frame @param {number} generation */
+  /** Hands the frame (owned from here) to the display. @param {VideoFrame} frame @param {number} generation */
   async draw(frame, generation) {
     const w = frame.visibleRect?.width ?? frame.displayWidth;
     const h = frame.visibleRect?.height ?? frame.displayHeight;
-    if (!this.pixels || this.pixels.width !== w || this.pixels.height !== h) this.pixels = new ImageData(w, h);
-    const pixels = this.pixels;
-    const size = frame.allocationSize();
-    if (this.planes.length < size) this.planes = new Uint8Array(size);
-    const planes = this.planes.subarray(0, size);
-    const layout = await frame.copyTo(planes);
-    if (!yuvToRgba(planes, layout, frame.format, w, h, pixels.data)) {
-      // A layout wire/yuv.js does not know (RGB from some hardware decoders): the browser converts.
-      await frame.copyTo(pixels.data, { format: "RGBA", colorSpace: "srgb" });
-    }
-    if (generation !== this.generation) return; // the partner changed meanwhile: stay blank
-    if (this.canvas.width !== w || this.canvas.height !== h) {
-      this.canvas.width = w;
-      this.canvas.height = h;
-    }
-    this.ctx.putImageData(pixels, 0, 0);
-    if (this.hooks.inspect) {
+    const timestampUs = frame.timestamp;
+    if (this.hooks.inspect && this.hooks.inspecting?.()) {
+      // Test hook: the very pixels about to be shown, checked before the hand-over.
+      let pixels;
+      try {
+        pixels = await framePixels(frame, this.scratch);
+      } catch (e) {
+        frame.close();
+        throw e;
+      }
+      if (generation !== this.generation) {
+        frame.close(); // the partner changed meanwhile: stay blank
+        return;
+      }
       this.stats.inspected++;
       if (!this.hooks.inspect(pixels)) this.stats.inspectFailed++;
     }
+    await this.display.show(frame);
     this.stats.framesPainted++;
     this.stats.width = w;
     this.stats.height = h;
     const now = epochMs();
-    const latencyMs = now - frame.timestamp / 1000;
+    const latencyMs = now - timestampUs / 1000;
     if (this.latencies.length >= MAX_LATENCY_SAMPLES) this.latencies.shift();
     this.latencies.push(latencyMs);
     if (this.paintTimes.length >= MAX_PAINT_TIMES) this.paintTimes.shift();

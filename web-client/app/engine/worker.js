@@ -24,6 +24,7 @@ import { BitrateController, ReceiveMeter, REPORT_INTERVAL_MS } from "../wire/qua
 import { codecFamily } from "../wire/codecs.js";
 import { epochMs } from "../wire/clock.js";
 import { checkStamp } from "./stamp-check.js";
+import { CanvasDisplay, TrackDisplay } from "./video-display.js";
 
 /** @typedef {import("./messages.js").ToWorker} ToWorker */
 /** @typedef {import("./messages.js").FromWorker} FromWorker */
@@ -119,9 +120,10 @@ function reportCodecFailed(family) {
   if (family) post({ type: "codecFailed", family });
 }
 
-/** @param {OffscreenCanvas} canvas */
-function makeVideoReceiver(canvas) {
-  return new VideoReceiver(canvas, {
+/** @param {import("./messages.js").DisplayTarget} target */
+function makeVideoReceiver(target) {
+  const display = target.kind === "track" ? new TrackDisplay(target.writable) : new CanvasDisplay(target.canvas);
+  return new VideoReceiver(display, {
     requestKeyframe,
     onDecoded: () => {
       const m = currentTimes();
@@ -140,7 +142,8 @@ function makeVideoReceiver(canvas) {
       }
     },
     onCodecFailed: (codec) => reportCodecFailed(codecFamily(codec)),
-    inspect: (pixels) => (engine.inspect ? checkStamp(pixels) : true),
+    inspecting: () => engine.inspect,
+    inspect: checkStamp,
   });
 }
 
@@ -320,6 +323,11 @@ async function everySecond() {
   const sender = engine.videoSender;
   if (t.sendRateKbps !== null) sender?.setBitrate(engine.bitrate.onSendEstimate(t.sendRateKbps, performance.now()));
   if (sender) sender.load.bandwidthLimited = engine.bitrate.limited;
+  const receiver = engine.videoReceiver;
+  if (engine.matchId !== null && receiver?.stalled(performance.now())) {
+    receiver.stats.stalls++;
+    requestKeyframe();
+  }
   if (engine.matchId !== null) {
     const report = engine.meter.report(epochMs(), engine.videoReceiver?.stats.framesDecoded ?? 0);
     engine.ownReport = report;
@@ -375,7 +383,7 @@ function snapshot() {
 function onCommand(msg) {
   switch (msg.type) {
     case "init":
-      engine.videoReceiver = makeVideoReceiver(msg.canvas);
+      engine.videoReceiver = makeVideoReceiver(msg.display);
       engine.audioReceiver = new AudioReceiver(msg.playout);
       break;
     case "capture": {

@@ -62,7 +62,8 @@ const ui = {
   errorMessage: /** @type {HTMLElement} */ ($("error-message")),
   retry: /** @type {HTMLButtonElement} */ ($("retry")),
   back: /** @type {HTMLButtonElement} */ ($("back")),
-  canvas: /** @type {HTMLCanvasElement} */ ($("partner-video")),
+  /** The partner's video: a `<video>` or a canvas, replaced by each new engine (page/engine.js). */
+  partnerVideo: /** @type {HTMLVideoElement | HTMLCanvasElement} */ ($("partner-video")),
   partnerName: /** @type {HTMLElement} */ ($("partner-name")),
   overlay: /** @type {HTMLElement} */ ($("stage-overlay")),
   overlayText: /** @type {HTMLElement} */ ($("stage-overlay-text")),
@@ -291,17 +292,16 @@ function mediaProblem(text) {
   show(ui.mediaNote, true);
 }
 
-/** The media worker, made once (the partner canvas's control can be transferred only once). */
+/** The media worker, made once, and again only if it broke (with a fresh partner element). */
 function ensureEngine() {
   if (state.engine?.broken) {
-    // A canvas hands its control over only once: a new worker needs a fresh canvas.
-    const fresh = /** @type {HTMLCanvasElement} */ (ui.canvas.cloneNode(false));
-    ui.canvas.replaceWith(fresh);
-    ui.canvas = fresh;
     state.engine.worker.terminate();
     state.engine = null;
   }
-  if (!state.engine) state.engine = new Engine(ui.canvas, onEngineMessage);
+  if (!state.engine) {
+    state.engine = new Engine(ui.partnerVideo, onEngineMessage);
+    ui.partnerVideo = state.engine.element;
+  }
   return state.engine;
 }
 
@@ -417,7 +417,7 @@ function onMatched(msg) {
   setPhase("paired");
   ui.partnerName.textContent = state.partnerName;
   show(ui.partnerName, true);
-  ui.canvas.setAttribute("aria-label", "Partner video");
+  ui.partnerVideo.setAttribute("aria-label", "Partner video");
   overlay(`Connecting to ${state.partnerName}…`);
   const shared = msg.shared_interests.slice(0, 8);
   setStatus(`Connected to ${state.partnerName}${shared.length ? ` — you both like ${shared.join(", ")}` : ""}`);

@@ -1,9 +1,14 @@
 // @ts-check
 /**
- * @file The page's end of the media worker (engine/worker.js): starts it, hands it the
- * partner canvas (as an OffscreenCanvas: the worker draws, this thread never touches a
- * frame), sends commands and turns the worker's messages into callbacks. Snapshots are
- * asked for and answered by id.
+ * @file The page's end of the media worker (engine/worker.js): starts it, hands it where
+ * the partner's video is shown, sends commands and turns the worker's messages into
+ * callbacks. Snapshots are asked for and answered by id.
+ *
+ * Where the browser has `MediaStreamTrackGenerator` (Chromium), the partner element is a
+ * `<video>` showing a generated track whose writable end goes to the worker: decoded
+ * frames reach the compositor as WebRTC's do, without this thread. Elsewhere the element
+ * is swapped for a canvas whose control goes to the worker. Either way this thread never
+ * touches a frame.
  */
 
 /** @typedef {import("../engine/messages.js").ToWorker} ToWorker */
@@ -14,17 +19,17 @@ const MAX_PENDING = 32;
 
 export class Engine {
   /**
-   * @param {HTMLCanvasElement} canvas the partner canvas; its control goes to the worker
+   * @param {HTMLVideoElement | HTMLCanvasElement} element the partner element in the page
    * @param {(msg: FromWorker) => void} onMessage
    */
-  constructor(canvas, onMessage) {
+  constructor(element, onMessage) {
     this.worker = new Worker(new URL("../engine/worker.js", import.meta.url), { type: "module", name: "duet-media" });
     this.onMessage = onMessage;
     this.nextId = 1;
     /** @type {Map<number, (value: any) => void>} */
     this.pending = new Map();
     this.worker.onmessage = (/** @type {MessageEvent<FromWorker>} */ ev) => this.receive(ev.data);
-    /** The worker could not load or crashed: a new Engine (and a fresh canvas) is needed. */
+    /** The worker could not load or crashed: a new Engine (and a fresh partner element) is needed. */
     this.broken = false;
     this.worker.onerror = (ev) => {
       console.warn("duet: media worker failed", ev.message);
@@ -34,7 +39,13 @@ export class Engine {
       this.pending.clear();
       this.onMessage({ type: "connectFailed", message: "The page's media engine could not start (the relay may have gone away while the page loaded). Reload the page." });
     };
-    this.canvas = canvas.transferControlToOffscreen();
+    const { element: shown, target, transfer } = displayFor(element);
+    /** The partner element now in the page (a fresh one where the old could not be reused). */
+    this.element = shown;
+    /** @type {import("../engine/messages.js").DisplayTarget} */
+    this.display = target;
+    /** @type {Transferable[]} */
+    this.displayTransfer = transfer;
     this.initialized = false;
   }
 
@@ -43,9 +54,9 @@ export class Engine {
     if (this.initialized) return;
     this.initialized = true;
     /** @type {Transferable[]} */
-    const transfer = [this.canvas];
+    const transfer = [...this.displayTransfer];
     if (playout) transfer.push(playout);
-    this.post({ type: "init", canvas: this.canvas, playout }, transfer);
+    this.post({ type: "init", display: this.display, playout }, transfer);
   }
 
   /** @param {ToWorker} msg @param {Transferable[]} [transfer] */
@@ -89,4 +100,49 @@ export class Engine {
       this.post(make(id));
     });
   }
+}
+
+/**
+ * A fresh partner element, and what the worker draws into: a generated track shown by a
+ * `<video>`, or a canvas's control. A canvas hands its control over only once and a track
+ * ends with its worker, so each engine gets a new element in place of the old one.
+ * @param {HTMLVideoElement | HTMLCanvasElement} old
+ * @returns {{element: HTMLVideoElement | HTMLCanvasElement, target: import("../engine/messages.js").DisplayTarget, transfer: Transferable[]}}
+ */
+function displayFor(old) {
+  const Generator = /** @type {any} */ (globalThis).MediaStreamTrackGenerator;
+  /** @type {HTMLVideoElement | HTMLCanvasElement} */
+  let element;
+  if (typeof Generator === "function") {
+    const video = document.createElement("video");
+    video.autoplay = true;
+    video.muted = true; // the partner's sound plays through the audio worklet
+    video.playsInline = true;
+    element = video;
+  } else {
+    const canvas = document.createElement("canvas");
+    canvas.width = 640;
+    canvas.height = 480;
+    canvas.setAttribute("role", "img");
+    element = canvas;
+  }
+  for (const name of ["id", "class", "aria-label"]) {
+    const value = old.getAttribute(name);
+    if (value !== null) element.setAttribute(name, value);
+  }
+  old.replaceWith(element);
+  if (element instanceof HTMLVideoElement) {
+    const track = new Generator({ kind: "video" });
+    const attach = () => {
+      element.srcObject = new MediaStream([track]);
+      element.play().catch(() => {}); // muted: allowed; a refusal leaves autoplay to try
+    };
+    // A media element waiting for its first frame delays the page's load event, and this
+    // track has none until a partner: attach it once the page has loaded.
+    if (document.readyState === "complete") attach();
+    else window.addEventListener("load", attach, { once: true });
+    return { element, target: { kind: "track", writable: track.writable }, transfer: [track.writable] };
+  }
+  const canvas = element.transferControlToOffscreen();
+  return { element, target: { kind: "canvas", canvas }, transfer: [canvas] };
 }
