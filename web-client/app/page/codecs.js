@@ -6,7 +6,7 @@
  * that failed on this machine, remembered in localStorage so they are never offered again.
  */
 
-import { VIDEO_CODECS, codecFamily, parseFailed } from "../wire/codecs.js";
+import { VIDEO_CODECS, codecFamily, parseFailed, preferenceOrder } from "../wire/codecs.js";
 import { START_VIDEO_KBPS } from "../wire/quality.js";
 
 /** @typedef {import("../wire/codecs.js").CodecProbe} CodecProbe */
@@ -27,12 +27,12 @@ async function supported(probe) {
 /**
  * @param {number} width
  * @param {number} height
- * @returns {Promise<CodecProbe[]>}
+ * @returns {Promise<CodecProbe[]>} in preference order for this machine (wire/codecs.js)
  */
 export async function probeCodecs(width = 640, height = 480) {
   const hasDecoder = typeof VideoDecoder !== "undefined";
   const hasEncoder = typeof VideoEncoder !== "undefined";
-  return Promise.all(
+  const probes = await Promise.all(
     VIDEO_CODECS.map(async ({ family, codec }) => {
       const base = { codec, width, height, bitrate: START_VIDEO_KBPS * 1000, framerate: 30, latencyMode: /** @type {const} */ ("realtime") };
       const decode = hasDecoder && (await supported(() => VideoDecoder.isConfigSupported({ codec })));
@@ -42,6 +42,7 @@ export async function probeCodecs(width = 640, height = 480) {
       return { family, codec, decode, encode, hardwareEncode, scalabilityMode: layered ? "L1T2" : null };
     }),
   );
+  return preferenceOrder(probes, navigator.hardwareConcurrency ?? 2);
 }
 
 /** @returns {VideoCodec[]} */

@@ -53,6 +53,27 @@ export function codecString(family) {
   return VIDEO_CODECS.find((c) => c.family === family)?.codec ?? "vp8";
 }
 
+/** Relative CPU cost of encoding one frame in software (libvpx, OpenH264, libaom in realtime mode). */
+const SOFTWARE_ENCODE_COST = Object.freeze({ Vp8: 1, H264: 1.2, Vp9: 2, Av1: 4 });
+
+/** Logical cores at or below which a machine counts as weak: its software encoder is chosen for cost, not compression. */
+export const WEAK_CPU_CORES = 4;
+
+/**
+ * The probes in preference order. On a weak machine (two or four cores, like the phones and
+ * cheap laptops that are most of a random chat's users) the cheapest software encoder comes
+ * first: VP9 spends about twice VP8's CPU per frame, and a busy CPU costs far more delay
+ * than VP9's better compression saves. Elsewhere the better compression comes first.
+ * Hardware encoders are preferred by the relay's choice either way.
+ * @param {CodecProbe[]} probes
+ * @param {number} cores `navigator.hardwareConcurrency`
+ * @returns {CodecProbe[]}
+ */
+export function preferenceOrder(probes, cores) {
+  if (cores > WEAK_CPU_CORES) return [...probes];
+  return [...probes].sort((a, b) => SOFTWARE_ENCODE_COST[a.family] - SOFTWARE_ENCODE_COST[b.family]);
+}
+
 /**
  * `Hello.media` (and `Caps`): decode and encode lists from the probes, in preference
  * order, without the codecs that failed here.
