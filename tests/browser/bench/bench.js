@@ -165,6 +165,32 @@ function pageNow(p) {
 }
 
 /**
+ * What a page's engine says about itself, for a failure message: the phase, and for a Duet
+ * page the pairing timeline and the video counters of `window.duet.snapshot()`.
+ * @param {BenchPage} p @returns {Promise<string>}
+ */
+async function engineState(p) {
+  return p.page
+    .evaluate(async () => {
+      const w = /** @type {any} */ (window);
+      const s = await w.duet?.snapshot?.();
+      return JSON.stringify({
+        phase: document.body.dataset.phase,
+        status: document.getElementById("status")?.textContent,
+        partner: s?.partnerName,
+        matchId: s?.matchId,
+        engineMatchId: s?.engineMatchId,
+        matches: s?.timeline?.matches?.slice(-2),
+        send: s?.send?.video,
+        receive: s?.receive?.video,
+        reassembly: s?.receive?.reassembly,
+        otherMatch: s?.receive?.datagramsOtherMatch,
+      });
+    })
+    .catch((/** @type {unknown} */ e) => `unreadable: ${e}`);
+}
+
+/**
  * Waits for the first picture from `sender` seen by `receiver` at or after `from`.
  * @param {BenchPage} receiver @param {BenchPage} sender @param {number} from
  * @returns {Promise<number>} ms from `from` to that picture on screen
@@ -175,7 +201,11 @@ async function firstFrame(receiver, sender, from) {
   } catch (e) {
     const seen = await receiver.page.evaluate(() => /** @type {any} */ (window).__bench.take(0, Infinity)).catch(() => null);
     const last = seen?.shown?.slice(-3);
-    throw new Error(`${receiver.name} saw no picture from ${sender.name} within ${FIRST_FRAME_MS} ms (last pictures seen: ${JSON.stringify(last)}, unreadable: ${seen?.broken?.length}, read errors: ${JSON.stringify(seen?.errors?.slice(0, 2))}; page problems: ${receiver.problems.slice(0, 5).join(" | ")})\n${e}`);
+    const engines = await Promise.all([receiver, sender].map((p) => engineState(p)));
+    throw new Error(
+      `${receiver.name} saw no picture from ${sender.name} within ${FIRST_FRAME_MS} ms (last pictures seen: ${JSON.stringify(last)}, reads: ${seen?.reads}, unreadable: ${seen?.broken?.length}, read errors: ${JSON.stringify(seen?.errors?.slice(0, 2))}; page problems: ${receiver.problems.slice(0, 5).join(" | ")})\n` +
+        `${receiver.name}: ${engines[0]}\n${sender.name}: ${engines[1]}\n${e}`,
+    );
   }
   const ff = await receiver.page.evaluate(([s, f]) => /** @type {any} */ (window).__bench.firstFrom(s, f), [sender.id, from]);
   return Math.round((ff.at - from) * 10) / 10;

@@ -18,7 +18,11 @@
   const MAX_PENDING = 64;
 
   async function camera() {
-    stream ??= await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480, frameRate: 30 }, audio: true });
+    if (!stream) {
+      stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480, frameRate: 30 }, audio: true });
+      const self = document.getElementById("self");
+      self.srcObject = new MediaStream(stream.getVideoTracks());
+    }
     return stream;
   }
 
