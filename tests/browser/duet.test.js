@@ -240,8 +240,6 @@ describe("duet in the browser", () => {
 
       // Ben really is back in the queue: the next person to come is paired with him.
       const cho = await join(people, relay.url, "Cho");
-      await cho.page.addInitScript(eightCores);
-      await cho.page.reload();
       await cho.start();
       await expectPaired(ben, cho);
 
