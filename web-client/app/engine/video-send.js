@@ -6,8 +6,10 @@
  * are dropped, never queued, when the encoder falls behind (`encodeQueueSize`). Where the
  * encoder takes temporal layers (L1T2), each frame's `ref_frame` comes from its layer, so
  * a receiver that loses a top-layer frame carries on. The newest camera frame is held
- * while unpaired and encoded as the keyframe the moment `Matched` arrives. A codec that
- * fails here is reported (`onCodecFailed`) so it is never offered again.
+ * while unpaired and encoded as the keyframe the moment `Matched` arrives; ahead of it goes
+ * the standby keyframe (standby.js), encoded before `Matched` came, so the new partner has
+ * a face without waiting for any encode. A codec that fails here is reported
+ * (`onCodecFailed`) so it is never offered again.
  */
 
 import { Fragmenter } from "../wire/fragment.js";
@@ -19,6 +21,7 @@ import { EncoderLoad } from "../wire/encoder-load.js";
 import { epochMs, nowUs } from "../wire/clock.js";
 import { codecFamily } from "../wire/codecs.js";
 import { pump } from "./pump.js";
+import { StandbyKeyframe } from "./standby.js";
 
 /** A keyframe at least this often even without requests, so a receiver that lost one recovers. */
 const KEYFRAME_INTERVAL_MS = 10_000;
@@ -63,6 +66,7 @@ export class VideoSender {
     this.fragmenter = new Fragmenter(TRACK_VIDEO);
     this.layers = new LayerReferences();
     this.load = new EncoderLoad();
+    this.standby = new StandbyKeyframe();
     /** @type {VideoEncoder | null} */
     this.encoder = null;
     this.encoderKey = "";
@@ -113,6 +117,7 @@ export class VideoSender {
     this.reader?.cancel().catch(() => {});
     this.dropHeld();
     this.closeEncoder();
+    this.standby.close();
   }
 
   dropHeld() {
@@ -131,11 +136,15 @@ export class VideoSender {
 
   /** Paired just now: encode the held camera frame as the new partner's first keyframe. */
   sendHeldFrame() {
+    const matchId = this.sink.matchId();
+    const standby = this.enabled && this.choice && matchId !== null ? this.standby.take(this.choice.codec, performance.now()) : null;
+    // The face first: the keyframe encoded before Matched, then the live stream's own
+    // keyframe (forced by newPairing), which nothing here has to wait for.
+    if (standby && matchId !== null) this.sendFrame(matchId, standby.payload, true, standby.captureUs, 0);
     const held = this.held;
     this.held = null;
     if (!held) return;
     try {
-      const matchId = this.sink.matchId();
       const fresh = Number(nowUs() - held.captureUs) < HELD_FRAME_MAX_AGE_US;
       if (matchId !== null && fresh && this.enabled && this.choice) {
         const enc = this.ensureEncoder(held.frame);
@@ -258,6 +267,7 @@ export class VideoSender {
     if (frame.displayWidth < 2 || frame.displayHeight < 2) return;
     const now = performance.now();
     const matchId = this.sink.matchId();
+    this.standby.offer(frame, this.choice.codec, nowUs(), matchId !== null, now);
     if (matchId === null) {
       // Configured even while waiting, so the first frame after Matched does not also pay for starting the encoder.
       const enc = this.ensureEncoder(frame);
@@ -332,19 +342,28 @@ export class VideoSender {
     chunk.copyTo(data);
     const isKey = chunk.type === "key";
     const payload = isKey ? wrapKeyframe(this.description || codec, data) : data;
-    const frameNo = this.fragmenter.frame;
     const layer = /** @type {any} */ (metadata)?.svc?.temporalLayerId ?? 0;
+    if (this.sendFrame(matchId, payload, isKey, stamp.captureUs, layer)) this.failures = 0;
+  }
+
+  /**
+   * One encoded frame of the current pairing → fragments → datagrams.
+   * @param {bigint} matchId @param {Uint8Array} payload @param {boolean} isKey
+   * @param {bigint} captureUs @param {number} layer temporal layer id (0 without layers)
+   * @returns {boolean} sent (false: too big, the rate was halved and a keyframe asked for)
+   */
+  sendFrame(matchId, payload, isKey, captureUs, layer) {
+    const frameNo = this.fragmenter.frame;
     const ref = this.layers.refFor(frameNo, isKey, layer);
-    const datagrams = this.fragmenter.fragment(matchId, payload, isKey, stamp.captureUs, this.sink.maxDatagramSize(), (frameNo - ref) >>> 0);
+    const datagrams = this.fragmenter.fragment(matchId, payload, isKey, captureUs, this.sink.maxDatagramSize(), (frameNo - ref) >>> 0);
     if (!datagrams) {
       // Bigger than 256 datagrams: far past any sane bitrate. Ask for a keyframe at a lower rate.
       this.stats.oversized++;
       this.bitrateKbps = Math.max(100, Math.round(this.bitrateKbps / 2));
       this.forceKey = true;
       this.layers.reset();
-      return;
+      return false;
     }
-    this.failures = 0;
     this.stats.framesEncoded++;
     if (isKey) {
       this.stats.keyframes++;
@@ -357,5 +376,6 @@ export class VideoSender {
         this.stats.bytesSent += d.length;
       }
     }
+    return true;
   }
 }

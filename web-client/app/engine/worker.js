@@ -353,7 +353,7 @@ function snapshot() {
     send: {
       codec: vs?.choice?.codec ?? null,
       bitrateKbps: engine.bitrate.target,
-      video: vs ? { ...vs.stats, cpuStep: vs.load.step } : null,
+      video: vs ? { ...vs.stats, cpuStep: vs.load.step, standby: { ...vs.standby.stats } } : null,
       audio: engine.audioSender ? { ...engine.audioSender.stats } : null,
       datagramsDropped: engine.session?.datagramsDropped ?? 0,
       maxDatagramSize: engine.session?.maxDatagramSize ?? null,
