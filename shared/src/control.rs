@@ -150,7 +150,8 @@ impl MediaCaps {
 pub struct Nack {
     pub match_id: u64,
     pub frame: u32,
-    /// Fragment indices, at most [`MAX_NACK_FRAGMENTS`].
+    /// Fragment indices, at most [`MAX_NACK_FRAGMENTS`]; empty asks for the whole frame
+    /// (the receiver saw none of it, so it does not know how many there are).
     pub fragments: Vec<u16>,
 }
 

@@ -22,6 +22,7 @@ import { epochMs, nowUs } from "../wire/clock.js";
 import { codecFamily } from "../wire/codecs.js";
 import { pump } from "./pump.js";
 import { StandbyKeyframe } from "./standby.js";
+import { SendHistory } from "../wire/send-history.js";
 
 /** A keyframe at least this often even without requests, so a receiver that lost one recovers. */
 const KEYFRAME_INTERVAL_MS = 10_000;
@@ -67,6 +68,8 @@ export class VideoSender {
     this.layers = new LayerReferences();
     this.load = new EncoderLoad();
     this.standby = new StandbyKeyframe();
+    /** What was sent lately, for the partner's `Nack`s. */
+    this.history = new SendHistory();
     /** @type {VideoEncoder | null} */
     this.encoder = null;
     this.encoderKey = "";
@@ -92,6 +95,7 @@ export class VideoSender {
       framesSkippedForRate: 0,
       bytesSent: 0,
       datagramsSent: 0,
+      datagramsResent: 0,
       oversized: 0,
       width: 0,
       height: 0,
@@ -161,9 +165,23 @@ export class VideoSender {
     this.forceKey = true;
   }
 
+  /**
+   * The partner lost some of a frame's datagrams: send those again from the history.
+   * @param {number} frame @param {number[]} fragments empty: the whole frame
+   */
+  resend(frame, fragments) {
+    for (const d of this.history.take(frame, fragments, performance.now())) {
+      if (this.sink.send(d)) {
+        this.stats.datagramsResent++;
+        this.stats.bytesSent += d.length;
+      }
+    }
+  }
+
   /** A new pairing (or none): number frames from zero and start with a keyframe. */
   newPairing() {
     this.fragmenter.reset();
+    this.history.reset();
     this.layers.reset();
     this.pending.clear();
     this.forceKey = true;
@@ -364,6 +382,7 @@ export class VideoSender {
       this.layers.reset();
       return false;
     }
+    this.history.record(frameNo, datagrams, performance.now());
     this.stats.framesEncoded++;
     if (isKey) {
       this.stats.keyframes++;

@@ -19,7 +19,8 @@ import { VideoReceiver } from "./video-receive.js";
 import { AudioSender } from "./audio-send.js";
 import { AudioReceiver } from "./audio-receive.js";
 import { Reassembler } from "../wire/fragment.js";
-import { TRACK_VIDEO, readDatagram } from "../wire/protocol.js";
+import { VideoOrder } from "../wire/video-order.js";
+import { MAX_NACK_FRAGMENTS, TRACK_VIDEO, readDatagram } from "../wire/protocol.js";
 import { BitrateController, ReceiveMeter, REPORT_INTERVAL_MS } from "../wire/quality.js";
 import { codecFamily } from "../wire/codecs.js";
 import { epochMs } from "../wire/clock.js";
@@ -30,6 +31,8 @@ import { CanvasDisplay, TrackDisplay } from "./video-display.js";
 /** @typedef {import("./messages.js").FromWorker} FromWorker */
 /** @typedef {import("../wire/protocol.js").ServerMsg} ServerMsg */
 
+/** How often frames held behind a gap are looked at again when no datagram arrives. */
+const ORDER_TICK_MS = 20;
 /** Minimum time between our keyframe requests to the partner (each one costs them a big frame). */
 const KEYFRAME_REQUEST_INTERVAL_MS = 300;
 /** Minimum time between keyframes we make because the partner asked. */
@@ -68,7 +71,9 @@ const engine = {
   videoReceiver: null,
   /** @type {AudioReceiver} */
   audioReceiver: new AudioReceiver(null),
-  reassembler: new Reassembler(),
+  reassembler: new Reassembler({ recoverVideo: true }),
+  /** Whole video frames back in order for the decoder; gaps are asked for again. @type {VideoOrder<import("../wire/fragment.js").Frame>} */
+  order: new VideoOrder(),
   meter: new ReceiveMeter(),
   bitrate: new BitrateController(),
   lastKeyframeRequestAt: -Infinity,
@@ -158,7 +163,8 @@ function onMatched(msg) {
   engine.ownReport = null;
   engine.meter.reset();
   engine.bitrate.reset();
-  engine.reassembler = new Reassembler();
+  engine.reassembler = new Reassembler({ recoverVideo: true });
+  engine.order.reset();
   engine.lastPartnerNoticeAt = -Infinity;
   engine.matches.push({
     matchId: msg.match_id.toString(),
@@ -190,6 +196,7 @@ function unpair() {
   engine.matchId = null;
   engine.session?.setMatch(null);
   engine.videoReceiver?.unpair();
+  engine.order.reset();
   engine.audioReceiver.reset();
   engine.videoSender?.newPairing();
   engine.audioSender?.newPairing();
@@ -229,6 +236,9 @@ function onServerMsg(msg) {
       }
       break;
     }
+    case "PeerNack":
+      if (msg.match_id === engine.matchId) engine.videoSender?.resend(msg.frame, msg.fragments);
+      break;
     case "PeerReport":
       if (msg.match_id !== engine.matchId) break; // about a pairing that has ended
       engine.peerReport = { ...msg };
@@ -264,11 +274,33 @@ function onDatagram(datagram) {
   const m = currentTimes();
   if (header.track === TRACK_VIDEO) {
     if (m && frame.keyframe && m.firstKeyframeAt === null) m.firstKeyframeAt = epochMs();
-    engine.videoReceiver?.push(frame);
+    if (engine.order.push(frame)) drainVideo();
   } else {
     if (m && m.firstAudioAt === null) m.firstAudioAt = epochMs();
     engine.audioReceiver.push(frame);
   }
+}
+
+/**
+ * How long frames behind a missing one wait for its resend: two round trips (ours and the
+ * partner's, taken as equal) and a margin, within bounds.
+ */
+function gapWaitMs() {
+  const rtt = engine.transportRttMs ?? 50;
+  return Math.min(300, Math.max(60, 2 * rtt + 40));
+}
+
+/** Frames the order stage lets through go to the decoder; its gaps become `Nack`s. */
+function drainVideo() {
+  const receiver = engine.videoReceiver;
+  if (!receiver || engine.matchId === null) return;
+  const refs = receiver.refs;
+  const out = engine.order.poll(performance.now(), gapWaitMs(), (f) => refs.haveKeyframe && refs.decoded.includes(f.refFrame));
+  for (const f of out.release) receiver.push(f);
+  for (const frame of out.nack) {
+    engine.session?.send({ type: "Nack", match_id: engine.matchId, frame, fragments: engine.reassembler.missing(frame, MAX_NACK_FRAGMENTS) });
+  }
+  if (engine.order.next !== null) engine.reassembler.abandonBefore(engine.order.next);
 }
 
 // ---------------------------------------------------------------- session
@@ -363,6 +395,7 @@ function snapshot() {
       video: vr ? { ...vr.stats, references: { ...vr.refs.stats } } : null,
       audio: { ...engine.audioReceiver.stats, ...engine.audioReceiver.playoutStats },
       reassembly: { ...engine.reassembler.stats },
+      order: { ...engine.order.stats, waitMs: gapWaitMs() },
       datagramsRejected: engine.datagramsRejected,
       datagramsOtherMatch: engine.datagramsOtherMatch,
       latencyMs: { count: lat.length, median: quantile(lat, 0.5), p95: quantile(lat, 0.95), max: lat.length ? Math.max(...lat) : null },
@@ -464,3 +497,7 @@ function stopCapture() {
 
 scope.onmessage = (/** @type {MessageEvent<ToWorker>} */ ev) => onCommand(ev.data);
 setInterval(() => void everySecond(), REPORT_INTERVAL_MS);
+// A gap's wait ends even when nothing more arrives.
+setInterval(() => {
+  if (engine.order.held.size > 0) drainVideo();
+}, ORDER_TICK_MS);

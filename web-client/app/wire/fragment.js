@@ -122,12 +122,25 @@ class TrackState {
     this.newest = null;
     /** Partial frames, oldest first. @type {Partial[]} */
     this.partial = [];
+    /** Recovering video: frames below this are given up; fragments for them are late. */
+    this.floor = 0;
+    /** Recovering video: recently completed frame numbers. @type {Set<number>} */
+    this.completed = new Set();
   }
 }
 
+/** Frame numbers of completed video frames remembered, so a resent duplicate is not taken for a new frame. */
+const MAX_COMPLETED = 128;
+
 /** Per-pairing reassembly of fragmented frames, for both tracks. */
 export class Reassembler {
-  constructor() {
+  /**
+   * @param {{recoverVideo?: boolean}} [options] recoverVideo: video frames come out as they
+   *   complete, in any order, and an older incomplete frame is kept (its missing fragments
+   *   may be resent) until `abandonBefore` passes it; video-order.js restores the order
+   */
+  constructor(options = {}) {
+    this.recoverVideo = options.recoverVideo ?? false;
     /** @type {bigint | null} */
     this.matchId = null;
     this.audio = new TrackState();
@@ -151,7 +164,8 @@ export class Reassembler {
     const isVideo = header.track === TRACK_VIDEO;
     const state = isVideo ? this.video : this.audio;
     if (!isVideo && header.frag_count === 1) return this.pushAudio(state, header, payload);
-    if (state.lastDone !== null && header.frame <= state.lastDone) {
+    const recovering = isVideo && this.recoverVideo;
+    if (recovering ? header.frame < state.floor || state.completed.has(header.frame) : state.lastDone !== null && header.frame <= state.lastDone) {
       this.stats.fragmentsLate++;
       return null;
     }
@@ -166,6 +180,7 @@ export class Reassembler {
         // The oldest partial frame is too late to show: give up on it.
         const oldest = /** @type {Partial} */ (state.partial.shift());
         state.lastDone = oldest.frame;
+        state.floor = Math.max(state.floor, oldest.frame + 1);
         this.stats.framesLost++;
         state.partial = state.partial.filter((p) => p.frame > oldest.frame);
       }
@@ -190,23 +205,50 @@ export class Reassembler {
     partial.received++;
     if (partial.received < partial.parts.length) return null;
 
-    // Complete. Older partial frames can no longer be decoded in order: drop them.
     state.partial.splice(idx, 1);
+    if (recovering) {
+      // Complete, in whatever order: older partial frames may still be completed by a resend.
+      state.completed.add(partial.frame);
+      if (state.completed.size > MAX_COMPLETED) state.completed.delete(/** @type {number} */ (state.completed.values().next().value));
+      this.stats.framesCompleted++;
+      return whole(header.track, partial);
+    }
+    // Complete. Older partial frames can no longer be decoded in order: drop them.
     const skipped = state.lastDone === null ? 0 : Math.max(0, partial.frame - state.lastDone - 1);
     state.partial = state.partial.filter((p) => p.frame > partial.frame);
     state.lastDone = partial.frame;
     if (skipped > 0) this.stats.framesLost += skipped;
     this.stats.framesCompleted++;
-    const parts = /** @type {Uint8Array[]} */ (partial.parts);
-    let size = 0;
-    for (const p of parts) size += p.length;
-    const data = new Uint8Array(size);
-    let at = 0;
-    for (const p of parts) {
-      data.set(p, at);
-      at += p.length;
-    }
-    return { track: header.track, frame: partial.frame, keyframe: partial.keyframe, captureUs: partial.captureUs, refFrame: partial.refFrame, data };
+    return whole(header.track, partial);
+  }
+
+  /**
+   * Recovering video: the fragments of `frame` not received yet, for a `Nack` (at most
+   * `max`); empty when no fragment of it arrived (the whole frame is missing).
+   * @param {number} frame @param {number} max
+   * @returns {number[]}
+   */
+  missing(frame, max) {
+    const p = this.video.partial.find((x) => x.frame === frame);
+    if (!p) return [];
+    /** @type {number[]} */
+    const out = [];
+    for (let i = 0; i < p.parts.length && out.length < max; i++) if (p.parts[i] === null) out.push(i);
+    return out;
+  }
+
+  /**
+   * Recovering video: frames before `frame` are given up (decoded, skipped or abandoned by
+   * the order stage); their partial fragments are dropped and any that come later are late.
+   * @param {number} frame
+   */
+  abandonBefore(frame) {
+    const state = this.video;
+    if (frame <= state.floor) return;
+    state.floor = frame;
+    const before = state.partial.length;
+    state.partial = state.partial.filter((p) => p.frame >= frame);
+    this.stats.framesLost += before - state.partial.length;
   }
 
   /**
@@ -228,4 +270,21 @@ export class Reassembler {
     this.stats.framesCompleted++;
     return { track: header.track, frame: header.frame, keyframe: header.keyframe, captureUs: header.capture_us, refFrame: header.ref_frame, data: payload.slice() };
   }
+}
+
+/**
+ * @param {number} track @param {Partial} partial every part present
+ * @returns {Frame}
+ */
+function whole(track, partial) {
+  const parts = /** @type {Uint8Array[]} */ (partial.parts);
+  let size = 0;
+  for (const p of parts) size += p.length;
+  const data = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    data.set(p, at);
+    at += p.length;
+  }
+  return { track, frame: partial.frame, keyframe: partial.keyframe, captureUs: partial.captureUs, refFrame: partial.refFrame, data };
 }
