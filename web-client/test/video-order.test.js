@@ -167,3 +167,24 @@ test("recovering video: an incomplete frame waits for its resend while later fra
   r.abandonBefore(3);
   assert.equal(feed(frames[2][0]), null, "behind the order stage: late");
 });
+
+test("recovering video: gaps are known as soon as a later datagram shows them", () => {
+  const f = new Fragmenter(TRACK_VIDEO);
+  const r = new Reassembler({ recoverVideo: true });
+  const frames = [0, 1, 2, 3].map((n) => /** @type {Uint8Array[]} */ (f.fragment(3n, new Uint8Array(3000).fill(n), n === 0, BigInt(n), 1100)));
+  const feed = (/** @type {Uint8Array} */ d) => {
+    const { header, offset } = readDatagram(d);
+    return r.push(header, d.subarray(offset));
+  };
+  for (const d of frames[0]) feed(d);
+  feed(frames[1][0]); // fragments 1 and 2 of frame 1 lost, then all of frame 2 lost
+  assert.deepEqual(r.gaps(64), [], "nothing after fragment 0 yet: nothing known missing");
+  feed(frames[3][1]);
+  assert.deepEqual(r.gaps(64), [
+    { frame: 1, fragments: [1, 2] },
+    { frame: 2, fragments: [] },
+    { frame: 3, fragments: [0] },
+  ]);
+  r.abandonBefore(3);
+  assert.deepEqual(r.gaps(64), [{ frame: 3, fragments: [0] }]);
+});

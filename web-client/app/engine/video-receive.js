@@ -13,11 +13,14 @@
  * partners while the codec is the same; a keyframe's in-band description reconfigures it
  * only when it differs. Output is shown from the first keyframe of the current pairing
  * that comes out of the decoder: frames still inside it from the last partner are not.
+ * After a gap recovered by a resend, decoded frames are held to an even schedule for a
+ * while (wire/playout.js), so the losses show as a little more delay, not as freezes.
  */
 
 import { unwrapKeyframe } from "../wire/keyframe.js";
 import { ReferenceTracker } from "../wire/reference.js";
 import { Lateness } from "../wire/lateness.js";
+import { PlayoutDelay } from "../wire/playout.js";
 import { epochMs } from "../wire/clock.js";
 import { codecFamily, codecString } from "../wire/codecs.js";
 import { framePixels } from "./video-display.js";
@@ -32,6 +35,8 @@ const MAX_PAINT_TIMES = 600;
 const FAILURES_BEFORE_GIVING_UP = 3;
 /** Paired this long with nothing decoded (or nothing since): ask for a keyframe again, whatever was lost. */
 const STALL_MS = 1000;
+/** Decoded frames held for their playout time at most (a third of a second at 30 fps). */
+const MAX_WAITING = 10;
 /** Keyframes of one pairing remembered while waiting for the first of them to come out of the decoder. */
 const MAX_PENDING_KEYS = 16;
 
@@ -57,6 +62,13 @@ export class VideoReceiver {
     this.description = null;
     this.refs = new ReferenceTracker();
     this.lateness = new Lateness();
+    this.playout = new PlayoutDelay();
+    /** Capture stamps of frames that waited behind a recovered gap (their lateness sets the hold). @type {Set<number>} */
+    this.recovered = new Set();
+    /** Decoded frames held until their playout time, oldest first. @type {{frame: VideoFrame, dueMs: number}[]} */
+    this.waiting = [];
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this.waitTimer = null;
     /** Timestamps of this pairing's keyframes sent to the decoder: output is shown from the first of them to come out. @type {Set<number>} */
     this.keyTimestamps = new Set();
     this.accepting = false;
@@ -77,7 +89,7 @@ export class VideoReceiver {
     const channel = new MessageChannel();
     channel.port1.onmessage = () => this.paint();
     this.paintPort = channel.port2;
-    this.stats = { framesDecoded: 0, framesPainted: 0, framesDropped: 0, undecodable: 0, droppedLate: 0, droppedQueue: 0, notPainted: 0, decodeErrors: 0, keyframes: 0, stalls: 0, width: 0, height: 0, inspected: 0, inspectFailed: 0 };
+    this.stats = { framesDecoded: 0, framesPainted: 0, framesDropped: 0, undecodable: 0, droppedLate: 0, droppedQueue: 0, held: 0, playoutDelayMs: 0, notPainted: 0, decodeErrors: 0, keyframes: 0, stalls: 0, width: 0, height: 0, inspected: 0, inspectFailed: 0 };
     /** @type {number[]} */
     this.latencies = [];
     /** Epoch ms of recent paints. @type {number[]} */
@@ -106,6 +118,12 @@ export class VideoReceiver {
     this.pairedAt = null;
     this.latest?.close();
     this.latest = null;
+    for (const w of this.waiting) w.frame.close();
+    this.waiting = [];
+    if (this.waitTimer !== null) clearTimeout(this.waitTimer);
+    this.waitTimer = null;
+    this.recovered.clear();
+    this.playout.reset();
     this.display.blank();
   }
 
@@ -151,8 +169,13 @@ export class VideoReceiver {
     }
   }
 
-  /** @param {import("../wire/fragment.js").Frame} frame */
-  push(frame) {
+  /**
+   * @param {import("../wire/fragment.js").Frame} frame
+   * @param {number} [burst] frames handed over together with this one (the order stage
+   *   releasing what waited behind a recovered gap): the decoder may queue that many more
+   *   before the delay bound skips to a keyframe, since only the newest of them is shown
+   */
+  push(frame, burst = 1) {
     let data = frame.data;
     if (frame.keyframe) {
       const parsed = unwrapKeyframe(frame.data);
@@ -180,12 +203,16 @@ export class VideoReceiver {
       this.hooks.requestKeyframe();
       return;
     }
-    if (!frame.keyframe && dec.decodeQueueSize > MAX_DECODE_QUEUE) {
+    if (!frame.keyframe && dec.decodeQueueSize > MAX_DECODE_QUEUE + burst - 1) {
       // The decoder cannot keep up: every frame queued is shown later. Skip to a keyframe.
       this.stats.droppedQueue++;
       this.refs.reset();
       this.hooks.requestKeyframe();
       return;
+    }
+    if (burst > 1) {
+      if (this.recovered.size > 64) this.recovered.clear();
+      this.recovered.add(Number(frame.captureUs));
     }
     try {
       dec.decode(new EncodedVideoChunk({ type: frame.keyframe ? "key" : "delta", timestamp: Number(frame.captureUs), data }));
@@ -224,13 +251,52 @@ export class VideoReceiver {
     this.failures = 0;
     this.stats.framesDecoded++;
     if (this.stats.framesDecoded === 1 || this.latest === null) this.hooks.onDecoded();
+    const now = performance.now();
     const transitMs = epochMs() - frame.timestamp / 1000;
-    if (this.lateness.tooLate(this.lateness.observe(transitMs, performance.now())) && this.latest === null && this.stats.framesPainted > 0) {
+    const late = this.lateness.observe(transitMs, now);
+    if (this.recovered.delete(frame.timestamp)) this.playout.onRecovered(late, now);
+    const hold = this.playout.delayMs(now);
+    this.stats.playoutDelayMs = hold;
+    if (this.lateness.tooLate(late - hold) && this.latest === null && this.waiting.length === 0 && this.stats.framesPainted > 0) {
       // Later than the target: showing it would show the past. The next one may be on time.
       this.stats.droppedLate++;
       frame.close();
       return;
     }
+    if (hold - late > 1) {
+      // Shown at its place in the schedule, so frames that waited for a resend keep pace.
+      this.stats.held++;
+      this.waiting.push({ frame, dueMs: now + hold - late });
+      if (this.waiting.length > MAX_WAITING) /** @type {{frame: VideoFrame}} */ (this.waiting.shift()).frame.close();
+      this.scheduleWaiting(now);
+      return;
+    }
+    this.show(frame);
+  }
+
+  /** @param {number} now */
+  scheduleWaiting(now) {
+    if (this.waitTimer !== null || this.waiting.length === 0) return;
+    const next = Math.min(...this.waiting.map((w) => w.dueMs));
+    this.waitTimer = setTimeout(() => {
+      this.waitTimer = null;
+      const t = performance.now();
+      const due = this.waiting.filter((w) => w.dueMs <= t + 1);
+      this.waiting = this.waiting.filter((w) => w.dueMs > t + 1);
+      // Only the newest of those due is worth showing.
+      due.sort((a, b) => a.frame.timestamp - b.frame.timestamp);
+      const newest = due.pop();
+      for (const w of due) {
+        this.stats.notPainted++;
+        w.frame.close();
+      }
+      if (newest) this.show(newest.frame);
+      this.scheduleWaiting(t);
+    }, Math.max(0, next - now));
+  }
+
+  /** The newest decoded frame goes to the display at the next paint. @param {VideoFrame} frame */
+  show(frame) {
     if (this.latest) {
       // Two frames came out before a paint: only the newest is worth showing.
       this.stats.notPainted++;

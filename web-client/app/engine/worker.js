@@ -74,6 +74,10 @@ const engine = {
   reassembler: new Reassembler({ recoverVideo: true }),
   /** Whole video frames back in order for the decoder; gaps are asked for again. @type {VideoOrder<import("../wire/fragment.js").Frame>} */
   order: new VideoOrder(),
+  /** Highest video datagram sequence number of this pairing, or null. @type {number | null} */
+  lastVideoSeq: null,
+  /** Gaps already asked for ("frame:fragments"), bounded. @type {Set<string>} */
+  nackedGaps: new Set(),
   meter: new ReceiveMeter(),
   bitrate: new BitrateController(),
   lastKeyframeRequestAt: -Infinity,
@@ -165,6 +169,8 @@ function onMatched(msg) {
   engine.bitrate.reset();
   engine.reassembler = new Reassembler({ recoverVideo: true });
   engine.order.reset();
+  engine.lastVideoSeq = null;
+  engine.nackedGaps.clear();
   engine.lastPartnerNoticeAt = -Infinity;
   engine.matches.push({
     matchId: msg.match_id.toString(),
@@ -197,6 +203,8 @@ function unpair() {
   engine.session?.setMatch(null);
   engine.videoReceiver?.unpair();
   engine.order.reset();
+  engine.lastVideoSeq = null;
+  engine.nackedGaps.clear();
   engine.audioReceiver.reset();
   engine.videoSender?.newPairing();
   engine.audioSender?.newPairing();
@@ -270,6 +278,11 @@ function onDatagram(datagram) {
   }
   engine.meter.onDatagram(header, datagram.length, epochMs());
   const frame = engine.reassembler.push(header, datagram.subarray(offset));
+  if (header.track === TRACK_VIDEO) {
+    // A skipped sequence number shows loss at once: ask again now, not when a later frame completes.
+    if (engine.lastVideoSeq !== null && header.seq > engine.lastVideoSeq + 1) nackGaps();
+    if (engine.lastVideoSeq === null || header.seq > engine.lastVideoSeq) engine.lastVideoSeq = header.seq;
+  }
   if (!frame) return;
   const m = currentTimes();
   if (header.track === TRACK_VIDEO) {
@@ -282,12 +295,28 @@ function onDatagram(datagram) {
 }
 
 /**
- * How long frames behind a missing one wait for its resend: two round trips (ours and the
- * partner's, taken as equal) and a margin, within bounds.
+ * How long frames behind a missing one wait for its resend: a `Nack` and its answer cross
+ * our leg to the relay and the partner's, twice each, so two of our round trips (the
+ * partner's leg taken as equal to ours) and a margin for the gap's detection, within
+ * bounds. The round trip is the relay's measure of ours (`Stats`), else the browser's.
  */
 function gapWaitMs() {
-  const rtt = engine.transportRttMs ?? 50;
-  return Math.min(300, Math.max(60, 2 * rtt + 40));
+  const relay = engine.relayStats?.rtt_us;
+  const rtt = typeof relay === "number" && relay > 0 ? relay / 1000 : (engine.transportRttMs ?? 50);
+  return Math.round(Math.min(400, Math.max(100, 2 * rtt + 60)));
+}
+
+/** The reassembler's gaps, each fragment asked for once. */
+function nackGaps() {
+  if (engine.matchId === null) return;
+  for (const gap of engine.reassembler.gaps(MAX_NACK_FRAGMENTS)) {
+    const key = `${gap.frame}:${gap.fragments.join(",")}`;
+    if (engine.nackedGaps.has(key)) continue;
+    engine.nackedGaps.add(key);
+    if (engine.nackedGaps.size > 256) engine.nackedGaps.delete(/** @type {string} */ (engine.nackedGaps.values().next().value));
+    engine.order.markNacked(gap.frame);
+    engine.session?.send({ type: "Nack", match_id: engine.matchId, frame: gap.frame, fragments: gap.fragments });
+  }
 }
 
 /** Frames the order stage lets through go to the decoder; its gaps become `Nack`s. */
@@ -296,7 +325,7 @@ function drainVideo() {
   if (!receiver || engine.matchId === null) return;
   const refs = receiver.refs;
   const out = engine.order.poll(performance.now(), gapWaitMs(), (f) => refs.haveKeyframe && refs.decoded.includes(f.refFrame));
-  for (const f of out.release) receiver.push(f);
+  for (const f of out.release) receiver.push(f, out.release.length);
   for (const frame of out.nack) {
     engine.session?.send({ type: "Nack", match_id: engine.matchId, frame, fragments: engine.reassembler.missing(frame, MAX_NACK_FRAGMENTS) });
   }

@@ -238,6 +238,44 @@ export class Reassembler {
   }
 
   /**
+   * Recovering video: what is missing so far, as soon as a later datagram shows it (its
+   * sequence number skipped some): every missing fragment of an incomplete frame older than
+   * the newest frame seen, the missing fragments of the newest one below its highest
+   * fragment received, and frames of which nothing arrived between the given-up floor and
+   * the newest (empty list: the whole frame).
+   * @param {number} max fragments per frame at most
+   * @returns {{frame: number, fragments: number[]}[]}
+   */
+  gaps(max) {
+    const state = this.video;
+    if (state.partial.length === 0 && state.completed.size === 0) return [];
+    let newest = state.floor - 1;
+    for (const p of state.partial) newest = Math.max(newest, p.frame);
+    for (const n of state.completed) newest = Math.max(newest, n);
+    /** @type {{frame: number, fragments: number[]}[]} */
+    const out = [];
+    const start = Math.max(state.floor, newest - 16);
+    for (let n = start; n <= newest; n++) {
+      if (state.completed.has(n)) continue;
+      const p = state.partial.find((x) => x.frame === n);
+      if (!p) {
+        out.push({ frame: n, fragments: [] });
+        continue;
+      }
+      let upTo = p.parts.length;
+      if (n === newest) {
+        upTo = 0;
+        for (let i = 0; i < p.parts.length; i++) if (p.parts[i] !== null) upTo = i;
+      }
+      /** @type {number[]} */
+      const fragments = [];
+      for (let i = 0; i < upTo && fragments.length < max; i++) if (p.parts[i] === null) fragments.push(i);
+      if (fragments.length) out.push({ frame: n, fragments });
+    }
+    return out;
+  }
+
+  /**
    * Recovering video: frames before `frame` are given up (decoded, skipped or abandoned by
    * the order stage); their partial fragments are dropped and any that come later are late.
    * @param {number} frame

@@ -46,6 +46,7 @@ export class VideoOrder {
     this.gapSince = null;
     /** Frames already asked for again. @type {Set<number>} */
     this.nacked = new Set();
+    /** nacks: frames asked for again, here or as soon as the loss showed (markNacked). */
     this.stats = { held: 0, gapsSkipped: 0, gapsRecovered: 0, gapsGivenUp: 0, late: 0, nacks: 0 };
   }
 
@@ -55,6 +56,17 @@ export class VideoOrder {
     this.next = null;
     this.gapSince = null;
     this.nacked.clear();
+  }
+
+  /**
+   * A frame was asked for again already (as soon as its loss showed): the gap's own
+   * `Nack` is not sent a second time.
+   * @param {number} frame
+   */
+  markNacked(frame) {
+    if (this.next !== null && frame < this.next) return;
+    if (!this.nacked.has(frame)) this.stats.nacks++;
+    this.nacked.add(frame);
   }
 
   /**
