@@ -349,23 +349,55 @@ async function runDuet(relayUrl, quicPort, cpuRoots) {
     const firstWindow = await measure(A, B, cpuRoots);
     await press(C, "start");
     await waiting(C);
+    // C waits as WebRTC's C does: with the camera live (its engine has encoded a picture).
+    await C.page.waitForFunction(async () => ((await /** @type {any} */ (window).duet.snapshot()).send.video?.standby?.encoded ?? 0) > 0, null, { timeout: START_MS, polling: 50 });
     const t1 = await press(A, "next");
     const [ac, ca] = await Promise.all([firstFrame(C, A, t1), firstFrame(A, C, t1)]);
     const nextWindow = await measure(A, C, cpuRoots);
-    const snapshot = await A.page.evaluate(async () => {
-      const s = await /** @type {any} */ (window).duet?.snapshot?.();
-      const text = s ? JSON.stringify(s) : "";
-      return text && text.length < 50_000 ? JSON.parse(text) : null;
-    }).catch(() => null);
+    const snap = (/** @type {BenchPage} */ p) =>
+      p.page
+        .evaluate(async () => {
+          const s = await /** @type {any} */ (window).duet?.snapshot?.();
+          const text = s ? JSON.stringify(s) : "";
+          return text && text.length < 50_000 ? JSON.parse(text) : null;
+        })
+        .catch(() => null);
+    const [snapshot, snapshotC] = await Promise.all([snap(A), snap(C)]);
     return {
       first: { firstFrameMs: { "A→B": ab, "B→A": ba }, ...firstWindow },
-      next: { firstFrameMs: { "A→C": ac, "C→A": ca }, ...nextWindow },
+      next: { firstFrameMs: { "A→C": ac, "C→A": ca }, ...nextWindow, steps: nextSteps(t1, snapshot, snapshotC) },
       snapshotA: snapshot,
+      snapshotC,
       pageProblems: [A, B, C].flatMap((p) => p.problems.map((x) => `${p.name}: ${x}`)),
     };
   } finally {
     for (const p of [A, B, C]) await p.close().catch(() => {});
   }
+}
+
+/**
+ * What each step after A's Next cost, in ms from the click, from both pages' timelines
+ * (`window.duet.snapshot().timeline`, on the page clock the click was read from).
+ * @param {number} click @param {any} a A's snapshot @param {any} c C's snapshot
+ */
+function nextSteps(click, a, c) {
+  const pairing = (/** @type {any} */ s) => s?.timeline?.matches?.find((/** @type {any} */ m) => m.partner === (s === a ? "C" : "A"));
+  const ma = pairing(a);
+  const mc = pairing(c);
+  const at = (/** @type {number | null | undefined} */ t) => (typeof t === "number" ? Math.round((t - click) * 10) / 10 : null);
+  if (!ma || !mc) return null;
+  return {
+    "Matched reaches A": at(ma.matchedAt),
+    "Matched reaches C": at(mc.matchedAt),
+    "A's first keyframe sent": at(ma.firstKeyframeSentAt),
+    "C's first keyframe sent": at(mc.firstKeyframeSentAt),
+    "A's keyframe whole at C": at(mc.firstKeyframeAt),
+    "C's keyframe whole at A": at(ma.firstKeyframeAt),
+    "A's picture decoded at C": at(mc.firstDecodedAt),
+    "C's picture decoded at A": at(ma.firstDecodedAt),
+    "A's picture handed to C's screen": at(mc.firstFrameAt),
+    "C's picture handed to A's screen": at(ma.firstFrameAt),
+  };
 }
 
 // ------------------------------------------------------------------ report
@@ -400,6 +432,11 @@ function report(title, w, d, impaired) {
     rows.push({ label: "  server CPU (coturn | relay), % of one core", webrtc: w[key].cpuPercentOfOneCore.coturn, duet: d[key].cpuPercentOfOneCore.relay });
     if (impaired) rows.push({ label: "  shaper CPU, % of one core", webrtc: w[key].cpuPercentOfOneCore.shaper, duet: d[key].cpuPercentOfOneCore.shaper });
     rows.push({ label: "  whole machine busy, %", webrtc: w[key].machineBusyPercent, duet: d[key].machineBusyPercent });
+  }
+  const steps = d.next.steps;
+  if (steps) {
+    rows.push({ label: "after Next, ms from A's click (Duet's own timeline)" });
+    for (const [label, ms] of Object.entries(steps)) rows.push({ label: `  ${label}`, duet: ms });
   }
   const rtc = w.next.connection;
   const sent = d.snapshotA?.send;
