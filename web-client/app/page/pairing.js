@@ -1,0 +1,135 @@
+// @ts-check
+/**
+ * @file The relay's control messages and the pairing they drive: Welcome (a resume kept or
+ * lost the partner), Queued, Matched, the partner leaving, reconnecting or coming back,
+ * the relay draining, and errors shown where the person will see them. The page never
+ * guesses a pairing: these messages are the only thing that changes it.
+ */
+
+import { ERROR_CODES } from "../wire/protocol.js";
+import { describeErrorCode } from "../engine/session.js";
+import { state, ui } from "./state.js";
+import { overlay, renderQuality, renderStatus, setPhase, setStatus, show } from "./view.js";
+import { chatError, chatLine } from "./chat.js";
+
+/** @typedef {import("../wire/protocol.js").ServerMsg} ServerMsg */
+
+/** @param {Extract<ServerMsg, {type: "Matched"}>} msg */
+export function onMatched(msg) {
+  const same = state.phase === "paired" && state.matchId === msg.match_id;
+  state.matchId = msg.match_id;
+  state.partnerName = msg.partner_name.trim() || "Someone";
+  if (same) return; // repeated after a resume: nothing changes
+  state.lastPartnerFrameAt = performance.now();
+  state.partnerReconnecting = false;
+  setPhase("paired");
+  ui.partnerName.textContent = state.partnerName;
+  show(ui.partnerName, true);
+  ui.partnerVideo.setAttribute("aria-label", "Partner video");
+  overlay(`Connecting to ${state.partnerName}…`);
+  const shared = msg.shared_interests.slice(0, 8);
+  setStatus(`Connected to ${state.partnerName}${shared.length ? ` — you both like ${shared.join(", ")}` : ""}`);
+  ui.chatLog.replaceChildren();
+  chatError("");
+  chatLine("system", `You're talking to ${state.partnerName}.${shared.length ? ` You both like ${shared.join(", ")}.` : ""} Say hi!`);
+  renderQuality();
+}
+
+/**
+ * Leaves the current pairing on this side (the worker has already stopped its media when
+ * it carried the message that ended it).
+ * @param {string} note the waiting line
+ */
+export function unpair(note) {
+  state.matchId = null;
+  state.engine?.post({ type: "unpair" });
+  show(ui.partnerName, false);
+  state.partnerReconnecting = false;
+  state.waitingNote = note;
+  state.waitingSince = performance.now();
+}
+
+/** @param {import("../wire/protocol.js").LeaveReason} reason */
+export function onPeerLeft(reason) {
+  const name = state.partnerName || "Your partner";
+  let line;
+  if (reason === "Reported") {
+    line = state.reportedMatch === state.matchId ? "Report sent — finding someone new…" : "The chat was ended — finding someone new…";
+  } else if (reason === "Disconnected") {
+    line = `${name} left (connection lost) — finding someone new…`;
+  } else {
+    line = `${name} left — finding someone new…`;
+  }
+  if (state.phase === "paired") chatLine("system", line);
+  unpair(line);
+  // The relay puts us back in the queue by itself.
+  setPhase("waiting");
+}
+
+/** @param {ServerMsg} msg */
+export function onMessage(msg) {
+  switch (msg.type) {
+    case "Welcome":
+      state.resumeToken = msg.resume_token;
+      state.draining = false;
+      if (state.resumeAttempts > 0) {
+        state.resumeAttempts = 0;
+        if (msg.resumed && state.matchId !== null) {
+          setPhase("paired");
+          setStatus(`Connected to ${state.partnerName}`);
+        } else if (!msg.resumed && state.matchId !== null) {
+          unpair(`Reconnected — ${state.partnerName} is gone, finding someone new…`);
+          setPhase("waiting");
+        } else {
+          setPhase("waiting");
+        }
+      }
+      break;
+    case "Queued":
+      if (state.phase !== "waiting") {
+        if (state.phase !== "paired") state.waitingSince = performance.now();
+        // A Queued while paired means the relay ended the pairing without a PeerLeft.
+        if (state.phase === "paired") unpair("");
+        setPhase("waiting");
+      }
+      break;
+    case "Matched":
+      onMatched(msg);
+      break;
+    case "PeerLeft":
+      onPeerLeft(msg.reason);
+      break;
+    case "PeerReconnecting":
+      if (state.phase === "paired") {
+        state.partnerReconnecting = true;
+        setStatus(`${state.partnerName} is reconnecting…`);
+        overlay(`${state.partnerName} is reconnecting…`);
+      }
+      break;
+    case "PeerReturned":
+      if (state.phase === "paired") {
+        state.partnerReconnecting = false;
+        overlay(null);
+        setStatus(`Connected to ${state.partnerName}`);
+      }
+      break;
+    case "Draining":
+      // The relay is about to restart: say so; the close that follows is resumed with our token.
+      state.draining = true;
+      setStatus(`Duet is restarting — you'll be reconnected in a moment${state.phase === "paired" ? ` to ${state.partnerName}` : ""}…`);
+      break;
+    case "Error":
+      if (msg.fatal) return; // the close that follows carries it to onClosed
+      if (msg.code === ERROR_CODES.rate_limited || msg.code === ERROR_CODES.too_large) {
+        chatError(msg.message || describeErrorCode(msg.code));
+      } else if (state.phase === "paired") {
+        chatLine("system", msg.message || describeErrorCode(msg.code));
+      } else {
+        state.waitingNote = msg.message || describeErrorCode(msg.code);
+        renderStatus();
+      }
+      break;
+    default:
+      break;
+  }
+}

@@ -1,0 +1,104 @@
+// @ts-check
+/**
+ * @file The page's two shared objects: `ui`, the elements it works with (looked up once),
+ * and `state`, what the page knows about the person's session, pairing and media. The
+ * page's modules (view, chat, pairing, app) read and change these; nothing else does.
+ */
+
+import { failedCodecs } from "./codecs.js";
+
+/** @typedef {"start" | "connecting" | "waiting" | "paired" | "error"} Phase */
+
+/** @param {string} id @returns {any} */
+function $(id) {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`missing #${id}`);
+  return el;
+}
+
+export const ui = {
+  screenStart: /** @type {HTMLElement} */ ($("screen-start")),
+  screenCall: /** @type {HTMLElement} */ ($("screen-call")),
+  screenError: /** @type {HTMLElement} */ ($("screen-error")),
+  startForm: /** @type {HTMLFormElement} */ ($("start-form")),
+  name: /** @type {HTMLInputElement} */ ($("name")),
+  interests: /** @type {HTMLInputElement} */ ($("interests")),
+  startNote: /** @type {HTMLElement} */ ($("start-note")),
+  start: /** @type {HTMLButtonElement} */ ($("start")),
+  errorTitle: /** @type {HTMLElement} */ ($("error-title")),
+  errorMessage: /** @type {HTMLElement} */ ($("error-message")),
+  retry: /** @type {HTMLButtonElement} */ ($("retry")),
+  back: /** @type {HTMLButtonElement} */ ($("back")),
+  /** The partner's video: a `<video>` or a canvas, replaced by each new engine (page/engine.js). */
+  partnerVideo: /** @type {HTMLVideoElement | HTMLCanvasElement} */ ($("partner-video")),
+  partnerName: /** @type {HTMLElement} */ ($("partner-name")),
+  overlay: /** @type {HTMLElement} */ ($("stage-overlay")),
+  overlayText: /** @type {HTMLElement} */ ($("stage-overlay-text")),
+  selfView: /** @type {HTMLVideoElement} */ ($("self-view")),
+  status: /** @type {HTMLElement} */ ($("status")),
+  statusTimer: /** @type {HTMLElement} */ ($("status-timer")),
+  mediaNote: /** @type {HTMLElement} */ ($("media-note")),
+  next: /** @type {HTMLButtonElement} */ ($("next")),
+  stop: /** @type {HTMLButtonElement} */ ($("stop")),
+  camera: /** @type {HTMLButtonElement} */ ($("camera")),
+  mic: /** @type {HTMLButtonElement} */ ($("mic")),
+  report: /** @type {HTMLButtonElement} */ ($("report")),
+  chatLog: /** @type {HTMLOListElement} */ ($("chat-log")),
+  chatForm: /** @type {HTMLFormElement} */ ($("chat-form")),
+  message: /** @type {HTMLInputElement} */ ($("message")),
+  send: /** @type {HTMLButtonElement} */ ($("send")),
+  chatError: /** @type {HTMLElement} */ ($("chat-error")),
+  chatCount: /** @type {HTMLElement} */ ($("chat-count")),
+  quality: /** @type {HTMLElement} */ ($("quality")),
+  qualityButton: /** @type {HTMLButtonElement} */ ($("quality-button")),
+  qualityLabel: /** @type {HTMLElement} */ ($("quality-label")),
+  qualityDetails: /** @type {HTMLElement} */ ($("quality-details")),
+  reportDialog: /** @type {HTMLDialogElement} */ ($("report-dialog")),
+  reportForm: /** @type {HTMLFormElement} */ ($("report-form")),
+  reportWho: /** @type {HTMLElement} */ ($("report-who")),
+};
+
+export const state = {
+  /** @type {Phase} */
+  phase: "start",
+  /** What the open session's Hello said (a different name needs a new session). */
+  hello: { name: "", interests: /** @type {string[]} */ ([]) },
+  /** @type {Uint8Array | null} */
+  resumeToken: null,
+  resumeAttempts: 0,
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  resumeTimer: null,
+  /** @type {bigint | null} */
+  matchId: null,
+  partnerName: "",
+  /** A line about the last partner, shown while waiting ("Sam left — finding someone new…"). */
+  waitingNote: "",
+  waitingSince: 0,
+  /** @type {bigint | null} the match we reported, so its PeerLeft reads right */
+  reportedMatch: null,
+  /** @type {import("./capture.js").Capture | null} */
+  capture: null,
+  /** @type {import("../wire/codecs.js").CodecProbe[]} what WebCodecs said it handles here */
+  probes: [],
+  /** @type {import("../wire/protocol.js").VideoCodec[]} codecs that failed on this machine (never offered again) */
+  failed: failedCodecs(),
+  /** @type {AudioContext | null} */
+  audioCtx: null,
+  /** @type {import("./engine.js").Engine | null} the media worker (made at the first Start) */
+  engine: null,
+  /** The worker's session is open. */
+  connected: false,
+  lastPartnerFrameAt: 0,
+  partnerReconnecting: false,
+  /** @type {any} the worker's last snapshot, for the quality panel */
+  media: null,
+  /** The relay said it is restarting: reconnect with the resume token when it is back. */
+  draining: false,
+  /** Timings for the figures, in epoch milliseconds (see epochMs). */
+  timeline: {
+    /** @type {number | null} */
+    startClickAt: null,
+    /** @type {number | null} */
+    nextClickAt: null,
+  },
+};

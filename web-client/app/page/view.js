@@ -1,0 +1,136 @@
+// @ts-check
+/**
+ * @file What the page shows for its state: the screen of each phase, the status line and
+ * its timer, the overlay on the partner's video, the first screen's note, the error screen,
+ * the connection-quality panel, media notes and the on/off toggles.
+ */
+
+import { classifyQuality } from "../wire/quality.js";
+import { codecLabel } from "../wire/codecs.js";
+import { state, ui } from "./state.js";
+
+/** @typedef {import("./state.js").Phase} Phase */
+
+/** @param {HTMLElement} el @param {boolean} show */
+export function show(el, show) {
+  el.hidden = !show;
+}
+
+/** @param {Phase} phase */
+export function setPhase(phase) {
+  state.phase = phase;
+  document.body.dataset.phase = phase;
+  show(ui.screenStart, phase === "start");
+  show(ui.screenError, phase === "error");
+  show(ui.screenCall, phase === "connecting" || phase === "waiting" || phase === "paired");
+  show(ui.quality, phase === "waiting" || phase === "paired");
+  const inCall = phase === "paired";
+  ui.next.disabled = !inCall;
+  ui.stop.disabled = !(phase === "connecting" || phase === "waiting" || phase === "paired");
+  ui.report.disabled = !inCall;
+  ui.message.disabled = !inCall;
+  ui.send.disabled = !inCall;
+  ui.start.disabled = false;
+  renderStatus();
+}
+
+export function elapsedText() {
+  const s = Math.max(0, Math.floor((performance.now() - state.waitingSince) / 1000));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+/** @param {string} text */
+export function setStatus(text) {
+  if (ui.status.textContent !== text) ui.status.textContent = text;
+}
+
+export function renderStatus() {
+  ui.statusTimer.textContent = "";
+  switch (state.phase) {
+    case "connecting":
+      setStatus(state.resumeAttempts > 0 ? "Connection lost — reconnecting…" : "Connecting to Duet…");
+      overlay(state.resumeAttempts > 0 ? "Reconnecting…" : "Connecting…");
+      break;
+    case "waiting":
+      setStatus(state.waitingNote || "Looking for someone…");
+      ui.statusTimer.textContent = elapsedText();
+      overlay("Looking for someone…");
+      break;
+    case "paired":
+      // Set by the message handlers (Connected to …, … is reconnecting…).
+      break;
+    default:
+      setStatus("");
+  }
+}
+
+/** @param {string | null} text shown over the partner video; null hides the overlay */
+export function overlay(text) {
+  show(ui.overlay, text !== null);
+  if (text !== null) ui.overlayText.textContent = text;
+}
+
+/** @param {string} text shown on the first screen */
+export function startNote(text) {
+  ui.startNote.textContent = text;
+}
+
+/** @param {string} title @param {string} message */
+export function showError(title, message) {
+  ui.errorTitle.textContent = title;
+  ui.errorMessage.textContent = message;
+  setPhase("error");
+  ui.retry.focus();
+}
+
+export function renderQuality() {
+  const m = state.media;
+  const relay = m?.relayStats ?? null;
+  const rttMs = relay ? relay.rtt_us / 1000 : (m?.transportRttMs ?? null);
+  const losses = [relay?.lost_permille, m?.peerReport?.loss_permille, m?.ownReport?.loss_permille].filter((x) => typeof x === "number");
+  const loss = losses.length ? Math.max(.../** @type {number[]} */ (losses)) : null;
+  const level = classifyQuality({ rttMs: rttMs ?? null, lossPermille: loss });
+  const words = { good: "good", fair: "fair", poor: "poor", unknown: "measuring…" }[level];
+  ui.qualityButton.dataset.level = level;
+  ui.qualityLabel.textContent = `Connection: ${words}`;
+  const fmtLoss = (/** @type {number | undefined} */ p) => (typeof p === "number" ? `${(p / 10).toFixed(1)}%` : "—");
+  const video = m?.send?.video;
+  const sending = video && state.phase === "paired" && ui.camera.getAttribute("aria-pressed") === "true";
+  const limits = { none: "", cpu: " (limited by CPU)", bandwidth: " (limited by the network)" };
+  const rows = [
+    ["Round trip", rttMs !== null ? `${Math.round(rttMs)} ms` : "—"],
+    ["Loss to you", fmtLoss(m?.ownReport?.loss_permille)],
+    ["Loss to partner", fmtLoss(m?.peerReport?.loss_permille)],
+    ["Relay-measured loss", fmtLoss(relay?.lost_permille)],
+    ["Receiving", m?.ownReport ? `${m.ownReport.bitrate_kbps} kbit/s` : "—"],
+    ["Sending video", sending ? `${m.send.bitrateKbps} kbit/s target, ${video.width}×${video.height}${limits[/** @type {"none"} */ (video.limitation)] ?? ""}` : "—"],
+    ["Send estimate", m?.sendEstimateKbps ? `${Math.round(m.sendEstimateKbps)} kbit/s` : "—"],
+    ["Relay → you", relay ? `${relay.send_rate_kbps} kbit/s` : "—"],
+    ["Jitter", m?.ownReport ? `${m.ownReport.jitter_ms} ms` : "—"],
+    ["Video codec", [m?.send?.codec ? `out ${codecLabel(m.send.codec)}` : "", m?.receive?.codec ? `in ${codecLabel(m.receive.codec)}` : ""].filter(Boolean).join(", ") || "—"],
+    ["Frames decoded", String(m?.receive?.video?.framesDecoded ?? 0)],
+  ];
+  ui.qualityDetails.replaceChildren(
+    ...rows.flatMap(([k, v]) => {
+      const dt = document.createElement("dt");
+      dt.textContent = k;
+      const dd = document.createElement("dd");
+      dd.textContent = v;
+      return [dt, dd];
+    }),
+  );
+  ui.qualityButton.title = rows.slice(0, 5).map(([k, v]) => `${k}: ${v}`).join("\n");
+}
+
+/** @param {string} text */
+export function mediaProblem(text) {
+  ui.mediaNote.textContent = text;
+  show(ui.mediaNote, true);
+}
+
+/** @param {HTMLButtonElement} button @param {boolean} on */
+export function setToggle(button, on) {
+  button.setAttribute("aria-pressed", String(on));
+  const label = button.querySelector(".state");
+  if (label) label.textContent = on ? "on" : "off";
+}
