@@ -59,6 +59,10 @@ pub struct ConnectOptions {
     /// Receive window per incoming stream, in bytes; `None` keeps quinn's default. Tests
     /// shrink it to play a client that withholds stream credit.
     pub stream_receive_window: Option<u32>,
+    /// Read incoming chat streams (the default). `false` leaves them to the caller
+    /// (`Client::connection().accept_uni()`): tests play a client that never reads its
+    /// chat, so the relay's writer runs out of stream credit.
+    pub read_chat: bool,
 }
 
 impl ConnectOptions {
@@ -70,6 +74,7 @@ impl ConnectOptions {
             idle_timeout: Duration::from_secs(10),
             mobile: false,
             stream_receive_window: None,
+            read_chat: true,
         }
     }
 
@@ -232,7 +237,7 @@ impl Client {
     pub async fn connect(opts: &ConnectOptions) -> Result<Client, ClientError> {
         if !opts.mobile {
             let conn = connect_raw(opts).await?;
-            return Self::on_connection(conn).await;
+            return Self::start(conn, opts.read_chat).await;
         }
         let (relay_addr, is_name) = resolve_relay(&opts.relay).await?;
         let hop = mobile::MobileSocket::start(relay_addr)
@@ -249,7 +254,7 @@ impl Client {
             endpoint_with(&via, None)?
         };
         let conn = connect_raw_on(&endpoint, &via).await?;
-        let mut client = Self::on_connection(conn).await?;
+        let mut client = Self::start(conn, opts.read_chat).await?;
         client.mobile = Some(hop);
         Ok(client)
     }
@@ -272,11 +277,15 @@ impl Client {
         opts: &ConnectOptions,
     ) -> Result<Client, ClientError> {
         let conn = connect_raw_on(endpoint, opts).await?;
-        Self::on_connection(conn).await
+        Self::start(conn, opts.read_chat).await
     }
 
     /// Wraps an open session: opens the control stream and starts the readers.
     pub async fn on_connection(conn: Connection) -> Result<Client, ClientError> {
+        Self::start(conn, true).await
+    }
+
+    async fn start(conn: Connection, read_chat: bool) -> Result<Client, ClientError> {
         let opening = conn.open_bi().await.map_err(|e| close_reason(&e))?;
         let (control, recv) = opening
             .await
@@ -284,7 +293,9 @@ impl Client {
         let (tx, inbox) = mpsc::channel(CONTROL_QUEUE);
         tokio::spawn(read_control(conn.clone(), recv, tx));
         let (chat_tx, chat_in) = mpsc::channel(CHAT_QUEUE);
-        tokio::spawn(accept_chat(conn.clone(), chat_tx));
+        if read_chat {
+            tokio::spawn(accept_chat(conn.clone(), chat_tx));
+        }
         Ok(Client {
             conn,
             control,

@@ -176,7 +176,8 @@ pub struct Metrics {
     pub bytes_forwarded: AtomicU64,
     pub chat_lines_forwarded: AtomicU64,
     /// Chat lines toward a client lost because its chat queue was full (it withholds
-    /// stream credit or reads slower than its partner writes).
+    /// stream credit or reads slower than its partner writes), or because its session's
+    /// event queue was full or its connection gone.
     pub chat_lines_dropped: AtomicU64,
     /// Gauges: chat writer tasks alive now (at most one per session), and lines waiting
     /// in their queues (at most `CHAT_OUTBOX` per writer).
@@ -431,7 +432,7 @@ impl Status {
         metric(
             "chat_lines_dropped_total",
             "counter",
-            "Chat lines lost because the receiver's chat queue was full.",
+            "Chat lines lost on the way to a receiver: its chat queue or event queue was full.",
             self.chat_lines_dropped,
         );
         metric(
