@@ -460,8 +460,8 @@ const RESUME_IN_FLIGHT: usize = 5;
 /// retransmits only on QUIC's backed-off timers (a second or more), so rather than wait
 /// for it a fresh attempt starts every 200 ms, and the first to finish wins. The token is
 /// single-use, so the first `Hello` to reach the relay takes the session; the others are
-/// dropped. A refused token (`ErrorCode::BadResumeToken`: the grace period ran out, or the
-/// token was used) is final.
+/// refused and dropped. A refused token (`ErrorCode::BadResumeToken`: the grace period ran
+/// out, or the token was used) is final once no other attempt is still in flight.
 pub async fn resume(
     opts: &ConnectOptions,
     name: &str,
@@ -471,7 +471,17 @@ pub async fn resume(
     let deadline = tokio::time::Instant::now() + give_up;
     let mut attempts = tokio::task::JoinSet::new();
     let mut next_start = tokio::time::Instant::now();
+    // A refusal is final only once no other attempt is in flight: when the network comes
+    // back, attempts that waited in their handshakes all get through at once; the first
+    // Hello takes the token and the others are refused, and a refusal can arrive before
+    // the winner's Welcome (it is sent at once, the Welcome by the session it resumes).
+    let mut refused: Option<ClientError> = None;
     loop {
+        if attempts.is_empty() {
+            if let Some(e) = refused.take() {
+                return Err(e);
+            }
+        }
         tokio::select! {
             done = attempts.join_next(), if !attempts.is_empty() => match done {
                 Some(Ok(Ok(Ok(resumed)))) => {
@@ -479,12 +489,12 @@ pub async fn resume(
                     return Ok(resumed);
                 }
                 Some(Ok(Ok(Err(ClientError::Server(e))))) if e.code == ErrorCode::BadResumeToken => {
-                    attempts.abort_all();
-                    return Err(ClientError::Server(e));
+                    refused = Some(ClientError::Server(e));
                 }
                 _ => {} // failed or timed out: others are running or will start
             },
-            _ = tokio::time::sleep_until(next_start), if attempts.len() < RESUME_IN_FLIGHT => {
+            // No new attempt after a refusal: the token is used or expired.
+            _ = tokio::time::sleep_until(next_start), if refused.is_none() && attempts.len() < RESUME_IN_FLIGHT => {
                 let (opts, name) = (opts.clone(), name.to_string());
                 attempts.spawn(tokio::time::timeout(RESUME_ATTEMPT, async move {
                     let mut client = Client::connect(&opts).await?;
@@ -496,7 +506,7 @@ pub async fn resume(
             }
             _ = tokio::time::sleep_until(deadline) => {
                 attempts.abort_all();
-                return Err(ClientError::Timeout("a resumed session"));
+                return Err(refused.unwrap_or(ClientError::Timeout("a resumed session")));
             }
         }
     }
