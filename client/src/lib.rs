@@ -59,6 +59,10 @@ pub struct ConnectOptions {
     /// Receive window per incoming stream, in bytes; `None` keeps quinn's default. Tests
     /// shrink it to play a client that withholds stream credit.
     pub stream_receive_window: Option<u32>,
+    /// Read incoming chat streams (the default). `false` leaves them to the caller
+    /// (`Client::connection().accept_uni()`): tests play a client that never reads its
+    /// chat, so the relay's writer runs out of stream credit.
+    pub read_chat: bool,
 }
 
 impl ConnectOptions {
@@ -70,6 +74,7 @@ impl ConnectOptions {
             idle_timeout: Duration::from_secs(10),
             mobile: false,
             stream_receive_window: None,
+            read_chat: true,
         }
     }
 
@@ -232,7 +237,7 @@ impl Client {
     pub async fn connect(opts: &ConnectOptions) -> Result<Client, ClientError> {
         if !opts.mobile {
             let conn = connect_raw(opts).await?;
-            return Self::on_connection(conn).await;
+            return Self::start(conn, opts.read_chat).await;
         }
         let (relay_addr, is_name) = resolve_relay(&opts.relay).await?;
         let hop = mobile::MobileSocket::start(relay_addr)
@@ -249,7 +254,7 @@ impl Client {
             endpoint_with(&via, None)?
         };
         let conn = connect_raw_on(&endpoint, &via).await?;
-        let mut client = Self::on_connection(conn).await?;
+        let mut client = Self::start(conn, opts.read_chat).await?;
         client.mobile = Some(hop);
         Ok(client)
     }
@@ -272,11 +277,15 @@ impl Client {
         opts: &ConnectOptions,
     ) -> Result<Client, ClientError> {
         let conn = connect_raw_on(endpoint, opts).await?;
-        Self::on_connection(conn).await
+        Self::start(conn, opts.read_chat).await
     }
 
     /// Wraps an open session: opens the control stream and starts the readers.
     pub async fn on_connection(conn: Connection) -> Result<Client, ClientError> {
+        Self::start(conn, true).await
+    }
+
+    async fn start(conn: Connection, read_chat: bool) -> Result<Client, ClientError> {
         let opening = conn.open_bi().await.map_err(|e| close_reason(&e))?;
         let (control, recv) = opening
             .await
@@ -284,7 +293,9 @@ impl Client {
         let (tx, inbox) = mpsc::channel(CONTROL_QUEUE);
         tokio::spawn(read_control(conn.clone(), recv, tx));
         let (chat_tx, chat_in) = mpsc::channel(CHAT_QUEUE);
-        tokio::spawn(accept_chat(conn.clone(), chat_tx));
+        if read_chat {
+            tokio::spawn(accept_chat(conn.clone(), chat_tx));
+        }
         Ok(Client {
             conn,
             control,
@@ -449,8 +460,8 @@ const RESUME_IN_FLIGHT: usize = 5;
 /// retransmits only on QUIC's backed-off timers (a second or more), so rather than wait
 /// for it a fresh attempt starts every 200 ms, and the first to finish wins. The token is
 /// single-use, so the first `Hello` to reach the relay takes the session; the others are
-/// dropped. A refused token (`ErrorCode::BadResumeToken`: the grace period ran out, or the
-/// token was used) is final.
+/// refused and dropped. A refused token (`ErrorCode::BadResumeToken`: the grace period ran
+/// out, or the token was used) is final once no other attempt is still in flight.
 pub async fn resume(
     opts: &ConnectOptions,
     name: &str,
@@ -460,7 +471,17 @@ pub async fn resume(
     let deadline = tokio::time::Instant::now() + give_up;
     let mut attempts = tokio::task::JoinSet::new();
     let mut next_start = tokio::time::Instant::now();
+    // A refusal is final only once no other attempt is in flight: when the network comes
+    // back, attempts that waited in their handshakes all get through at once; the first
+    // Hello takes the token and the others are refused, and a refusal can arrive before
+    // the winner's Welcome (it is sent at once, the Welcome by the session it resumes).
+    let mut refused: Option<ClientError> = None;
     loop {
+        if attempts.is_empty() {
+            if let Some(e) = refused.take() {
+                return Err(e);
+            }
+        }
         tokio::select! {
             done = attempts.join_next(), if !attempts.is_empty() => match done {
                 Some(Ok(Ok(Ok(resumed)))) => {
@@ -468,12 +489,12 @@ pub async fn resume(
                     return Ok(resumed);
                 }
                 Some(Ok(Ok(Err(ClientError::Server(e))))) if e.code == ErrorCode::BadResumeToken => {
-                    attempts.abort_all();
-                    return Err(ClientError::Server(e));
+                    refused = Some(ClientError::Server(e));
                 }
                 _ => {} // failed or timed out: others are running or will start
             },
-            _ = tokio::time::sleep_until(next_start), if attempts.len() < RESUME_IN_FLIGHT => {
+            // No new attempt after a refusal: the token is used or expired.
+            _ = tokio::time::sleep_until(next_start), if refused.is_none() && attempts.len() < RESUME_IN_FLIGHT => {
                 let (opts, name) = (opts.clone(), name.to_string());
                 attempts.spawn(tokio::time::timeout(RESUME_ATTEMPT, async move {
                     let mut client = Client::connect(&opts).await?;
@@ -485,7 +506,7 @@ pub async fn resume(
             }
             _ = tokio::time::sleep_until(deadline) => {
                 attempts.abort_all();
-                return Err(ClientError::Timeout("a resumed session"));
+                return Err(refused.unwrap_or(ClientError::Timeout("a resumed session")));
             }
         }
     }

@@ -192,6 +192,17 @@ impl Admissions {
         (decision, slot)
     }
 
+    /// Forgets handshake-rate buckets that have refilled (prefixes quiet for a while: they
+    /// would start full anyway), gives the table back once mostly empty, and returns how
+    /// many are left. Without it the map only shed entries at [`MAX_RATE_ENTRIES`], so a
+    /// relay kept a bucket for every address it had seen.
+    pub fn sweep_rates(&self, now: Instant) -> usize {
+        let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        rates.retain(|_, b| !b.is_full(now));
+        crate::reputation::shrink_if_sparse(&mut rates);
+        rates.len()
+    }
+
     fn take_rate(&self, prefix: Prefix, now: Instant) -> bool {
         let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
         let burst = f64::from(self.limits.handshake_burst.max(1));
@@ -401,5 +412,27 @@ mod tests {
         assert_eq!(a.handshakes_in_flight(), 0);
         let (d, _) = a.on_incoming(ip("10.0.0.1"), true, t + Duration::from_secs(1));
         assert_eq!(d, IncomingDecision::Accept, "the rate refills");
+    }
+
+    #[test]
+    fn a_sweep_forgets_the_rate_of_prefixes_that_have_gone_quiet() {
+        let a = admissions();
+        let t = Instant::now();
+        for last in 1..=3 {
+            let (d, slot) = a.on_incoming(ip(&format!("10.0.0.{last}")), true, t);
+            assert_eq!(d, IncomingDecision::Accept);
+            drop(slot);
+        }
+        assert_eq!(
+            a.sweep_rates(t),
+            3,
+            "each bucket still has a token to refill"
+        );
+        // 10.0.0.1 keeps connecting; the others refill (a token a second) and are dropped.
+        let later = t + Duration::from_secs(2);
+        let _ = a.on_incoming(ip("10.0.0.1"), true, later);
+        let _ = a.on_incoming(ip("10.0.0.1"), true, later);
+        assert_eq!(a.sweep_rates(later), 1);
+        assert_eq!(a.sweep_rates(later + Duration::from_secs(60)), 0);
     }
 }

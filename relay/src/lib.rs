@@ -457,6 +457,26 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
         }));
     }
 
+    // Once a second: forget handshake-rate buckets that have refilled, and publish the
+    // sizes of the maps outside the engine (the engine sweeps its own).
+    {
+        let (shared, metrics) = (shared.clone(), metrics.clone());
+        let mut stopped = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped.changed() => return,
+                }
+                let buckets = shared.admissions.sweep_rates(std::time::Instant::now());
+                metrics.held(metrics::Held::RateBuckets, buckets);
+                metrics.held(metrics::Held::ResumeTokens, shared.resumes.len());
+            }
+        }));
+    }
+
     Ok(RelayHandle {
         quic_addr,
         http_addr,

@@ -127,6 +127,23 @@ impl MatchQueue {
         self.queue.len()
     }
 
+    /// What the engine remembers, for the `held` gauges: sessions known, skip and report
+    /// entries across them, and the reputation's entries.
+    pub fn memory(&self) -> (usize, usize, usize) {
+        let avoid = self.members.values().map(|m| m.avoid.len()).sum();
+        (self.members.len(), avoid, self.reputation.len())
+    }
+
+    /// Forgets what has expired (see [`Reputation::sweep`]) and gives back the memory of
+    /// maps that have emptied out.
+    pub fn sweep(&mut self, now: Instant) {
+        self.reputation.sweep(now);
+        crate::reputation::shrink_if_sparse(&mut self.members);
+        if self.queue.capacity() > 64 && self.queue.len() * 4 < self.queue.capacity() {
+            self.queue.shrink_to(self.queue.len() * 2);
+        }
+    }
+
     pub fn pairs(&self) -> usize {
         self.pairs
     }

@@ -134,6 +134,31 @@ impl Default for Histograms {
     }
 }
 
+/// The relay's state that outlives a session or is swept by time, by map: what a relay
+/// with nobody connected still holds (the soak reads these to tell the relay's state from
+/// the allocator's).
+#[derive(Debug, Clone, Copy)]
+pub enum Held {
+    /// Sessions the matching engine knows.
+    MatchMembers = 0,
+    /// Skip and report memory entries across those sessions.
+    AvoidEntries,
+    /// Reputation: pairs kept apart, reported people, people cooling off.
+    Reputation,
+    /// Resume tokens issued and not yet used or forgotten.
+    ResumeTokens,
+    /// Handshake-rate buckets (one per address prefix seen recently).
+    RateBuckets,
+}
+
+const HELD_NAMES: [&str; 5] = [
+    "match_members",
+    "avoid_entries",
+    "reputation",
+    "resume_tokens",
+    "rate_buckets",
+];
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Time from joining the queue (or the last pairing's end) to a pairing; call
@@ -176,7 +201,8 @@ pub struct Metrics {
     pub bytes_forwarded: AtomicU64,
     pub chat_lines_forwarded: AtomicU64,
     /// Chat lines toward a client lost because its chat queue was full (it withholds
-    /// stream credit or reads slower than its partner writes).
+    /// stream credit or reads slower than its partner writes), or because its session's
+    /// event queue was full or its connection gone.
     pub chat_lines_dropped: AtomicU64,
     /// Gauges: chat writer tasks alive now (at most one per session), and lines waiting
     /// in their queues (at most `CHAT_OUTBOX` per writer).
@@ -191,6 +217,7 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     drops: [AtomicU64; 8],
     errors: [AtomicU64; ErrorCode::ALL.len()],
+    held: [AtomicU64; HELD_NAMES.len()],
 }
 
 const DROP_NAMES: [&str; 8] = [
@@ -207,6 +234,11 @@ const DROP_NAMES: [&str; 8] = [
 impl Metrics {
     pub fn dropped(&self, why: Drop) {
         self.drops[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Sets the size of one of the relay's maps (see [`Held`]).
+    pub fn held(&self, map: Held, entries: usize) {
+        self.held[map as usize].store(entries as u64, Relaxed);
     }
 
     pub fn error_sent(&self, code: ErrorCode) {
@@ -229,6 +261,11 @@ impl Metrics {
             .iter()
             .zip(&self.errors)
             .map(|(c, v)| (c.name().to_string(), v.load(Relaxed)))
+            .collect();
+        let held = HELD_NAMES
+            .iter()
+            .zip(&self.held)
+            .map(|(n, v)| ((*n).to_string(), v.load(Relaxed)))
             .collect();
         Status {
             sessions: self.sessions.load(Relaxed),
@@ -258,6 +295,7 @@ impl Metrics {
             chat_lines_dropped: self.chat_lines_dropped.load(Relaxed),
             chat_writers: self.chat_writers.load(Relaxed),
             chat_lines_queued: self.chat_lines_queued.load(Relaxed),
+            held,
             errors_sent: errors,
             certificate_rotations: self.certificate_rotations.load(Relaxed),
             certificate_reloads: self.certificate_reloads.load(Relaxed),
@@ -312,6 +350,8 @@ pub struct Status {
     pub chat_lines_dropped: u64,
     pub chat_writers: u64,
     pub chat_lines_queued: u64,
+    /// Entries in the relay's longer-lived maps, by map (updated every second or two).
+    pub held: std::collections::BTreeMap<String, u64>,
     pub errors_sent: std::collections::BTreeMap<String, u64>,
     pub certificate_rotations: u64,
     pub certificate_reloads: u64,
@@ -431,7 +471,7 @@ impl Status {
         metric(
             "chat_lines_dropped_total",
             "counter",
-            "Chat lines lost because the receiver's chat queue was full.",
+            "Chat lines lost on the way to a receiver: its chat queue or event queue was full.",
             self.chat_lines_dropped,
         );
         metric(
@@ -503,6 +543,14 @@ impl Status {
         let _ = writeln!(out, "# TYPE duet_errors_sent_total counter");
         for (code, v) in &self.errors_sent {
             let _ = writeln!(out, "duet_errors_sent_total{{code=\"{code}\"}} {v}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP duet_held_entries Entries in the relay's longer-lived maps, by map."
+        );
+        let _ = writeln!(out, "# TYPE duet_held_entries gauge");
+        for (map, v) in &self.held {
+            let _ = writeln!(out, "duet_held_entries{{map=\"{map}\"}} {v}");
         }
         self.time_to_match.write(
             &mut out,

@@ -170,6 +170,29 @@ impl Reputation {
         cooling
     }
 
+    /// Forgets reports older than the window and cooling-offs that are over, and gives
+    /// the maps' memory back once they are mostly empty. The engine calls it every
+    /// second, so what a quiet relay holds is what the rules still need.
+    pub fn sweep(&mut self, now: Instant) {
+        let window = self.rules.window;
+        self.reports.retain(|_, v| {
+            v.retain(|(_, t)| now.saturating_duration_since(*t) < window);
+            !v.is_empty()
+        });
+        self.cooling.retain(|_, until| *until > now);
+        shrink_if_sparse(&mut self.reports);
+        shrink_if_sparse(&mut self.cooling);
+    }
+
+    /// Entries held: pairs kept apart, reported people, people cooling off.
+    pub fn len(&self) -> usize {
+        self.apart.len() + self.reports.len() + self.cooling.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Until when `person` is cooling off, if they are.
     pub fn cooling_until(&self, person: &Person, now: Instant) -> Option<Instant> {
         person
@@ -179,6 +202,14 @@ impl Reputation {
             .filter(|until| **until > now)
             .max()
             .copied()
+    }
+}
+
+/// A map that has emptied out gives most of its table back (a `HashMap` never shrinks by
+/// itself): below a quarter full, down to twice what it holds.
+pub fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
     }
 }
 
@@ -254,5 +285,29 @@ mod tests {
         r.report(&person(2, "10.0.0.2"), &bad, t);
         let late = t + Duration::from_secs(601);
         assert_eq!(r.report(&person(3, "10.0.0.3"), &bad, late), None);
+    }
+
+    #[test]
+    fn a_sweep_forgets_old_reports_and_ended_cooling_offs_but_keeps_people_apart() {
+        let mut r = Reputation::new(rules());
+        let t = Instant::now();
+        let target = person(9, "10.0.0.9");
+        for k in 1..=3 {
+            r.report(&person(k, &format!("10.0.1.{k}")), &target, t);
+        }
+        r.report(&person(4, "10.0.1.4"), &person(8, "10.0.0.8"), t);
+        assert!(r.cooling_until(&target, t).is_some());
+        r.sweep(t);
+        let held = r.len();
+        assert!(held > r.apart.len(), "a report and a cooling-off are held");
+        r.sweep(t + Duration::from_secs(1));
+        assert_eq!(r.len(), held, "nothing is due yet");
+        // Past the window and the cooling-off: only the pairs kept apart for good remain.
+        r.sweep(t + Duration::from_secs(901));
+        assert!(r
+            .cooling_until(&target, t + Duration::from_secs(901))
+            .is_none());
+        assert!(!r.may_meet(&person(1, "10.0.1.1"), &target));
+        assert_eq!(r.len(), r.apart.len());
     }
 }

@@ -1,6 +1,8 @@
 //! The relay's HTTP side counts what happened, and its development certificate is what
 //! browsers need: the fingerprint it serves is the one QUIC presents, and rotating it keeps
-//! every open session.
+//! every open session. A real certificate from PEM files serves HTTPS and QUIC, and
+//! replacing the files (noticed by polling, or on SIGHUP) moves both to the new one while
+//! calls go on.
 
 use duet_client::call::{self, CallOptions};
 use duet_client::{connect_raw, Client};
@@ -126,30 +128,129 @@ fn hex_of(h: [u8; 32]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A real deployment: certificate and key from PEM files. The QUIC side presents that
-/// certificate, the page is served over HTTPS (a secure context for other devices), and
-/// there is no development fingerprint to serve.
-#[tokio::test]
-async fn a_real_certificate_from_pem_files_serves_https_and_quic() {
-    use sha2::Digest;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
+/// A self-signed certificate for `localhost`, valid from an hour ago for ten days, with a
+/// key of its own.
+fn localhost_certificate() -> (rcgen::Certificate, rcgen::KeyPair) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + time::Duration::days(10);
     let cert = params.self_signed(&key).expect("self-signed");
-    let dir = std::env::temp_dir().join(format!("duet-pem-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.pem()).expect("write cert");
-    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+    (cert, key)
+}
 
-    let mut config = test_config();
-    config.cert = Some(cert_path);
-    config.key = Some(key_path);
-    let relay = TestRelay::start(config).await;
+/// Where the relay reads its PEM files from.
+struct PemFiles {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl PemFiles {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("duet-pem-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        Self {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        }
+    }
+
+    /// Replaces both files the way a renewal tool does: each written aside, then renamed
+    /// over the old one (key first, so for a moment the pair does not match; the relay
+    /// must refuse that and try again).
+    fn write(&self, cert: &rcgen::Certificate, key: &rcgen::KeyPair) {
+        for (path, text) in [(&self.key, key.serialize_pem()), (&self.cert, cert.pem())] {
+            let aside = path.with_extension("new");
+            std::fs::write(&aside, text).expect("write");
+            std::fs::rename(&aside, path).expect("rename");
+        }
+    }
+
+    fn config(&self) -> duet_relay::Config {
+        let mut config = test_config();
+        config.cert = Some(self.cert.clone());
+        config.key = Some(self.key.clone());
+        config
+    }
+}
+
+/// `GET path` over HTTPS, trusting only `roots`: the response, or why TLS failed.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    roots: &[&rcgen::Certificate],
+    path: &str,
+) -> Result<String, std::io::Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.der().clone()).expect("root");
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    within("HTTPS", async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut s = connector.connect(name, tcp).await?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    })
+    .await
+}
+
+/// Polls `/status` over HTTPS (trusting either certificate, whichever the relay presents
+/// now) until `check` holds.
+async fn https_status_until(
+    addr: std::net::SocketAddr,
+    roots: &[&rcgen::Certificate],
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    within(what, async {
+        loop {
+            let response = https_get(addr, roots, "/status").await.expect("TLS");
+            let (_, body) = response.split_once("\r\n\r\n").expect("a body");
+            let status: serde_json::Value = serde_json::from_str(body).expect("JSON");
+            if check(&status) {
+                return status;
+            }
+            // Polling interval for readiness, not a wait for the event itself.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+fn sha256(cert: &rcgen::Certificate) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(cert.der()).into()
+}
+
+/// Connect options pinning `cert`'s hash.
+fn pinned(relay: &TestRelay, cert: &rcgen::Certificate) -> duet_client::ConnectOptions {
+    let mut opts = relay.opts_without_hash();
+    opts.cert_hash = Some(sha256(cert));
+    opts
+}
+
+/// A real deployment: certificate and key from PEM files. The QUIC side presents that
+/// certificate, the page is served over HTTPS (a secure context for other devices), and
+/// there is no development fingerprint to serve.
+#[tokio::test]
+async fn a_real_certificate_from_pem_files_serves_https_and_quic() {
+    let (cert, key) = localhost_certificate();
+    let files = PemFiles::new("serve");
+    files.write(&cert, &key);
+    let relay = TestRelay::start(files.config()).await;
     assert!(relay.relay.https);
     assert_eq!(
         relay.relay.fingerprint(),
@@ -158,34 +259,14 @@ async fn a_real_certificate_from_pem_files_serves_https_and_quic() {
     );
 
     // HTTPS, trusting exactly that certificate.
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der().clone()).expect("root");
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
-    let get = |path: &'static str| {
-        let connector = connector.clone();
-        let addr = relay.relay.http_addr;
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
-            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-            let mut s = connector.connect(name, tcp).await.expect("TLS handshake");
-            let req =
-                format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-            s.write_all(req.as_bytes()).await.expect("write");
-            let mut out = Vec::new();
-            let _ = s.read_to_end(&mut out).await;
-            String::from_utf8_lossy(&out).into_owned()
-        }
-    };
-    let health = within("HTTPS /health", get("/health")).await;
+    let addr = relay.relay.http_addr;
+    let health = https_get(addr, &[&cert], "/health")
+        .await
+        .expect("TLS handshake");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    let cert_page = within("HTTPS /certificate.sha256", get("/certificate.sha256")).await;
+    let cert_page = https_get(addr, &[&cert], "/certificate.sha256")
+        .await
+        .expect("TLS handshake");
     assert!(cert_page.starts_with("HTTP/1.1 404"), "{cert_page}");
     assert!(
         cert_page.contains("no fingerprint is needed"),
@@ -193,13 +274,110 @@ async fn a_real_certificate_from_pem_files_serves_https_and_quic() {
     );
 
     // QUIC presents the same certificate: a client pinning its hash gets in.
-    let hash: [u8; 32] = sha2::Sha256::digest(cert.der()).into();
-    let mut opts = relay.opts_without_hash();
-    opts.cert_hash = Some(hash);
-    let mut c = within("connect", Client::connect(&opts))
+    let mut c = within("connect", Client::connect(&pinned(&relay, &cert)))
         .await
         .expect("connects");
     within("hello", c.hello("Real", &[], None))
         .await
         .expect("welcome");
+}
+
+/// How a test makes the relay take up the new files.
+#[derive(Clone, Copy)]
+enum Trigger {
+    /// The relay notices the files changed (it polls their modification times).
+    FileChange,
+    /// What SIGHUP does, called in-process.
+    Reload,
+}
+
+/// Replaces the PEM files under a live call and checks that the call goes on while HTTPS
+/// and QUIC move to the new certificate, and the old one is no longer presented.
+async fn reload_with_a_call_live(trigger: Trigger) {
+    let (old, old_key) = localhost_certificate();
+    let files = PemFiles::new(match trigger {
+        Trigger::FileChange => "poll",
+        Trigger::Reload => "sighup",
+    });
+    files.write(&old, &old_key);
+    let mut config = files.config();
+    config.reload_poll_ms = match trigger {
+        Trigger::FileChange => 100,
+        // Only the explicit reload can have moved the relay to the new files.
+        Trigger::Reload => 3_600_000,
+    };
+    let relay = TestRelay::start(config).await;
+    let opts = pinned(&relay, &old);
+    let connect = |name: &'static str| {
+        let opts = opts.clone();
+        async move {
+            let mut c = within("connect", Client::connect(&opts))
+                .await
+                .expect("connects");
+            within("hello", c.hello(name, &["pem".to_string()], None))
+                .await
+                .expect("welcome");
+            c
+        }
+    };
+    let (mut a, mut b) = (connect("A").await, connect("B").await);
+    let m = matched(&mut a).await.match_id;
+    assert_eq!(matched(&mut b).await.match_id, m);
+    exchange_counted(&a, &b, m, 0, 20).await;
+    let addr = relay.relay.http_addr;
+    let (new, new_key) = localhost_certificate();
+    let both = [&old, &new];
+    let reloads = https_status_until(addr, &both, "status", |_| true).await["certificate_reloads"]
+        .as_u64()
+        .expect("a number");
+
+    files.write(&new, &new_key);
+    if let Trigger::Reload = trigger {
+        relay.relay.reload().await.expect("reloads");
+    }
+    let s = https_status_until(addr, &both, "the new certificate taken up", |s| {
+        s["certificate_reloads"].as_u64() > Some(reloads)
+    })
+    .await;
+    if let Trigger::Reload = trigger {
+        assert_eq!(s["certificate_reloads"].as_u64(), Some(reloads + 1), "{s}");
+    }
+
+    // The call made on the old certificate goes on: every datagram both ways, and chat.
+    exchange_counted(&a, &b, m, 100, 20).await;
+    exchange_counted(&b, &a, m, 200, 20).await;
+    a.send_chat(m, "across the reload").await.expect("chat");
+    assert_eq!(
+        within("chat", b.recv_chat()).await,
+        Some((m, "across the reload".to_string()))
+    );
+    let s = https_status_until(addr, &both, "status", |_| true).await;
+    assert_eq!(s["pairs"], 1, "{s}");
+
+    // HTTPS presents the new certificate only.
+    let health = https_get(addr, &[&new], "/health")
+        .await
+        .expect("the new certificate is trusted");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let refused = https_get(addr, &[&old], "/health").await;
+    assert!(refused.is_err(), "the old certificate is gone: {refused:?}");
+
+    // So does QUIC: pinned to the new hash gets in, pinned to the old does not.
+    let mut c = within("connect", Client::connect(&pinned(&relay, &new)))
+        .await
+        .expect("connects with the new hash");
+    within("hello", c.hello("After", &[], None))
+        .await
+        .expect("welcome");
+    assert!(connect_raw(&opts).await.is_err(), "the old hash is refused");
+}
+
+#[tokio::test]
+async fn new_pem_files_are_picked_up_with_a_call_live() {
+    reload_with_a_call_live(Trigger::FileChange).await;
+}
+
+#[tokio::test]
+async fn a_reload_like_sighup_moves_https_and_quic_with_a_call_live() {
+    reload_with_a_call_live(Trigger::Reload).await;
 }

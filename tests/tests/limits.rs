@@ -1,8 +1,8 @@
 //! Limits crossed on purpose, each with a healthy pair beside it that must not notice: a
 //! datagram flood at ten times the media cap, a slow receiver (a tenth of the rate it is
-//! sent), a stream flood, 500 connections that finish
-//! the QUIC handshake and never send the WebTransport request, and the operator's block
-//! list reloaded while sessions run.
+//! sent), a client that withholds chat stream credit, a stream flood, 500 connections that
+//! finish the QUIC handshake and never send the WebTransport request, and the operator's
+//! block list reloaded while sessions run.
 
 use duet_client::Client;
 use duet_proto::*;
@@ -256,4 +256,124 @@ async fn a_slow_receiver_costs_the_relay_a_bounded_buffer_and_nobody_else_anythi
         .sum();
     assert_eq!(errors, 0, "{s}");
     drop(fast);
+}
+
+/// How many of `lines` a chat writer takes from its queue before a receive window of
+/// `window` bytes stops it: every line whose first byte lies inside the window (the last
+/// of them is written only in part, and the writer waits on it for credit forever).
+fn lines_started_within(window: usize, open: usize, line: usize) -> usize {
+    (window - open).div_ceil(line)
+}
+
+#[tokio::test]
+async fn a_client_that_withholds_chat_credit_pins_one_bounded_queue_until_next() {
+    /// The relay's bound on lines queued toward one client (`CHAT_OUTBOX`).
+    const CAP: u64 = 32;
+    const WINDOW: u32 = 1024;
+    const SENT: u64 = 320;
+    const ROUNDS: usize = 4;
+    let mut config = test_config();
+    config.chat_burst = 10_000;
+    config.chat_per_minute = 60_000;
+    config.skip_cooldown_s = 0; // the same two meet again at once after Next
+    let relay = TestRelay::start(config).await;
+    let mut healthy = HealthyPair::new(&relay).await;
+    healthy.still_talks().await;
+    // The healthy pair's own writer (toward its B) is the base.
+    let base = relay.status().await;
+    let n = |s: &serde_json::Value, k: &str| s[k].as_u64().expect("a number");
+    let base_writers = n(&base, "chat_writers");
+    assert_eq!(n(&base, "chat_lines_queued"), 0, "{base}");
+
+    let mut opts = relay.opts();
+    opts.stream_receive_window = Some(WINDOW);
+    opts.read_chat = false;
+    let mut w = within("connect", Client::connect(&opts))
+        .await
+        .expect("connects");
+    within(
+        "hello",
+        w.hello("Withholder", &["withhold".to_string()], None),
+    )
+    .await
+    .expect("welcome");
+    let mut p = relay.client("Talker", &["withhold"]).await;
+    let text = "x".repeat(900);
+    let line_len = encode_frame(&ChatFrame::Line { text: text.clone() }.encode())
+        .expect("frame")
+        .len();
+
+    for round in 0..ROUNDS {
+        let m = matched(&mut w).await.match_id;
+        assert_eq!(matched(&mut p).await.match_id, m);
+        let open_len = encode_frame(&ChatFrame::Open { match_id: m }.encode())
+            .expect("frame")
+            .len();
+        let taken = lines_started_within(WINDOW as usize, open_len, line_len) as u64;
+        let before = relay.status().await;
+        for _ in 0..SENT {
+            p.send_chat(m, &text).await.expect("chat");
+        }
+        // The stream the relay opened toward W, held and not read.
+        let mut held = within("the relay's chat stream", w.connection().accept_uni())
+            .await
+            .expect("a chat stream");
+        // Every line sent is queued, dropped, or taken by the writer (which the window
+        // stops after `taken`).
+        let s = relay
+            .status_until("every line sent accounted for", |s| {
+                n(s, "chat_lines_dropped") - n(&before, "chat_lines_dropped")
+                    + n(s, "chat_lines_queued")
+                    == SENT - taken
+            })
+            .await;
+        let dropped = n(&s, "chat_lines_dropped") - n(&before, "chat_lines_dropped");
+        assert_eq!(n(&s, "chat_lines_queued"), CAP, "held at the cap: {s}");
+        assert_eq!(dropped, SENT - taken - CAP, "round {round}: {s}");
+        assert_eq!(n(&s, "chat_writers"), base_writers + 1, "one writer: {s}");
+        healthy.still_talks().await;
+
+        // Next ends the pairing: its writer and its queued lines are gone.
+        w.send(&ClientMsg::Next { match_id: Some(m) })
+            .await
+            .expect("next");
+        let after = relay
+            .status_until("the writer and its lines released", |s| {
+                n(s, "chat_writers") == base_writers && n(s, "chat_lines_queued") == 0
+            })
+            .await;
+        assert_eq!(
+            n(&after, "chat_lines_dropped") - n(&before, "chat_lines_dropped"),
+            dropped,
+            "lines discarded with the writer are not counted as dropped on the way: {after}"
+        );
+        // What reached W: the lines inside its window, the last of them cut off where
+        // the writer stopped (the stream is finished, not reset).
+        let mut reader = duet_proto::frame::FrameReader::new();
+        let mut buf = vec![0u8; 4096];
+        while let Some(k) = within("the held stream to end", held.read(&mut buf))
+            .await
+            .expect("read")
+        {
+            reader.push(&buf[..k]);
+        }
+        let mut delivered = 0u64;
+        while let Ok(Some(frame)) = reader.next_frame() {
+            if matches!(ChatFrame::decode(&frame), Ok(ChatFrame::Line { .. })) {
+                delivered += 1;
+            }
+        }
+        assert_eq!(
+            delivered + 1 + CAP + dropped,
+            SENT,
+            "delivered {delivered}, one cut off, {CAP} queued, {dropped} dropped"
+        );
+    }
+    healthy.still_talks().await;
+    let end = relay.status().await;
+    assert_eq!(
+        n(&end, "chat_writers"),
+        base_writers,
+        "no writer left: {end}"
+    );
 }

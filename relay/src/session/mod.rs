@@ -542,16 +542,22 @@ impl Session {
                     match_id,
                     text,
                 } => {
-                    if partner
+                    // A partner whose event queue is full loses the line; it is counted
+                    // with the lines its chat queue drops, so every line is accounted for.
+                    match partner
                         .events
                         .try_send(SessionEvent::Chat { match_id, text })
-                        .is_ok()
                     {
-                        metrics.chat_lines_forwarded.fetch_add(1, Relaxed);
+                        Ok(()) => &metrics.chat_lines_forwarded,
+                        Err(_) => &metrics.chat_lines_dropped,
                     }
+                    .fetch_add(1, Relaxed);
                 }
                 Action::ChatToClient { match_id, text } => {
-                    let Some(att) = &self.att else { continue };
+                    let Some(att) = &self.att else {
+                        metrics.chat_lines_dropped.fetch_add(1, Relaxed);
+                        continue;
+                    };
                     if self.chat.as_ref().map(|c| c.match_id) != Some(match_id) {
                         self.chat = Some(ChatOut::start(
                             att.conn().clone(),

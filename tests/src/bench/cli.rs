@@ -637,7 +637,11 @@ async fn smoke(a: &CommonArgs) -> Result<Outcome, BenchError> {
             run: Duration::from_secs(5),
             warmup: Duration::from_secs(2),
             cut_groups: 1,
-            cut_every: Duration::from_secs(1),
+            // One group cut every second for 1.8 s (the idle timeout + 1 s) was dark for
+            // the whole run: its people could only resume after the last cut, when the
+            // relay's 3 s grace had run out, so every resume was refused. One cut, over
+            // by 4.3 s, leaves the grace (which starts at ~3.3 s) time to see them back.
+            cut_every: Duration::from_millis(2500),
             resume_grace_s: 3,
             sample_every: Duration::from_secs(2),
         },

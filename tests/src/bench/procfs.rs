@@ -114,6 +114,15 @@ pub fn rss_mib(pid: &str) -> Option<(f64, f64)> {
     Some((rss, hwm))
 }
 
+/// `VmRSS` split in MiB: anonymous memory (the heap, stacks: what the process allocated)
+/// and file-backed pages (its own binary's code and data, paged in the first time each
+/// part runs; shared, and the kernel may drop them at any time).
+pub fn rss_split_mib(pid: &str) -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string(Path::new("/proc").join(pid).join("status")).ok()?;
+    let mib = |key| parse_status_kib(&text, key).map(|k| k as f64 / 1024.0);
+    Some((mib("RssAnon")?, mib("RssFile")?))
+}
+
 /// The machine a figure was measured on.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Machine {
@@ -207,5 +216,7 @@ mod tests {
         let c = cpu("self").expect("/proc/self/stat");
         assert!(c.total_s >= 0.0);
         assert!(rss_mib("self").expect("VmRSS").0 > 0.0);
+        let (anon, file) = rss_split_mib("self").expect("RssAnon and RssFile");
+        assert!(anon > 0.0 && file > 0.0);
     }
 }

@@ -197,6 +197,10 @@ pub struct Reading {
     /// Seconds since the relay started.
     pub at_s: f64,
     pub rss_mib: f64,
+    /// `VmRSS` split: anonymous (what the relay allocated) and file-backed (its binary's
+    /// pages, read in as code paths first run).
+    pub rss_anon_mib: Option<f64>,
+    pub rss_file_mib: Option<f64>,
     pub fds: Option<u64>,
     pub threads: Option<u64>,
     pub sessions: Option<u64>,
@@ -226,6 +230,11 @@ pub struct SoakReport {
     pub quiet_after_s: f64,
     pub rss_growth_mib: f64,
     pub rss_growth_pct: Option<f64>,
+    /// The growth of each part of `VmRSS`, MiB and % of its start: anonymous memory (what
+    /// the relay allocated) and file-backed pages (its binary, paged in on first use).
+    pub anon_growth_mib: Option<f64>,
+    pub anon_growth_pct: Option<f64>,
+    pub file_growth_mib: Option<f64>,
     pub rss_peak_mib: f64,
     pub fd_growth: Option<i64>,
     pub thread_growth: Option<i64>,
@@ -289,9 +298,12 @@ async fn reading(relay: &RelayProcess, started: Instant) -> (Reading, Value) {
         Ok(text) if text.len() <= MAX_METRICS_BYTES => parse_gauges(&text),
         _ => BTreeMap::new(),
     };
+    let split = procfs::rss_split_mib(&pid);
     let r = Reading {
         at_s: round3(started.elapsed().as_secs_f64()),
         rss_mib: round3(procfs::rss_mib(&pid).map_or(0.0, |x| x.0)),
+        rss_anon_mib: split.map(|s| round3(s.0)),
+        rss_file_mib: split.map(|s| round3(s.1)),
         fds: count_dir(&format!("/proc/{pid}/fd")),
         threads: count_dir(&format!("/proc/{pid}/task")),
         sessions: gauge(&status, "sessions"),
@@ -311,10 +323,16 @@ async fn settle(relay: &RelayProcess, fds_target: Option<u64>, patience: Duratio
     let mut last_fds = None;
     let mut same = 0usize;
     while Instant::now() < deadline {
+        // The relay publishes the sizes of its longer-lived maps every second (`held`):
+        // with nobody connected, no session is known to the engine and no resume token is
+        // live. Waiting for that also makes the reading's gauges fresh.
         let empty = relay.status().await.ok().is_some_and(|s| {
+            let held = |map: &str| s["held"].get(map).and_then(Value::as_u64).unwrap_or(0);
             gauge(&s, "sessions") == Some(0)
                 && gauge(&s, "waiting").unwrap_or(0) == 0
                 && gauge(&s, "pairs").unwrap_or(0) == 0
+                && held("match_members") == 0
+                && held("resume_tokens") == 0
         });
         let fds = count_dir(&format!("/proc/{pid}/fd"));
         if fds.is_some() && fds == last_fds {
@@ -787,6 +805,19 @@ pub async fn run(common: &Common, o: &SoakOptions) -> Result<SoakReport, BenchEr
     let rss_growth_mib = round3(end.rss_mib - start.rss_mib);
     let rss_growth_pct =
         (start.rss_mib > 0.0).then(|| round3(rss_growth_mib / start.rss_mib * 100.0));
+    let anon_growth_mib = start
+        .rss_anon_mib
+        .zip(end.rss_anon_mib)
+        .map(|(a, b)| round3(b - a));
+    let anon_growth_pct = start
+        .rss_anon_mib
+        .zip(anon_growth_mib)
+        .filter(|(a, _)| *a > 0.0)
+        .map(|(a, g)| round3(g / a * 100.0));
+    let file_growth_mib = start
+        .rss_file_mib
+        .zip(end.rss_file_mib)
+        .map(|(a, b)| round3(b - a));
     let diff = |a: Option<u64>, b: Option<u64>| Some(b? as i64 - a? as i64);
     let fd_growth = diff(start.fds, end.fds);
     let thread_growth = diff(start.threads, end.threads);
@@ -828,6 +859,9 @@ pub async fn run(common: &Common, o: &SoakOptions) -> Result<SoakReport, BenchEr
         quiet_after_s,
         rss_growth_mib,
         rss_growth_pct,
+        anon_growth_mib,
+        anon_growth_pct,
+        file_growth_mib,
         rss_peak_mib,
         fd_growth,
         thread_growth,
@@ -858,12 +892,24 @@ pub fn tables(r: &SoakReport) -> Vec<Table> {
             r.run_s / 60.0,
             r.warmup_s
         ),
-        &["", "RSS MiB", "fds", "threads", "sessions", "waiting", "pairs"],
+        &[
+            "",
+            "RSS MiB",
+            "anon MiB",
+            "file MiB",
+            "fds",
+            "threads",
+            "sessions",
+            "waiting",
+            "pairs",
+        ],
     );
     let row = |label: &str, x: &Reading| {
         vec![
             label.to_string(),
             num(Some(x.rss_mib), 2),
+            num(x.rss_anon_mib, 2),
+            num(x.rss_file_mib, 2),
             opt(x.fds),
             opt(x.threads),
             opt(x.sessions),
@@ -881,6 +927,13 @@ pub fn tables(r: &SoakReport) -> Vec<Table> {
             r.rss_growth_mib,
             r.rss_growth_pct.map_or("-".into(), |p| format!("{p:+.2}%"))
         ),
+        format!(
+            "{} ({})",
+            r.anon_growth_mib.map_or("-".into(), |g| format!("{g:+.2}")),
+            r.anon_growth_pct
+                .map_or("-".into(), |p| format!("{p:+.2}%"))
+        ),
+        r.file_growth_mib.map_or("-".into(), |g| format!("{g:+.2}")),
         signed(r.fd_growth),
         signed(r.thread_growth),
     ]);
