@@ -30,7 +30,7 @@
  *   | {type: "send", msg: ClientMsg}
  *   | {type: "chat", id: number, text: string}
  *   | {type: "close", reason: string}
- *   | {type: "unpair"}
+ *   | {type: "unpair", matchId: bigint}
  *   | {type: "camera", on: boolean}
  *   | {type: "mic", on: boolean}
  *   | {type: "snapshot", id: number}

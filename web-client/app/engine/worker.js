@@ -497,7 +497,8 @@ function onCommand(msg) {
       engine.session = null;
       break;
     case "unpair":
-      unpair();
+      // Stale when the worker is already in a newer pairing than the page was leaving.
+      if (engine.matchId !== null && engine.matchId === msg.matchId) unpair();
       break;
     case "camera":
       engine.videoSender?.setEnabled(msg.on);

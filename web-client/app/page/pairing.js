@@ -41,8 +41,11 @@ export function onMatched(msg) {
  * @param {string} note the waiting line
  */
 export function unpair(note) {
+  // The worker leaves the same pairing, and only that one: by the time it reads this it
+  // may already be in the next (a Matched that overtook this message), which must stay.
+  const leaving = state.matchId;
   state.matchId = null;
-  state.engine?.post({ type: "unpair" });
+  if (leaving !== null) state.engine?.post({ type: "unpair", matchId: leaving });
   show(ui.partnerName, false);
   state.partnerReconnecting = false;
   state.waitingNote = note;
