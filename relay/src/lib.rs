@@ -17,7 +17,8 @@
 //! * [`engine`] and [`matching`]: the matching engine (ids and mailboxes, no
 //!   connections) and its pure queue; [`reputation`]: what reports leave behind;
 //! * [`http`], [`admin`]: the public HTTP side and the operator's listener;
-//! * [`metrics`], [`limits`]: counters, histograms, rate limits and every internal bound.
+//! * [`metrics`], [`limits`]: counters, histograms, rate limits and every internal bound;
+//! * [`memory`]: when to give freed heap back to the system.
 
 pub mod admin;
 pub mod admission;
@@ -29,6 +30,7 @@ pub mod forward;
 pub mod http;
 pub mod limits;
 pub mod matching;
+pub mod memory;
 pub mod metrics;
 pub mod peer;
 pub mod reputation;
@@ -457,22 +459,31 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
         }));
     }
 
-    // Once a second: forget handshake-rate buckets that have refilled, and publish the
-    // sizes of the maps outside the engine (the engine sweeps its own).
+    // Once a second: forget handshake-rate buckets that have refilled, publish the sizes
+    // of the maps outside the engine (the engine sweeps its own), and give freed heap back
+    // to the system when the relay goes idle or once a minute while busy (see `memory`).
     {
         let (shared, metrics) = (shared.clone(), metrics.clone());
         let mut stopped = stopped.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut trims = memory::TrimSchedule::new();
+            let trimmer = memory::Trimmer::spawn();
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = stopped.changed() => return,
                 }
-                let buckets = shared.admissions.sweep_rates(std::time::Instant::now());
+                let now = std::time::Instant::now();
+                let buckets = shared.admissions.sweep_rates(now);
                 metrics.held(metrics::Held::RateBuckets, buckets);
                 metrics.held(metrics::Held::ResumeTokens, shared.resumes.len());
+                if trims.tick(now, shared.admissions.sessions()) {
+                    if let Some(t) = &trimmer {
+                        t.request();
+                    }
+                }
             }
         }));
     }
