@@ -145,6 +145,7 @@ describe("duet in the browser", () => {
         ana_to_sam: { median: round1(ls.receive.latencyMs.median), p95: round1(ls.receive.latencyMs.p95), samples: ls.receive.latencyMs.count },
         send_bitrate_kbps: la.send.bitrateKbps,
         video: `${la.send.video.width}x${la.send.video.height}`,
+        av_sync: { sam_to_ana: la.receive.avSync, ana_to_sam: ls.receive.avSync },
       });
       assert.ok(la.receive.latencyMs.median < 500, `capture-to-render median ${la.receive.latencyMs.median} ms`);
       const status = await relay.status();

@@ -438,6 +438,11 @@ function report(title, w, d, impaired) {
     rows.push({ label: "after Next, ms from A's click (Duet's own timeline)" });
     for (const [label, ms] of Object.entries(steps)) rows.push({ label: `  ${label}`, duet: ms });
   }
+  rows.push({ label: "lip sync at the end (Duet's engines: sound's capture→playout − picture's capture→screen)" });
+  for (const [dir, s] of /** @type {[string, any][]} */ ([["C→A", d.snapshotA], ["A→C", d.snapshotC]])) {
+    const av = s?.receive?.avSync;
+    rows.push({ label: `  ${dir} sound after picture, ms (sound ${av?.audioMs ?? "?"}, picture ${av?.videoMs ?? "?"})`, duet: av?.offsetMs ?? null });
+  }
   const rtc = w.next.connection;
   const sent = d.snapshotA?.send;
   const duetSent = sent ? `${sent.codec ?? "?"} ${sent.video?.width ?? "?"}×${sent.video?.height ?? "?"}, limited by ${sent.video?.limitation ?? "?"}` : "not reported by window.duet.snapshot()";

@@ -141,6 +141,11 @@ export function targets(clean, impaired) {
   const nw = nextFirst(w);
   const nd = nextFirst(d);
   rows.push({ target: "Next → first frame ≤ ¼ of WebRTC's and < 100 ms", webrtc: `${f1(nw)} ms`, duet: `${f1(nd)} ms`, met: nd <= nw / 4 && nd < 100 });
+  // Lip sync, Duet's own figure (the sound's capture→playout minus the picture's
+  // capture→screen, both as the receiving engine measures them at the end of the run).
+  const offsets = [d.snapshotA, d.snapshotC].map((s) => s?.receive?.avSync?.offsetMs).filter((x) => typeof x === "number");
+  const offset = offsets.length ? offsets.reduce((a, x) => (Math.abs(x) > Math.abs(a) ? x : a)) : null;
+  rows.push({ target: "sound vs picture (Duet, worst direction) within 45 ms", webrtc: "–", duet: offset === null ? "–" : `${offset > 0 ? "+" : ""}${f1(offset)} ms`, met: offset !== null && offsets.length === 2 && Math.abs(offset) <= 45 });
   const systems = impaired ? [["", clean], [" (shaped)", impaired]] : [["", clean]];
   for (const [suffix, run] of /** @type {[string, any][]} */ (systems)) {
     const a = sum(run.webrtc, (x) => x.neverDrawn);

@@ -66,5 +66,17 @@ test("targets are judged on the worst direction, and Next against a quarter of W
   assert.equal(met["frame"], true); // 28.5 ≥ 29 − 1
   assert.equal(met["browser"], true);
   assert.equal(met["Next"], true); // 90 ≤ 400 / 4 and < 100
-  assert.equal(rows.length, 6);
+  assert.equal(met["sound"], false); // no engine snapshot: lip sync not shown, so not met
+  assert.equal(rows.length, 7);
+});
+
+test("lip sync is met when both directions are within 45 ms, either way round", () => {
+  const dir = { frames: 1, fps: 30, p50: 10, p95: 20, max: 30, neverDrawn: 0, outOfOrder: 0, freezes: 0, frozenMs: 0, unreadableExamples: [] };
+  const call = { first: { firstFrameMs: { "A→B": 1 }, "A→B": dir, cpuPercentOfOneCore: { browser: 1 } }, next: { firstFrameMs: { "A→C": 1 }, "A→C": dir, cpuPercentOfOneCore: { browser: 1 } } };
+  const snap = (/** @type {number} */ offsetMs) => ({ receive: { avSync: { offsetMs } } });
+  const sound = (/** @type {number} */ a, /** @type {number} */ c) => targets({ webrtc: call, duet: { ...call, snapshotA: snap(a), snapshotC: snap(c) } }).find((r) => r.target.startsWith("sound"));
+  assert.equal(sound(24.8, -30)?.met, true);
+  assert.equal(sound(24.8, -46)?.met, false);
+  assert.equal(sound(24.8, -46)?.duet, "-46.0 ms");
+  assert.equal(sound(50, 10)?.met, false);
 });

@@ -100,7 +100,9 @@ class DuetPlayout extends scope.AudioWorkletProcessor {
     if (++this.quanta >= STATS_EVERY_QUANTA) {
       this.quanta = 0;
       this.stats.depth = this.jitter.depth;
-      this.worker?.postMessage({ ...this.stats, ...Object.fromEntries(Object.entries(this.jitter.stats).map(([k, v]) => [`jitter_${k}`, v])) });
+      // What is playing now (the worker turns it into capture-to-playout delay, for A/V sync).
+      const playing = this.lastSeq >= 0 && this.current ? { playingSeq: this.lastSeq, playingOffsetMs: (this.offset / scope.sampleRate) * 1000 } : {};
+      this.worker?.postMessage({ ...this.stats, ...playing, ...Object.fromEntries(Object.entries(this.jitter.stats).map(([k, v]) => [`jitter_${k}`, v])) });
     }
     return true;
   }

@@ -19,6 +19,7 @@
 
 import { unwrapKeyframe } from "../wire/keyframe.js";
 import { ReferenceTracker } from "../wire/reference.js";
+import { syncHoldMs } from "../wire/av-sync.js";
 import { Lateness } from "../wire/lateness.js";
 import { PlayoutDelay } from "../wire/playout.js";
 import { epochMs } from "../wire/clock.js";
@@ -48,6 +49,7 @@ export class VideoReceiver {
    * @param {(info: {latencyMs: number, width: number, height: number}) => void} hooks.onPainted
    * @param {() => void} hooks.onDecoded the first decoded frame of a pairing is timed
    * @param {(codec: string) => void} hooks.onCodecFailed
+   * @param {() => number | null} [hooks.audioDelayMs] the partner's sound's capture-to-playout delay now (for lip sync)
    * @param {() => boolean} [hooks.inspecting] test hook: whether each picture shown is checked now
    * @param {(pixels: ImageData) => boolean} [hooks.inspect] test hook: checks a picture about to be shown
    */
@@ -89,7 +91,7 @@ export class VideoReceiver {
     const channel = new MessageChannel();
     channel.port1.onmessage = () => this.paint();
     this.paintPort = channel.port2;
-    this.stats = { framesDecoded: 0, framesPainted: 0, framesDropped: 0, undecodable: 0, droppedLate: 0, droppedQueue: 0, held: 0, playoutDelayMs: 0, notPainted: 0, decodeErrors: 0, keyframes: 0, stalls: 0, width: 0, height: 0, inspected: 0, inspectFailed: 0 };
+    this.stats = { framesDecoded: 0, framesPainted: 0, framesDropped: 0, undecodable: 0, droppedLate: 0, droppedQueue: 0, held: 0, playoutDelayMs: 0, syncHoldMs: 0, notPainted: 0, decodeErrors: 0, keyframes: 0, stalls: 0, width: 0, height: 0, inspected: 0, inspectFailed: 0 };
     /** @type {number[]} */
     this.latencies = [];
     /** Epoch ms of recent paints. @type {number[]} */
@@ -263,10 +265,14 @@ export class VideoReceiver {
       frame.close();
       return;
     }
-    if (hold - late > 1) {
+    // Lip sync: a picture far ahead of the partner's voice waits for it (wire/av-sync.js).
+    const sync = syncHoldMs(this.hooks.audioDelayMs?.() ?? null, transitMs);
+    this.stats.syncHoldMs = Math.round(sync);
+    const wait = Math.max(hold - late, sync);
+    if (wait > 1) {
       // Shown at its place in the schedule, so frames that waited for a resend keep pace.
       this.stats.held++;
-      this.waiting.push({ frame, dueMs: now + hold - late });
+      this.waiting.push({ frame, dueMs: now + wait });
       if (this.waiting.length > MAX_WAITING) /** @type {{frame: VideoFrame}} */ (this.waiting.shift()).frame.close();
       this.scheduleWaiting(now);
       return;

@@ -151,6 +151,7 @@ function makeVideoReceiver(target) {
       }
     },
     onCodecFailed: (codec) => reportCodecFailed(codecFamily(codec)),
+    audioDelayMs: () => engine.audioReceiver.delayMs,
     inspecting: () => engine.inspect,
     inspect: checkStamp,
   });
@@ -405,6 +406,20 @@ function quantile(xs, q) {
   return s[Math.min(s.length - 1, Math.floor(q * s.length))];
 }
 
+/** Newest latency samples whose median the snapshot gives as `recent` (about a second of frames). */
+const RECENT_LATENCIES = 30;
+
+/**
+ * Capture-to-playout delay of the partner's sound against capture-to-screen of their
+ * picture (both recent medians, ms); `offsetMs` > 0: the sound comes after the picture.
+ * @param {number | null} videoMs
+ */
+function avSync(videoMs) {
+  const audioMs = engine.audioReceiver.delayMs;
+  const round = (/** @type {number | null} */ x) => (x === null ? null : Math.round(x * 10) / 10);
+  return { audioMs: round(audioMs), videoMs: round(videoMs), offsetMs: audioMs === null || videoMs === null ? null : round(audioMs - videoMs) };
+}
+
 function snapshot() {
   const vr = engine.videoReceiver;
   const lat = vr?.latencies ?? [];
@@ -427,8 +442,9 @@ function snapshot() {
       order: { ...engine.order.stats, waitMs: gapWaitMs() },
       datagramsRejected: engine.datagramsRejected,
       datagramsOtherMatch: engine.datagramsOtherMatch,
-      latencyMs: { count: lat.length, median: quantile(lat, 0.5), p95: quantile(lat, 0.95), max: lat.length ? Math.max(...lat) : null },
+      latencyMs: { count: lat.length, median: quantile(lat, 0.5), p95: quantile(lat, 0.95), max: lat.length ? Math.max(...lat) : null, recent: quantile(lat.slice(-RECENT_LATENCIES), 0.5) },
       paintTimes: vr ? [...vr.paintTimes] : [],
+      avSync: avSync(quantile(lat.slice(-RECENT_LATENCIES), 0.5)),
     },
     relayStats: engine.relayStats,
     peerReport: engine.peerReport ? { ...engine.peerReport, match_id: engine.peerReport.match_id.toString() } : null,

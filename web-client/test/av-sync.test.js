@@ -1,0 +1,27 @@
+// @ts-check
+/** @file The receiver's lip-sync hold (wire/av-sync.js). */
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { LEAD_MS, MAX_HOLD_MS, syncHoldMs } from "../app/wire/av-sync.js";
+
+test("without sound playing, video is never held", () => {
+  assert.equal(syncHoldMs(null, 5), 0);
+  assert.equal(syncHoldMs(Number.NaN, 5), 0);
+});
+
+test("a picture far ahead of the sound waits until it leads by LEAD_MS only", () => {
+  // Sound 70 ms behind capture, picture 6 ms: hold 39 ms, then it is shown 45 ms... minus the lead.
+  assert.equal(syncHoldMs(70, 6), 70 - LEAD_MS - 6);
+  assert.equal(6 + syncHoldMs(70, 6), 70 - LEAD_MS);
+});
+
+test("a picture already within the lead, or later than the sound, is shown at once", () => {
+  assert.equal(syncHoldMs(40, 20), 0);
+  assert.equal(syncHoldMs(40, 15), 0);
+  assert.equal(syncHoldMs(40, 90), 0);
+});
+
+test("the hold is capped: a sound that fell far behind does not make the picture late", () => {
+  assert.equal(syncHoldMs(1000, 10), MAX_HOLD_MS);
+});
