@@ -17,7 +17,7 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { DESKTOP, PHONE, Person, expectMovingPicture, launchBrowser, patient, recordFigure, screenshot, startImpair, startRelay, startUdpProxy } from "./helpers.js";
+import { DESKTOP, PHONE, Person, expectMovingPicture, launchBrowser, launchCpuLimitedBrowser, patient, recordFigure, screenshot, startImpair, startRelay, startUdpProxy } from "./helpers.js";
 
 /** @type {import("playwright-core").Browser} */
 let browser;
@@ -562,6 +562,56 @@ describe("the media engine", () => {
       const after = s.receive.video.framesDecoded;
       await ana.until((x) => x.receive.video.framesDecoded > after + 5, "video still flowing after the block");
     });
+  });
+
+  // A sender on a CPU that cannot keep up: Ana's browser runs in a cgroup of its own and,
+  // once the call is live, gets a fifth of a core. (DevTools' Emulation.setCPUThrottlingRate
+  // slows only a page's main thread and refuses workers, and the media engine is in the
+  // worker, so it cannot starve the sender; the cgroup slows every thread of the browser,
+  // the encoder's included, as a weak machine does.) The sender must notice (its
+  // encode-to-output time is the adaptation's signal), step down to a smaller picture or
+  // fewer frames, say why ("cpu"), and Sam must keep getting pictures whose delay settles
+  // instead of climbing.
+  test("a sender whose CPU is throttled lowers resolution or frame rate, says cpu, and the partner's delay does not keep growing", async (t) => {
+    const weak = await launchCpuLimitedBrowser();
+    if ("unavailable" in weak) {
+      t.skip(weak.unavailable);
+      return;
+    }
+    try {
+      await withRelay(async (relay, people) => {
+        const ana = await join(people, relay.url, "Ana", { in: weak.browser });
+        const sam = await join(people, relay.url, "Sam");
+        await ana.start();
+        await sam.start();
+        await expectPaired(ana, sam);
+        await sam.until((s) => s.receive.video?.framesPainted > 30, "Ana's video painted");
+        // A busy machine may already have stepped down once while starting; the limit must
+        // take it further.
+        const calm = (await ana.snapshot()).send.video;
+        weak.limit(0.2);
+        // Stepped down means a smaller picture (the encoder is reconfigured at the next
+        // camera frame) or, past the ladder's third step, fewer frames.
+        const limited = await ana.until(
+          (s) => s.send.video?.limitation === "cpu" && s.send.video.cpuStep > calm.cpuStep && (s.send.video.width < calm.width || s.send.video.cpuStep >= 3),
+          `the sender to step down from step ${calm.cpuStep} (${calm.width}x${calm.height}) to a smaller picture or fewer frames, and report cpu`,
+          40_000,
+        );
+        const step = limited.send.video;
+        // Delay under the limit: the median of Sam's newest frames, then again after ten
+        // more of Ana's frames were shown. Bounded growth, not a speed goal: a pipeline that
+        // queues instead of dropping grows by the shortfall every second, without end.
+        const first = await sam.until((s) => s.receive.latencyMs.recent !== null, "latency samples");
+        const paintedAt = first.receive.video.framesPainted;
+        const second = await sam.until((s) => s.receive.video.framesPainted > paintedAt + 10, "ten more of Ana's frames shown under the limit", 30_000);
+        const [before, now] = [first.receive.latencyMs.recent, second.receive.latencyMs.recent];
+        recordFigure("cpu_limited_sender", { cores: 0.2, from: `${calm.width}x${calm.height} step ${calm.cpuStep}`, to: `${step.width}x${step.height} step ${step.cpuStep}`, fps: step.fps, encode_ms: step.encodeMs, partner_latency_ms: [before, now] });
+        assert.ok(now < Math.max(1000, before * 2), `Sam's delay grew from ${before} to ${now} ms under the limit`);
+        weak.limit(null);
+      });
+    } finally {
+      await weak.close();
+    }
   });
 
   // The pages negotiate what this machine's pages use (on two or four cores, VP8). With

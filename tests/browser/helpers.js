@@ -13,7 +13,7 @@
  */
 
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -137,6 +137,65 @@ export async function launchBrowser(options = {}) {
     args,
     timeout: patient(30_000),
   });
+}
+
+/**
+ * A browser whose every process runs in a CPU cgroup of its own, so a test can give it less
+ * CPU than a core, as a weak phone or a busy laptop would: the whole browser slows (the
+ * page, its worker, the encoder's threads), which DevTools' CPU throttling cannot do (it
+ * slows a page's main thread only, and refuses workers). Uses cgroup v2's `cpu.max` where
+ * the cpu controller is there, else v1's `cpu.cfs_quota_us`; needs root, as the tests run.
+ * @returns {Promise<{browser: import("playwright-core").Browser, limit: (cores: number | null) => void, close: () => Promise<void>} | {unavailable: string}>}
+ */
+export async function launchCpuLimitedBrowser() {
+  const v2 = "/sys/fs/cgroup";
+  const v1 = "/sys/fs/cgroup/cpu";
+  const name = `duet-test-${process.pid}-${Date.now()}`;
+  /** @type {{dir: string, write: (cores: number | null) => void} | null} */
+  let group = null;
+  try {
+    if (existsSync(path.join(v2, "cgroup.subtree_control")) && readFileSync(path.join(v2, "cgroup.subtree_control"), "utf8").split(/\s+/).includes("cpu")) {
+      const dir = path.join(v2, name);
+      mkdirSync(dir);
+      group = { dir, write: (cores) => writeFileSync(path.join(dir, "cpu.max"), cores === null ? "max 100000" : `${Math.round(cores * 100000)} 100000`) };
+    } else if (existsSync(path.join(v1, "cpu.cfs_quota_us"))) {
+      const dir = path.join(v1, name);
+      mkdirSync(dir);
+      group = { dir, write: (cores) => writeFileSync(path.join(dir, "cpu.cfs_quota_us"), cores === null ? "-1" : String(Math.round(cores * 100000))) };
+    }
+  } catch (e) {
+    return { unavailable: `cannot make a CPU cgroup: ${e instanceof Error ? e.message : e}` };
+  }
+  if (!group) return { unavailable: "no cgroup cpu controller (neither v2 cpu.max nor v1 cpu.cfs_quota_us)" };
+  // The browser joins the group before it starts, so every process it forks is in it too.
+  mkdirSync(OUTPUT_DIR, { recursive: true });
+  const wrapper = path.join(OUTPUT_DIR, `chromium-in-cgroup-${process.pid}.sh`);
+  writeFileSync(wrapper, `#!/bin/sh\necho $$ > '${group.dir}/cgroup.procs'\nexec '${process.env.DUET_CHROMIUM ?? "/usr/bin/chromium"}' "$@"\n`, { mode: 0o755 });
+  const browser = await playwright.chromium.launch({
+    executablePath: wrapper,
+    args: [...CHROMIUM_ARGS, "--use-fake-ui-for-media-stream"],
+    timeout: patient(30_000),
+  });
+  const dir = group.dir;
+  return {
+    browser,
+    limit: group.write,
+    close: async () => {
+      await browser.close().catch(() => {});
+      unlinkSync(wrapper);
+      // A cgroup can be removed once its last process has exited.
+      const deadline = Date.now() + patient(10_000);
+      for (;;) {
+        try {
+          rmdirSync(dir);
+          break;
+        } catch (e) {
+          if (Date.now() > deadline) throw e;
+          await new Promise((resolve) => setTimeout(resolve, 100)); // polling an exit, not a wait for readiness
+        }
+      }
+    },
+  };
 }
 
 export const DESKTOP = { width: 1280, height: 800 };
