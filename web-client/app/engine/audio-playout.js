@@ -101,7 +101,10 @@ class DuetPlayout extends scope.AudioWorkletProcessor {
       this.quanta = 0;
       this.stats.depth = this.jitter.depth;
       // What is playing now (the worker turns it into capture-to-playout delay, for A/V sync).
-      const playing = this.lastSeq >= 0 && this.current ? { playingSeq: this.lastSeq, playingOffsetMs: (this.offset / scope.sampleRate) * 1000 } : {};
+      // `renderedTime`: the context time just past what this call rendered, which is where
+      // `offset` points in the frame being played.
+      const rendered = scope.currentTime + (out?.length ?? 0) / scope.sampleRate;
+      const playing = this.lastSeq >= 0 && this.current ? { playingSeq: this.lastSeq, playingOffsetMs: (this.offset / scope.sampleRate) * 1000, renderedTime: rendered } : {};
       this.worker?.postMessage({ ...this.stats, ...playing, ...Object.fromEntries(Object.entries(this.jitter.stats).map(([k, v]) => [`jitter_${k}`, v])) });
     }
     return true;

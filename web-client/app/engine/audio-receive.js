@@ -5,7 +5,8 @@
  * through the page's main thread. The frame number rides along so the worklet's jitter
  * buffer plays frames in order, whatever order they arrived in. From the worklet's
  * reports of what it is playing and the capture stamps of the frames it was given, the
- * receiver knows the sound's capture-to-playout delay (for A/V sync).
+ * receiver knows the sound's capture-to-playout delay (for A/V sync): to when it is handed
+ * to the audio device, where the page has said how the audio clock maps to the wall clock.
  */
 
 import { epochMs } from "../wire/clock.js";
@@ -34,6 +35,8 @@ export class AudioReceiver {
     this.captureMs = new Map();
     /** Capture-to-playout delay of the sound, newest last, ms. @type {number[]} */
     this.delays = [];
+    /** Wall-clock ms at which the output plays audio-context time 0 (the page says), or null. @type {number | null} */
+    this.clockOffsetMs = null;
     /** When the newest delay sample came (epoch ms), and the samples' median (null: not yet computed). */
     this.delayAt = 0;
     /** @type {number | null} */
@@ -52,7 +55,11 @@ export class AudioReceiver {
     if (captured === undefined) return;
     if (this.delays.length >= MAX_DELAY_SAMPLES) this.delays.shift();
     const now = epochMs();
-    this.delays.push(now - (captured + (report.playingOffsetMs ?? 0)));
+    // When that sample left for the device: from the audio clock where the page told us how
+    // it maps (this also leaves out how long the report took to reach this busy thread);
+    // else now.
+    const heard = this.clockOffsetMs !== null && typeof report.renderedTime === "number" ? report.renderedTime * 1000 + this.clockOffsetMs : now;
+    this.delays.push(heard - (captured + (report.playingOffsetMs ?? 0)));
     this.delayAt = now;
     this.delayMedian = null;
   }

@@ -33,6 +33,7 @@
  *   | {type: "unpair", matchId: bigint}
  *   | {type: "camera", on: boolean}
  *   | {type: "mic", on: boolean}
+ *   | {type: "audioClock", offsetMs: number}
  *   | {type: "snapshot", id: number}
  *   | {type: "clearLatencies"}
  *   | {type: "inspect", on: boolean}} ToWorker

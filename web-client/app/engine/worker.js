@@ -464,6 +464,9 @@ function onCommand(msg) {
       engine.videoReceiver = makeVideoReceiver(msg.display);
       engine.audioReceiver = new AudioReceiver(msg.playout);
       break;
+    case "audioClock":
+      engine.audioReceiver.clockOffsetMs = msg.offsetMs;
+      break;
     case "capture": {
       stopCapture();
       const onProblem = (/** @type {string} */ text) => post({ type: "problem", text });

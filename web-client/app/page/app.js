@@ -66,7 +66,10 @@ function caps() {
 /** Camera and microphone on, the worker encoding. Never throws: missing media means text only. */
 async function startMedia() {
   const engine = ensureEngine();
-  if (!engine.initialized) engine.init((await startPlayout(state.audioCtx))?.port ?? null);
+  if (!engine.initialized) {
+    const out = await startPlayout(state.audioCtx);
+    engine.init(out?.port ?? null, out?.ctx ?? null);
+  }
   if (state.capture) return;
   const capture = await captureMedia();
   state.capture = capture;

@@ -14,6 +14,11 @@
 /** @typedef {import("../engine/messages.js").ToWorker} ToWorker */
 /** @typedef {import("../engine/messages.js").FromWorker} FromWorker */
 
+import { audioClockOffsetMs } from "./audio-out.js";
+
+/** How often the worker is told how the audio clock maps to the wall clock. */
+const AUDIO_CLOCK_EVERY_MS = 2000;
+
 /** Snapshot requests waiting for an answer (a test polls one at a time; a few allow overlap). */
 const MAX_PENDING = 32;
 
@@ -49,14 +54,26 @@ export class Engine {
     this.initialized = false;
   }
 
-  /** @param {MessagePort | null} playout */
-  init(playout) {
+  /**
+   * @param {MessagePort | null} playout the audio worklet's port for the worker
+   * @param {AudioContext | null} [audio] its context, whose clock the worker is told about
+   */
+  init(playout, audio = null) {
     if (this.initialized) return;
     this.initialized = true;
     /** @type {Transferable[]} */
     const transfer = [...this.displayTransfer];
     if (playout) transfer.push(playout);
     this.post({ type: "init", display: this.display, playout }, transfer);
+    if (audio) {
+      // The mapping drifts only with the two clocks' rates: a few times a minute is plenty.
+      const tell = () => {
+        const offsetMs = audioClockOffsetMs(audio);
+        if (offsetMs !== null && !this.broken) this.post({ type: "audioClock", offsetMs });
+      };
+      tell();
+      setInterval(tell, AUDIO_CLOCK_EVERY_MS);
+    }
   }
 
   /** @param {ToWorker} msg @param {Transferable[]} [transfer] */

@@ -17,8 +17,12 @@
 
 /** The picture may lead the sound by this much without a hold (within the 45 ms target). */
 export const LEAD_MS = 25;
-/** The most a frame is held for sync. */
-export const MAX_HOLD_MS = 120;
+/**
+ * The most a frame is held for sync: the picture's promptness is the product's promise, so
+ * a sound further behind than this is brought back by its own buffer shrinking, not by
+ * making everyone's picture late.
+ */
+export const MAX_HOLD_MS = 50;
 
 /**
  * @param {number | null} audioDelayMs the sound's capture-to-playout delay now, or null (no sound playing)

@@ -26,8 +26,12 @@ export const DEFAULT_TARGET_FRAMES = 2;
 export const MAX_TARGET_FRAMES = 10;
 /** Hard cap on frames held (1 s): a sender that floods never grows memory past this. */
 export const DEFAULT_CAPACITY = 50;
-/** Ticks without an underrun after which the target shrinks by one frame (10 s). */
-const STABLE_TICKS_TO_SHRINK = 500;
+/**
+ * Ticks without an underrun after which the target shrinks by one frame (4 s): one busy
+ * moment must not keep the sound 20 ms later (and the picture, held for lip sync, with it)
+ * for long.
+ */
+const STABLE_TICKS_TO_SHRINK = 200;
 
 /**
  * @template T
