@@ -2,7 +2,8 @@
 //! arena, so a relay that once held a crowd stays resident at the crowd's size long after
 //! the crowd left, and an operator reading RSS cannot tell that from a leak. The relay asks
 //! glibc for the free pages back (`malloc_trim(0)`) when it goes idle (its last session
-//! ended) and otherwise at most once a minute while busy.
+//! ended) and a few times more over the next 16 s, and otherwise at most once a minute
+//! while busy.
 //!
 //! The decision is [`TrimSchedule`], a pure state machine with time passed in; [`trim`] is
 //! the one call into the C library. `malloc_trim` locks each arena while it walks it, so it
@@ -16,11 +17,18 @@ use std::time::{Duration, Instant};
 /// While sessions are live, at most one trim this often.
 pub const BUSY_TRIM_EVERY: Duration = Duration::from_secs(60);
 
+/// Idle seconds (after sessions ended) at which the relay trims: at once, and again as
+/// connections finish closing and free what they held (QUIC keeps a closed connection's
+/// state for its drain period), then no more until sessions come back.
+pub const IDLE_TRIMS_AT_S: [u64; 5] = [1, 2, 4, 8, 16];
+
 /// When to trim, from the session count sampled about once a second.
 #[derive(Debug, Default)]
 pub struct TrimSchedule {
-    /// The first sample with sessions live since the last trim: the heap has changed since.
+    /// The first sample with sessions live since the last trim while busy.
     busy_since: Option<Instant>,
+    /// When the relay went idle after being busy, and how many idle trims are done.
+    idle_since: Option<(Instant, usize)>,
 }
 
 impl TrimSchedule {
@@ -29,23 +37,36 @@ impl TrimSchedule {
     }
 
     /// Whether to trim now, given how many sessions the relay holds. Trims when the relay
-    /// has just gone idle after holding sessions (the moment the most is free and nothing
-    /// is waiting on the allocator), and while busy once per [`BUSY_TRIM_EVERY`] of being
-    /// busy. An idle relay that has already trimmed does not trim again: there is nothing
-    /// new to return.
+    /// has gone idle after holding sessions (the moment the most is free and nothing is
+    /// waiting on the allocator) at the idle seconds of [`IDLE_TRIMS_AT_S`], and while busy
+    /// once per [`BUSY_TRIM_EVERY`] of being busy. An idle relay that has done its idle
+    /// trims does not trim again: there is nothing new to return.
     pub fn tick(&mut self, now: Instant, sessions: usize) -> bool {
-        let due = match (sessions, self.busy_since) {
-            (0, since) => since.is_some(),
-            (_, None) => {
+        if sessions > 0 {
+            self.idle_since = None;
+            let since = *self.busy_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= BUSY_TRIM_EVERY {
                 self.busy_since = Some(now);
-                false
+                return true;
             }
-            (_, Some(since)) => now.saturating_duration_since(since) >= BUSY_TRIM_EVERY,
-        };
-        if due {
-            self.busy_since = (sessions > 0).then_some(now);
+            return false;
         }
-        due
+        if self.busy_since.take().is_some() {
+            self.idle_since = Some((now, 0));
+        }
+        let Some((since, done)) = self.idle_since else {
+            return false;
+        };
+        let Some(&at) = IDLE_TRIMS_AT_S.get(done) else {
+            return false;
+        };
+        // The first idle sample counts as one second idle: the sessions ended since the last.
+        let idle_s = now.saturating_duration_since(since).as_secs() + 1;
+        if idle_s >= at {
+            self.idle_since = Some((since, done + 1));
+            return true;
+        }
+        false
     }
 }
 
@@ -113,14 +134,13 @@ mod tests {
     }
 
     #[test]
-    fn going_idle_trims_once() {
+    fn going_idle_trims_a_few_times_as_connections_finish_closing_then_stops() {
         let t = Instant::now();
         let mut s = TrimSchedule::new();
-        assert!(!s.tick(t + S, 3));
-        assert!(!s.tick(t + S * 2, 1));
-        assert!(s.tick(t + S * 3, 0), "the last session ended");
-        assert!(!s.tick(t + S * 4, 0), "nothing new to return");
-        assert!(!s.tick(t + S * 500, 0));
+        assert!(!s.tick(t, 3));
+        assert!(!s.tick(t + S, 1));
+        let trims: Vec<u32> = (2..100).filter(|&i| s.tick(t + S * i, 0)).collect();
+        assert_eq!(trims, vec![2, 3, 5, 9, 17], "1, 2, 4, 8 and 16 s idle");
         assert!(!s.tick(t + S * 501, 2));
         assert!(s.tick(t + S * 502, 0), "idle again after a new session");
     }
@@ -146,7 +166,7 @@ mod tests {
         assert!(!s.tick(t, 10));
         assert!(s.tick(t + S * 60, 10));
         assert!(s.tick(t + S * 61, 0), "sessions ended after the busy trim");
-        assert!(!s.tick(t + S * 62, 0));
+        assert!(s.tick(t + S * 62, 0), "and again a second later");
     }
 
     #[test]
