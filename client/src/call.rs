@@ -301,6 +301,7 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
                 match frame.track {
                     Track::Video => report.video_frames_received += 1,
                     Track::Audio => report.audio_frames_received += 1,
+                    Track::VideoParity => {}
                 }
                 let _ = latency.record(now_us().saturating_sub(frame.capture_us).max(1));
                 if p.reassembler.take_keyframe_request() {

@@ -17,6 +17,13 @@ use serde::{Deserialize, Serialize};
 pub enum Track {
     Audio,
     Video,
+    /// Forward error correction for one video frame, sent after its fragments while the
+    /// path loses datagrams: the XOR of the frame's fragments (each zero-padded to the
+    /// longest), after a `u32` little-endian total payload length. With it a receiver
+    /// rebuilds any one missing fragment without a round trip. `frame`, `frag_count`,
+    /// `keyframe`, `capture_us` and `ref_frame` are the frame's; `frag_index` is 0; `seq`
+    /// counts parity datagrams on their own. A receiver may ignore it.
+    VideoParity,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +209,9 @@ impl Reassembler {
         let state = match header.track {
             Track::Audio => &mut self.audio,
             Track::Video => &mut self.video,
+            // This reassembler repairs nothing: a lost fragment costs the frame (and a
+            // keyframe request), as its module says.
+            Track::VideoParity => return None,
         };
         if let Some(done) = state.last_done {
             if header.frame <= done {

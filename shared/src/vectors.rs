@@ -260,6 +260,20 @@ pub fn all() -> Vec<Vector> {
             },
         ),
         (
+            "media_video_parity",
+            MediaHeader {
+                match_id: 987_654_321,
+                track: Track::VideoParity,
+                seq: 12,
+                frame: 2_333,
+                frag_index: 0,
+                frag_count: 9,
+                keyframe: false,
+                capture_us: 1_763_700_000_123_456,
+                ref_frame: 2_331,
+            },
+        ),
+        (
             "media_max",
             MediaHeader {
                 match_id: u64::MAX,

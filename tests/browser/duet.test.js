@@ -645,10 +645,12 @@ describe("the media engine", () => {
           gaps_asked_again: s.receive.order.nacks,
           gaps_recovered: s.receive.order.gapsRecovered,
           datagrams_resent_by_ana: a.send.video.datagramsResent,
+          parity_datagrams_sent_by_ana: a.send.video.parityDatagrams,
+          frames_repaired_by_parity: s.receive.reassembly.framesRepaired,
           codec: s.receive.codec,
         });
         assert.equal(s.receive.video.inspectFailed, 0, `${s.receive.video.inspectFailed} of ${s.receive.video.inspected} frames shown were not a picture Ana drew`);
-        assert.ok(s.receive.video.undecodable + s.receive.order.gapsRecovered > 0, "lost frames were either resent and decoded in order, or dropped with what depends on them");
+        assert.ok(s.receive.video.undecodable + s.receive.order.gapsRecovered + s.receive.reassembly.framesRepaired > 0, "lost frames were repaired, resent and decoded in order, or dropped with what depends on them");
       } finally {
         shaper.close();
       }

@@ -15,6 +15,7 @@ import {
   MAX_MEDIA_DATAGRAM_BYTES,
   TRACK_AUDIO,
   TRACK_VIDEO,
+  TRACK_VIDEO_PARITY,
   readDatagram,
 } from "../app/wire/protocol.js";
 
@@ -34,6 +35,12 @@ function feed(r, dg) {
 /** @param {number} frame @param {number} idx @param {number} count */
 function header(frame, idx, count) {
   return { match_id: 7n, track: TRACK_VIDEO, seq: 0, frame, frag_index: idx, frag_count: count, keyframe: frame === 0, capture_us: 1_700_000_000_000_000n, ref_frame: Math.max(0, frame - 1) };
+}
+
+/** The parity datagram the fragmenter made for its last frame. @param {Fragmenter} f @returns {Uint8Array} */
+function parityOf(f) {
+  assert.ok(f.lastParity, "a parity datagram");
+  return f.lastParity;
 }
 
 const te = new TextEncoder();
@@ -184,4 +191,71 @@ test("randomized loss, reordering and duplication: every frame that fully arrive
     else assert.ok(completed > 0);
     assert.equal(r.stats.framesCompleted, completed);
   }
+});
+
+test("with parity, any one lost fragment of a frame is rebuilt at once, whichever it is and whatever the order", () => {
+  for (const size of [2_500, 3_600, 1_201]) {
+    const payload = bytes(size, size);
+    const probe = new Fragmenter(TRACK_VIDEO).fragment(7n, payload, true, 1n, 1200, 1, true);
+    const count = /** @type {Uint8Array[]} */ (probe).length;
+    assert.ok(count >= 2);
+    for (let lost = 0; lost < count; lost++) {
+      for (const parityFirst of [false, true]) {
+        const f = new Fragmenter(TRACK_VIDEO);
+        const dgs = /** @type {Uint8Array[]} */ (f.fragment(7n, payload, true, 1n, 1200, 1, true));
+        const parity = parityOf(f);
+        assert.ok(parity.length <= 1200, "the parity datagram fits the same size");
+        assert.equal(readDatagram(parity).header.track, TRACK_VIDEO_PARITY);
+        const r = new Reassembler({ recoverVideo: true });
+        const order = dgs.filter((_, i) => i !== lost);
+        if (parityFirst) order.unshift(parity);
+        else order.push(parity);
+        const out = order.map((d) => feed(r, d)).filter((x) => x !== null);
+        assert.equal(out.length, 1, `size ${size}, fragment ${lost} lost, parity ${parityFirst ? "first" : "last"}`);
+        assert.deepEqual(out[0]?.data, payload);
+        assert.equal(out[0]?.track, TRACK_VIDEO);
+        assert.equal(r.stats.framesRepaired, 1);
+      }
+    }
+  }
+});
+
+test("parity cannot repair two losses, and is late once the frame is whole; parity numbers leave no gap in the video track's", () => {
+  const f = new Fragmenter(TRACK_VIDEO);
+  const payload = bytes(4_000, 3);
+  const dgs = /** @type {Uint8Array[]} */ (f.fragment(7n, payload, false, 1n, 1200, 1, true));
+  const parity = parityOf(f);
+  const r = new Reassembler({ recoverVideo: true });
+  for (const d of [dgs[0], dgs[2], parity]) assert.equal(feed(r, d), null);
+  assert.deepEqual(r.missing(0, 8), [1, 3].slice(0, dgs.length - 2));
+  // The resend of one of them completes it through the parity.
+  assert.deepEqual(feed(r, dgs[1])?.data, payload);
+  assert.equal(r.stats.framesRepaired, 1);
+  // A whole frame, then its parity: late, nothing comes out twice.
+  const dgs2 = /** @type {Uint8Array[]} */ (f.fragment(7n, payload, false, 2n, 1200, 1, true));
+  const parity2 = parityOf(f);
+  assert.ok(dgs2.map((d) => feed(r, d)).some((x) => x !== null));
+  assert.equal(feed(r, parity2), null);
+  // Video sequence numbers run on without the parity datagrams; parity has its own.
+  assert.deepEqual([...dgs, ...dgs2].map((d) => readDatagram(d).header.seq), [...Array(dgs.length * 2).keys()]);
+  assert.deepEqual([parity, parity2].map((d) => readDatagram(d).header.seq), [0, 1]);
+});
+
+test("no parity for a one-fragment frame, none without asking, and a parity that disagrees with what arrived is dropped", () => {
+  const f = new Fragmenter(TRACK_VIDEO);
+  f.fragment(7n, bytes(500, 1), false, 1n, 1200, 1, true);
+  assert.equal(f.lastParity, null);
+  f.fragment(7n, bytes(5_000, 1), false, 1n, 1200, 1, false);
+  assert.equal(f.lastParity, null);
+  const dgs = /** @type {Uint8Array[]} */ (f.fragment(7n, bytes(3_000, 2), false, 1n, 1200, 1, true));
+  const parity = parityOf(f);
+  const { header: h, offset } = readDatagram(parity);
+  const bad = parity.slice(offset);
+  new DataView(bad.buffer).setUint32(0, 1_000_000, true); // a total no frame of these fragments has
+  const r = new Reassembler({ recoverVideo: true });
+  feed(r, dgs[0]);
+  assert.equal(r.push(h, bad), null);
+  assert.equal(r.stats.framesRepaired, 0);
+  assert.deepEqual(feed(r, dgs[1]), null, "still waiting for the real fragment");
+  assert.ok(dgs.slice(2).map((d) => feed(r, d)).some((x) => x !== null));
 });

@@ -8,7 +8,9 @@
 
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { REPORT_REASONS, LEAVE_REASONS, TRACK_AUDIO, TRACK_VIDEO } from "../app/wire/protocol.js";
+import { REPORT_REASONS, LEAVE_REASONS, TRACK_AUDIO, TRACK_VIDEO, TRACK_VIDEO_PARITY } from "../app/wire/protocol.js";
+
+const TRACKS = /** @type {const} */ (["Audio", "Video", "VideoParity"]);
 
 export const VECTORS_PATH = fileURLToPath(new URL("../../shared/vectors.json", import.meta.url));
 
@@ -74,7 +76,7 @@ function fieldsFromSerde(fields) {
  */
 export function toSerde(kind, msg) {
   if (kind === "MediaHeader") {
-    return { ...fieldsToSerde(msg), track: msg.track === TRACK_AUDIO ? "Audio" : "Video" };
+    return { ...fieldsToSerde(msg), track: TRACKS[msg.track] };
   }
   const { type, ...fields } = msg;
   if (UNIT.has(type)) return type;
@@ -90,7 +92,7 @@ export function toSerde(kind, msg) {
  */
 export function fromSerde(kind, value) {
   if (kind === "MediaHeader") {
-    return { ...fieldsFromSerde(value), track: value.track === "Audio" ? TRACK_AUDIO : TRACK_VIDEO };
+    return { ...fieldsFromSerde(value), track: [TRACK_AUDIO, TRACK_VIDEO, TRACK_VIDEO_PARITY][TRACKS.indexOf(value.track)] };
   }
   if (typeof value === "string") return { type: value };
   const [[type, body]] = Object.entries(value);

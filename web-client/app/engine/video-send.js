@@ -9,7 +9,9 @@
  * while unpaired and encoded as the keyframe the moment `Matched` arrives; ahead of it goes
  * the standby keyframe (standby.js), encoded before `Matched` came, so the new partner has
  * a face without waiting for any encode. A codec that fails here is reported
- * (`onCodecFailed`) so it is never offered again.
+ * (`onCodecFailed`) so it is never offered again. While the partner reports loss, each
+ * frame of two or more datagrams is followed by a parity datagram (wire/fragment.js), so
+ * one lost fragment costs no round trip.
  */
 
 import { Fragmenter } from "../wire/fragment.js";
@@ -32,6 +34,10 @@ const MAX_ENCODE_QUEUE = 1;
 const HELD_FRAME_MAX_AGE_US = 100_000;
 /** Frames inside the encoder whose stamps we keep (they come back in order, one or two at a time). */
 const MAX_PENDING_STAMPS = 64;
+/** Loss the partner reports (‰, datagrams) from which frames get a parity datagram. */
+const PROTECT_FROM_LOSS_PERMILLE = 3;
+/** Frames stay protected this long after the last report of such loss. */
+const PROTECT_FOR_MS = 15_000;
 /** Encoder errors in a row after which the codec counts as failed on this machine. */
 const FAILURES_BEFORE_GIVING_UP = 3;
 
@@ -65,6 +71,8 @@ export class VideoSender {
     /** The encoder in use; before the first pairing the best one, so it is warm when `Matched` comes. @type {EncoderChoice | null} */
     this.choice = encoders[0] ?? null;
     this.fragmenter = new Fragmenter(TRACK_VIDEO);
+    /** Frames get a parity datagram until then (performance.now()). */
+    this.protectUntil = 0;
     this.layers = new LayerReferences();
     this.load = new EncoderLoad();
     this.standby = new StandbyKeyframe();
@@ -103,6 +111,7 @@ export class VideoSender {
       captureHeight: 0,
       fps: 0,
       encodeMs: 0,
+      parityDatagrams: 0,
       limitation: /** @type {string} */ ("none"),
       scalabilityMode: /** @type {string | null} */ (null),
       lastKeyframeSentAt: 0,
@@ -192,6 +201,14 @@ export class VideoSender {
     this.enabled = on;
     if (on) this.forceKey = true;
     else this.dropHeld();
+  }
+
+  /**
+   * The partner's report of loss on what we send: protect frames with parity while there is.
+   * @param {number} lossPermille @param {number} nowMs
+   */
+  onPeerLoss(lossPermille, nowMs) {
+    if (lossPermille >= PROTECT_FROM_LOSS_PERMILLE) this.protectUntil = nowMs + PROTECT_FOR_MS;
   }
 
   /** @param {number} kbps */
@@ -373,7 +390,8 @@ export class VideoSender {
   sendFrame(matchId, payload, isKey, captureUs, layer) {
     const frameNo = this.fragmenter.frame;
     const ref = this.layers.refFor(frameNo, isKey, layer);
-    const datagrams = this.fragmenter.fragment(matchId, payload, isKey, captureUs, this.sink.maxDatagramSize(), (frameNo - ref) >>> 0);
+    const protect = performance.now() < this.protectUntil;
+    const datagrams = this.fragmenter.fragment(matchId, payload, isKey, captureUs, this.sink.maxDatagramSize(), (frameNo - ref) >>> 0, protect);
     if (!datagrams) {
       // Bigger than 256 datagrams: far past any sane bitrate. Ask for a keyframe at a lower rate.
       this.stats.oversized++;
@@ -394,6 +412,11 @@ export class VideoSender {
         this.stats.datagramsSent++;
         this.stats.bytesSent += d.length;
       }
+    }
+    const parity = this.fragmenter.lastParity;
+    if (parity && this.sink.send(parity)) {
+      this.stats.parityDatagrams++;
+      this.stats.bytesSent += parity.length;
     }
     return true;
   }

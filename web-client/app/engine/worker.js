@@ -252,6 +252,7 @@ function onServerMsg(msg) {
       if (msg.match_id !== engine.matchId) break; // about a pairing that has ended
       engine.peerReport = { ...msg };
       engine.videoSender?.setBitrate(engine.bitrate.onPeerReport(msg, performance.now()));
+      engine.videoSender?.onPeerLoss(msg.loss_permille, performance.now());
       break;
     case "Stats":
       engine.relayStats = { rtt_us: msg.rtt_us, lost_permille: msg.lost_permille, send_rate_kbps: msg.send_rate_kbps };
@@ -286,7 +287,7 @@ function onDatagram(datagram) {
   }
   if (!frame) return;
   const m = currentTimes();
-  if (header.track === TRACK_VIDEO) {
+  if (frame.track === TRACK_VIDEO) {
     if (m && frame.keyframe && m.firstKeyframeAt === null) m.firstKeyframeAt = epochMs();
     if (engine.order.push(frame)) drainVideo();
   } else {

@@ -9,7 +9,14 @@
  * decoded is reference.js's decision, from each frame's `ref_frame`). Fragments may arrive
  * reordered or duplicated; both are handled. Audio frames are one datagram each and are
  * passed on in arrival order even when reordered, as long as they are within
- * AUDIO_REORDER_FRAMES of the newest: the jitter buffer puts them back in order. Memory is
+ * AUDIO_REORDER_FRAMES of the newest: the jitter buffer puts them back in order.
+ *
+ * Forward error correction: while the path loses datagrams, the sender follows a video
+ * frame of two or more fragments with one parity datagram (TRACK_VIDEO_PARITY: the total
+ * payload length, then the XOR of the fragments, each zero-padded to the longest), and the
+ * reassembler rebuilds any one missing fragment from it at once, instead of a `Nack` round
+ * trip. Its fragments then carry PARITY_PREFIX_BYTES less, so the parity datagram fits
+ * the same size. Memory is
  * bounded: at most MAX_FRAMES_IN_REASSEMBLY partial frames per track, each of at most
  * MAX_FRAGMENTS parts.
  *
@@ -22,10 +29,14 @@ import {
   MAX_MEDIA_DATAGRAM_BYTES,
   MAX_MEDIA_HEADER_BYTES,
   TRACK_VIDEO,
+  TRACK_VIDEO_PARITY,
   encodeDatagram,
 } from "./protocol.js";
 
 /** @typedef {import("./protocol.js").MediaHeader} MediaHeader */
+
+/** A parity datagram's payload starts with the frame's total payload length (u32, little-endian). */
+export const PARITY_PREFIX_BYTES = 4;
 
 /** An audio frame this many frames older than the newest is dropped as late (10 × 20 ms: the jitter buffer's largest target). */
 export const AUDIO_REORDER_FRAMES = 10;
@@ -46,12 +57,18 @@ export class Fragmenter {
     this.track = track;
     this.seq = 0;
     this.frame = 0;
+    /** Parity datagrams are numbered on their own, so they leave no gap in the track's numbers. */
+    this.paritySeq = 0;
+    /** The parity datagram of the last frame cut with `parity`, or null. @type {Uint8Array | null} */
+    this.lastParity = null;
   }
 
   /** Starts numbering again (a new pairing: the partner's reassembler starts clean too). */
   reset() {
     this.seq = 0;
     this.frame = 0;
+    this.paritySeq = 0;
+    this.lastParity = null;
   }
 
   /**
@@ -63,10 +80,15 @@ export class Fragmenter {
    * @param {number} maxDatagram the session's datagram size limit
    * @param {number} [refBack] how many frames back the frame this one references is (1, the
    *   previous frame, unless temporal layers say otherwise); a keyframe references itself
+   * @param {boolean} [parity] also make the frame's parity datagram (`lastParity`) when it
+   *   has two fragments or more
    * @returns {Uint8Array[] | null} null when the frame needs more than MAX_FRAGMENTS datagrams
    */
-  fragment(matchId, payload, keyframe, captureUs, maxDatagram, refBack = 1) {
-    const room = maxPayload(maxDatagram);
+  fragment(matchId, payload, keyframe, captureUs, maxDatagram, refBack = 1, parity = false) {
+    this.lastParity = null;
+    const full = maxPayload(maxDatagram);
+    // With parity, fragments leave room for its length prefix (one fragment: no parity).
+    const room = parity && payload.length > full ? full - PARITY_PREFIX_BYTES : full;
     if (room <= 0) return null;
     const count = Math.max(1, Math.ceil(payload.length / room));
     if (count > MAX_FRAGMENTS) return null;
@@ -90,6 +112,28 @@ export class Fragmenter {
       this.seq = (this.seq + 1) >>> 0;
       out.push(encodeDatagram(header, payload.subarray(i * room, Math.min(payload.length, (i + 1) * room))));
     }
+    if (parity && count >= 2) {
+      const body = new Uint8Array(PARITY_PREFIX_BYTES + room);
+      new DataView(body.buffer).setUint32(0, payload.length, true);
+      for (let i = 0; i < count; i++) {
+        const part = payload.subarray(i * room, Math.min(payload.length, (i + 1) * room));
+        for (let j = 0; j < part.length; j++) body[PARITY_PREFIX_BYTES + j] ^= part[j];
+      }
+      /** @type {MediaHeader} */
+      const header = {
+        match_id: matchId,
+        track: TRACK_VIDEO_PARITY,
+        seq: this.paritySeq,
+        frame,
+        frag_index: 0,
+        frag_count: count,
+        keyframe,
+        capture_us: captureUs,
+        ref_frame: keyframe ? frame : (frame - refBack) >>> 0,
+      };
+      this.paritySeq = (this.paritySeq + 1) >>> 0;
+      this.lastParity = encodeDatagram(header, body);
+    }
     return out;
   }
 }
@@ -112,6 +156,7 @@ export class Fragmenter {
  * @property {number} refFrame
  * @property {(Uint8Array | null)[]} parts
  * @property {number} received
+ * @property {Uint8Array | null} parity the frame's parity payload, once it came
  */
 
 class TrackState {
@@ -145,7 +190,7 @@ export class Reassembler {
     this.matchId = null;
     this.audio = new TrackState();
     this.video = new TrackState();
-    this.stats = { framesCompleted: 0, framesLost: 0, fragmentsLate: 0, fragmentsDuplicate: 0, audioReordered: 0 };
+    this.stats = { framesCompleted: 0, framesLost: 0, fragmentsLate: 0, fragmentsDuplicate: 0, audioReordered: 0, framesRepaired: 0 };
   }
 
   /**
@@ -161,7 +206,9 @@ export class Reassembler {
       this.audio = new TrackState();
       this.video = new TrackState();
     }
-    const isVideo = header.track === TRACK_VIDEO;
+    const isParity = header.track === TRACK_VIDEO_PARITY;
+    if (isParity && !this.recoverVideo) return null; // repairs need frames kept open
+    const isVideo = header.track === TRACK_VIDEO || isParity;
     const state = isVideo ? this.video : this.audio;
     if (!isVideo && header.frag_count === 1) return this.pushAudio(state, header, payload);
     const recovering = isVideo && this.recoverVideo;
@@ -191,27 +238,36 @@ export class Reassembler {
         refFrame: header.ref_frame,
         parts: new Array(header.frag_count).fill(null),
         received: 0,
+        parity: null,
       });
       state.partial.sort((a, b) => a.frame - b.frame);
       idx = state.partial.findIndex((p) => p.frame === header.frame);
     }
     const partial = state.partial[idx];
-    if (header.frag_index >= partial.parts.length) return null; // disagrees with the first fragment's count
-    if (partial.parts[header.frag_index] !== null) {
-      this.stats.fragmentsDuplicate++;
-      return null;
+    if (isParity) {
+      if (header.frag_count !== partial.parts.length || partial.parity !== null) return null; // disagrees, or a duplicate
+      partial.parity = payload.slice();
+    } else {
+      if (header.frag_index >= partial.parts.length) return null; // disagrees with the first fragment's count
+      if (partial.parts[header.frag_index] !== null) {
+        this.stats.fragmentsDuplicate++;
+        return null;
+      }
+      partial.parts[header.frag_index] = payload.slice();
+      partial.received++;
     }
-    partial.parts[header.frag_index] = payload.slice();
-    partial.received++;
+    if (partial.received === partial.parts.length - 1 && partial.parity !== null && repair(partial)) this.stats.framesRepaired++;
+    // Complete (a parity datagram still on its way will find the frame done, and be late).
     if (partial.received < partial.parts.length) return null;
 
     state.partial.splice(idx, 1);
+    const track = isParity ? TRACK_VIDEO : header.track;
     if (recovering) {
       // Complete, in whatever order: older partial frames may still be completed by a resend.
       state.completed.add(partial.frame);
       if (state.completed.size > MAX_COMPLETED) state.completed.delete(/** @type {number} */ (state.completed.values().next().value));
       this.stats.framesCompleted++;
-      return whole(header.track, partial);
+      return whole(track, partial);
     }
     // Complete. Older partial frames can no longer be decoded in order: drop them.
     const skipped = state.lastDone === null ? 0 : Math.max(0, partial.frame - state.lastDone - 1);
@@ -219,7 +275,7 @@ export class Reassembler {
     state.lastDone = partial.frame;
     if (skipped > 0) this.stats.framesLost += skipped;
     this.stats.framesCompleted++;
-    return whole(header.track, partial);
+    return whole(track, partial);
   }
 
   /**
@@ -308,6 +364,36 @@ export class Reassembler {
     this.stats.framesCompleted++;
     return { track: header.track, frame: header.frame, keyframe: header.keyframe, captureUs: header.capture_us, refFrame: header.ref_frame, data: payload.slice() };
   }
+}
+
+/**
+ * Rebuilds the one missing fragment of `partial` from its parity: the missing bytes are the
+ * parity's XOR with every fragment received, and its length is what the total leaves.
+ * @param {Partial} partial exactly one part missing, parity present
+ * @returns {boolean} repaired (false: the parity disagrees with what arrived, and is dropped)
+ */
+function repair(partial) {
+  const parity = /** @type {Uint8Array} */ (partial.parity);
+  const missing = partial.parts.indexOf(null);
+  if (missing < 0 || parity.length < PARITY_PREFIX_BYTES) return false;
+  const total = new DataView(parity.buffer, parity.byteOffset, parity.byteLength).getUint32(0, true);
+  let have = 0;
+  for (const p of partial.parts) if (p) have += p.length;
+  const length = total - have;
+  const body = parity.subarray(PARITY_PREFIX_BYTES);
+  if (length < 0 || length > body.length) {
+    partial.parity = null;
+    return false;
+  }
+  const out = body.slice(0, length);
+  for (const p of partial.parts) {
+    if (!p) continue;
+    const n = Math.min(length, p.length);
+    for (let j = 0; j < n; j++) out[j] ^= p[j];
+  }
+  partial.parts[missing] = out;
+  partial.received++;
+  return true;
 }
 
 /**

@@ -68,6 +68,8 @@ export const VIDEO_CODECS = /** @type {const} */ (["Vp8", "Vp9", "Av1", "H264"])
 
 export const TRACK_AUDIO = 0;
 export const TRACK_VIDEO = 1;
+/** A video frame's parity datagram (forward error correction; see `Track::VideoParity`). */
+export const TRACK_VIDEO_PARITY = 2;
 
 /** @typedef {typeof REPORT_REASONS[number]} ReportReason */
 /** @typedef {typeof LEAVE_REASONS[number]} LeaveReason */
@@ -111,7 +113,7 @@ export const TRACK_VIDEO = 1;
 /**
  * @typedef {object} MediaHeader
  * @property {bigint} match_id
- * @property {number} track TRACK_AUDIO or TRACK_VIDEO
+ * @property {number} track TRACK_AUDIO, TRACK_VIDEO or TRACK_VIDEO_PARITY
  * @property {number} seq per-track datagram sequence number
  * @property {number} frame per-track frame number, shared by a frame's fragments
  * @property {number} frag_index
@@ -592,7 +594,7 @@ export function readDatagram(datagram) {
   const r = new Reader(datagram);
   const match_id = r.u64();
   const track = r.u32();
-  if (track !== TRACK_AUDIO && track !== TRACK_VIDEO) throw new DecodeError(`unknown track ${track}`);
+  if (track !== TRACK_AUDIO && track !== TRACK_VIDEO && track !== TRACK_VIDEO_PARITY) throw new DecodeError(`unknown track ${track}`);
   /** @type {MediaHeader} */
   const header = {
     match_id,

@@ -23,7 +23,7 @@
  * any monotonic clock, passed in.
  */
 
-import { TRACK_VIDEO } from "./protocol.js";
+import { TRACK_AUDIO } from "./protocol.js";
 
 /** @typedef {"good" | "fair" | "poor" | "unknown"} Quality */
 
@@ -235,7 +235,7 @@ export class ReceiveMeter {
       t.received++;
       if (header.seq > t.highest) t.highest = header.seq;
     }
-    if (header.track === TRACK_VIDEO) return; // a video frame's fragments share a stamp: use audio's steady rhythm
+    if (header.track !== TRACK_AUDIO) return; // a video frame's datagrams share a stamp: use audio's steady rhythm
     const transit = arrivalMs - Number(header.capture_us) / 1000;
     if (transit < this.intervalMinTransit) this.intervalMinTransit = transit;
     if (this.lastTransitMs !== null) {
