@@ -134,3 +134,33 @@ test("steady arrival with random jitter plays every frame, in order, without gap
   assert.ok(inOrder);
   assert.ok(played.length >= 490, `played ${played.length} of 500`);
 });
+
+test("a queue standing above the target is brought down a frame a second, and no lower", () => {
+  const jb = new JitterBuffer({ target: 2 });
+  let seq = 0;
+  // Six frames arrive before playout starts (a burst), then one per tick, as many as are played.
+  for (let i = 0; i < 6; i++) jb.push(seq++, "x");
+  const depths = [];
+  for (let tick = 0; tick < 400; tick++) {
+    const p = jb.pop();
+    assert.notEqual(p, null);
+    jb.push(seq++, "x");
+    if (tick % 50 === 49) depths.push(jb.depth);
+  }
+  assert.equal(jb.depth, 2, `depth after 8 s: ${jb.depth} (each second: ${depths.join(", ")})`);
+  assert.ok(jb.stats.trimmed >= 3 && jb.stats.trimmed <= 5, `trimmed ${jb.stats.trimmed}`);
+  assert.equal(jb.stats.gaps, 0);
+  assert.equal(jb.stats.underruns, 0);
+});
+
+test("a queue at the target is never trimmed", () => {
+  const jb = new JitterBuffer({ target: 2 });
+  let seq = 0;
+  jb.push(seq++, "x");
+  jb.push(seq++, "x");
+  for (let tick = 0; tick < 500; tick++) {
+    assert.notEqual(jb.pop(), null);
+    jb.push(seq++, "x");
+  }
+  assert.equal(jb.stats.trimmed, 0);
+});

@@ -9,9 +9,12 @@
  * when its turn comes is reported as a gap (the player plays silence for it) and a frame
  * that arrives after its turn is dropped as late. The target grows by one frame after
  * each underrun and shrinks back after a long stretch without one, so the delay follows
- * the network. If the queue grows well past the target (a burst after a stall), the
- * oldest frames are skipped to bring the delay back down. The queue never holds more
- * than `capacity` frames.
+ * the network. A target only sets where playout starts; what sets the delay is the queue
+ * that stands once playing, so when the queue's lowest level over a second stays above
+ * the target (a rebuffer at a higher target that has since shrunk, a burst), one frame
+ * is dropped, a second at a time, until it is back. If the queue grows well past the
+ * target (a burst after a stall), the oldest frames are skipped at once. The queue never
+ * holds more than `capacity` frames.
  *
  * Generic over the item type and free of browser APIs: Node's test runner covers it.
  */
@@ -32,6 +35,9 @@ export const DEFAULT_CAPACITY = 50;
  * for long.
  */
 const STABLE_TICKS_TO_SHRINK = 200;
+
+/** Ticks over which the queue's lowest level is watched (1 s). */
+const LEVEL_WINDOW_TICKS = 50;
 
 /**
  * @template T
@@ -54,7 +60,10 @@ export class JitterBuffer {
     this.next = null;
     this.playing = false;
     this.stableTicks = 0;
-    this.stats = { pushed: 0, played: 0, late: 0, duplicate: 0, gaps: 0, underruns: 0, skipped: 0, overflow: 0 };
+    /** The queue's lowest level over the current window, and the window's ticks so far. */
+    this.windowMin = Infinity;
+    this.windowTicks = 0;
+    this.stats = { pushed: 0, played: 0, late: 0, duplicate: 0, gaps: 0, underruns: 0, skipped: 0, overflow: 0, trimmed: 0 };
   }
 
   /** Frames currently held. */
@@ -68,6 +77,8 @@ export class JitterBuffer {
     this.next = null;
     this.playing = false;
     this.stableTicks = 0;
+    this.windowMin = Infinity;
+    this.windowTicks = 0;
     this.target = this.minTarget;
   }
 
@@ -126,6 +137,20 @@ export class JitterBuffer {
     if (++this.stableTicks >= STABLE_TICKS_TO_SHRINK) {
       this.stableTicks = 0;
       this.target = Math.max(this.minTarget, this.target - 1);
+    }
+    // The standing queue: more than the target for a whole second is delay nobody needs.
+    this.windowMin = Math.min(this.windowMin, this.frames.size);
+    if (++this.windowTicks >= LEVEL_WINDOW_TICKS) {
+      const standing = this.windowMin > this.target;
+      this.windowTicks = 0;
+      this.windowMin = Infinity;
+      if (standing) {
+        const oldest = this.oldest();
+        this.frames.delete(oldest);
+        this.stats.trimmed++;
+        this.next = Math.max(/** @type {number} */ (this.next), oldest + 1);
+        if (this.frames.size === 0) return this.pop();
+      }
     }
     const next = /** @type {number} */ (this.next);
     // Far more queued than the target: a burst after a stall. Skip the oldest frame so
