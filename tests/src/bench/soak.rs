@@ -14,7 +14,7 @@
 //!
 //! Phases: warm-up (the same churn, so allocator pools and caches reach their working
 //! size), quiet (everyone has left; wait until `/status` shows no session and the fd count
-//! is stable), the **start** reading, the run, quiet again, the **end** reading. Readings:
+//! is stable, and then past the relay's idle heap trims), the **start** reading, the run, quiet again, the **end** reading. Readings:
 //! `VmRSS` from `/proc/<pid>/status`, entries of `/proc/<pid>/fd` and `/proc/<pid>/task`,
 //! and `/status` (sessions, waiting, pairs, and any other gauge it shows).
 //!
@@ -69,6 +69,17 @@ const QUIET_POLL: Duration = Duration::from_millis(250);
 
 /// Polls in a row with the same fd count that make "stable" (2 s).
 const STABLE_POLLS: usize = 8;
+
+/// Quiet must last this long before a reading: past the relay's last idle trim
+/// (`duet_relay::memory::IDLE_TRIMS_AT_S`), so both readings see the heap the relay keeps
+/// when idle and not one caught between trims. A leak survives a trim; free pages do not.
+fn idle_before_reading() -> Duration {
+    let last = duet_relay::memory::IDLE_TRIMS_AT_S
+        .last()
+        .copied()
+        .unwrap_or(0);
+    Duration::from_secs(last + 4)
+}
 
 /// Most failure messages kept for the report.
 const MAX_FAILURES_KEPT: usize = 20;
@@ -226,7 +237,8 @@ pub struct SoakReport {
     /// Whether `/status` showed no session (and the fds settled) before each reading.
     pub quiet_at_start: bool,
     pub quiet_at_end: bool,
-    /// From the population's last close to quiet, seconds.
+    /// From the population's last close to the end reading (quiet, then idle past the
+    /// relay's heap trims), seconds.
     pub quiet_after_s: f64,
     pub rss_growth_mib: f64,
     pub rss_growth_pct: Option<f64>,
@@ -322,6 +334,8 @@ async fn settle(relay: &RelayProcess, fds_target: Option<u64>, patience: Duratio
     let deadline = Instant::now() + patience;
     let mut last_fds = None;
     let mut same = 0usize;
+    let mut quiet_since: Option<Instant> = None;
+    let deadline = deadline + idle_before_reading();
     while Instant::now() < deadline {
         // The relay publishes the sizes of its longer-lived maps every second (`held`):
         // with nobody connected, no session is known to the engine and no resume token is
@@ -346,7 +360,12 @@ async fn settle(relay: &RelayProcess, fds_target: Option<u64>, patience: Duratio
             None => same >= STABLE_POLLS,
         };
         if empty && fds_ok {
-            return true;
+            let since = *quiet_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= idle_before_reading() {
+                return true;
+            }
+        } else {
+            quiet_since = None;
         }
         tokio::time::sleep(QUIET_POLL).await;
     }
@@ -952,7 +971,7 @@ pub fn tables(r: &SoakReport) -> Vec<Table> {
 
     let mut a = Table::new(
         format!(
-            "Soak activity (measured run; peak RSS {:.1} MiB; quiet {:.1} s after the last close; CPU cores: relay {:.2}, generator {:.2}, rest of the machine {})",
+            "Soak activity (measured run; peak RSS {:.1} MiB; end reading {:.1} s after the last close; CPU cores: relay {:.2}, generator {:.2}, rest of the machine {})",
             r.rss_peak_mib,
             r.quiet_after_s,
             r.relay_cpu_cores,
