@@ -55,6 +55,9 @@ export class TrackDisplay {
     this.kind = "track";
     /** The track is gone (the page closed it): frames are dropped. */
     this.broken = false;
+    // A black frame now, so the page's <video> has started playing before the first
+    // partner's face arrives: a never-played element took 30-50 ms more to show it.
+    this.blank();
   }
 
   /**
