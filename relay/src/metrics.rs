@@ -302,6 +302,7 @@ impl Metrics {
             retries_sent: self.retries_sent.load(Relaxed),
             connections_refused: self.connections_refused.load(Relaxed),
             uptime_s: started.elapsed().as_secs(),
+            heap_live_bytes: crate::memory::heap_live_bytes(),
             limits,
             time_to_match: self.hist.time_to_match.snapshot(),
             call_length: self.hist.call_length.snapshot(),
@@ -358,6 +359,8 @@ pub struct Status {
     pub retries_sent: u64,
     pub connections_refused: u64,
     pub uptime_s: u64,
+    /// Heap allocated and not freed (see `memory::heap_live_bytes`).
+    pub heap_live_bytes: u64,
     pub limits: StatusLimits,
     pub time_to_match: HistogramSnapshot,
     pub call_length: HistogramSnapshot,
@@ -515,6 +518,12 @@ impl Status {
             "gauge",
             "Seconds since the relay started.",
             self.uptime_s,
+        );
+        metric(
+            "heap_live_bytes",
+            "gauge",
+            "Heap allocated and not yet freed (the allocator may hold more).",
+            self.heap_live_bytes,
         );
         let _ = writeln!(
             out,
