@@ -129,7 +129,7 @@ async function openPage(url, name, hooks = {}) {
   const problems = [];
   page.on("pageerror", (e) => problems.length < 50 && problems.push(`pageerror: ${e.message}`));
   page.on("console", (m) => {
-    if (process.env.DUET_BENCH_VERBOSE) console.error(`[${name}] ${m.type()}: ${m.text()}`);
+    if (process.env.DUET_BENCH_VERBOSE) console.error(`[${name}] ${m.type()}: ${m.text()} @ ${JSON.stringify(m.location())}`);
     if (m.type() === "error" && problems.length < 50) problems.push(`console.error: ${m.text()}`);
   });
   if (hooks.quicPort) {

@@ -61,7 +61,9 @@ export class TrackDisplay {
   }
 
   /**
-   * Hands the frame to the track, which closes it once shown. The caller keeps no reference.
+   * Hands the frame to the track. The caller keeps no reference; the handle is closed here
+   * once the track has taken the frame (the track keeps the picture itself), so no frame is
+   * ever left for the garbage collector whatever the track does with it.
    * @param {VideoFrame} frame @returns {Promise<void>}
    */
   async show(frame) {
@@ -73,8 +75,9 @@ export class TrackDisplay {
       await this.writer.write(frame);
     } catch (e) {
       this.broken = true;
-      frame.close();
       throw e;
+    } finally {
+      frame.close();
     }
   }
 
@@ -86,9 +89,13 @@ export class TrackDisplay {
     data.fill(16, 0, y); // limited-range black
     data.fill(128, y); // no colour
     const frame = new VideoFrame(data, { format: "I420", codedWidth: BLANK_WIDTH, codedHeight: BLANK_HEIGHT, timestamp: 0 });
-    this.writer.write(frame).catch(() => {
-      this.broken = true;
-    });
+    this.writer.write(frame).then(
+      () => frame.close(),
+      () => {
+        this.broken = true;
+        frame.close();
+      },
+    );
   }
 }
 
