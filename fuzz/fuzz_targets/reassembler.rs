@@ -73,6 +73,8 @@ fn track_tag(t: Track) -> u8 {
     match t {
         Track::Audio => 0,
         Track::Video => 1,
+        // The reassembler drops parity datagrams; a tag keeps the check's input total.
+        Track::VideoParity => 2,
     }
 }
 
@@ -121,7 +123,7 @@ fuzz_target!(|data: &[u8]| {
     let mut completed = 0u64;
     // Per track, the last frame completed in the current pairing.
     let mut current_match = None;
-    let mut last: [Option<u32>; 2] = [None, None];
+    let mut last: [Option<u32>; 3] = [None, None, None];
     for rec in data.chunks_exact(RECORD) {
         let flags = rec[1];
         let match_id = if rec[0] & 0x80 != 0 {
@@ -135,7 +137,9 @@ fuzz_target!(|data: &[u8]| {
         }
         let h = MediaHeader {
             match_id,
-            track: if flags & 1 != 0 {
+            track: if flags & 16 != 0 {
+                Track::VideoParity
+            } else if flags & 1 != 0 {
                 Track::Video
             } else {
                 Track::Audio
@@ -157,6 +161,9 @@ fuzz_target!(|data: &[u8]| {
         };
         let before = LIVE.load(Relaxed);
         let out = r.push(&h, &dg[offset..]);
+        if h.track == Track::VideoParity {
+            assert!(out.is_none(), "a parity datagram completed a frame");
+        }
         let done = out.as_ref().map(|f| {
             assert_eq!(f.track, h.track, "completed on the wrong track");
             assert_eq!(f.frame, h.frame, "completed a frame it was not given");
@@ -173,7 +180,7 @@ fuzz_target!(|data: &[u8]| {
 
         if current_match != Some(h.match_id) {
             current_match = Some(h.match_id);
-            last = [None, None];
+            last = [None, None, None];
         }
         if let Some(frame) = done {
             completed += 1;
