@@ -14,7 +14,8 @@
 //!
 //! Phases: warm-up (the same churn, so allocator pools and caches reach their working
 //! size), quiet (everyone has left; wait until `/status` shows no session and the fd count
-//! is stable, and then past the relay's idle heap trims), the **start** reading, the run, quiet again, the **end** reading. Readings:
+//! is stable, and then past the relay's idle heap trims), the **start** reading, the run,
+//! quiet again, the **end** reading. Readings:
 //! `VmRSS` from `/proc/<pid>/status`, entries of `/proc/<pid>/fd` and `/proc/<pid>/task`,
 //! and `/status` (sessions, waiting, pairs, and any other gauge it shows).
 //!
@@ -331,11 +332,10 @@ async fn reading(relay: &RelayProcess, started: Instant) -> (Reading, Value) {
 /// Returns whether that happened within `patience`.
 async fn settle(relay: &RelayProcess, fds_target: Option<u64>, patience: Duration) -> bool {
     let pid = relay.pid_str();
-    let deadline = Instant::now() + patience;
+    let deadline = Instant::now() + patience + idle_before_reading();
     let mut last_fds = None;
     let mut same = 0usize;
     let mut quiet_since: Option<Instant> = None;
-    let deadline = deadline + idle_before_reading();
     while Instant::now() < deadline {
         // The relay publishes the sizes of its longer-lived maps every second (`held`):
         // with nobody connected, no session is known to the engine and no resume token is

@@ -424,6 +424,7 @@ function avSync(videoMs) {
 function snapshot() {
   const vr = engine.videoReceiver;
   const lat = vr?.latencies ?? [];
+  const recent = quantile(lat.slice(-RECENT_LATENCIES), 0.5);
   const vs = engine.videoSender;
   return {
     matchId: engine.matchId?.toString() ?? null,
@@ -443,9 +444,9 @@ function snapshot() {
       order: { ...engine.order.stats, waitMs: gapWaitMs() },
       datagramsRejected: engine.datagramsRejected,
       datagramsOtherMatch: engine.datagramsOtherMatch,
-      latencyMs: { count: lat.length, median: quantile(lat, 0.5), p95: quantile(lat, 0.95), max: lat.length ? Math.max(...lat) : null, recent: quantile(lat.slice(-RECENT_LATENCIES), 0.5) },
+      latencyMs: { count: lat.length, median: quantile(lat, 0.5), p95: quantile(lat, 0.95), max: lat.length ? Math.max(...lat) : null, recent },
       paintTimes: vr ? [...vr.paintTimes] : [],
-      avSync: avSync(quantile(lat.slice(-RECENT_LATENCIES), 0.5)),
+      avSync: avSync(recent),
     },
     relayStats: engine.relayStats,
     peerReport: engine.peerReport ? { ...engine.peerReport, match_id: engine.peerReport.match_id.toString() } : null,

@@ -39,6 +39,7 @@ export class Engine {
     this.worker.onerror = (ev) => {
       console.warn("duet: media worker failed", ev.message);
       this.broken = true;
+      clearInterval(this.clockTimer);
       // Whatever was waiting for it will not be answered: say so instead of hanging.
       for (const resolve of this.pending.values()) resolve(null);
       this.pending.clear();
@@ -52,6 +53,8 @@ export class Engine {
     /** @type {Transferable[]} */
     this.displayTransfer = transfer;
     this.initialized = false;
+    /** Tells the worker the audio clock's mapping, from `init` until the worker breaks. @type {ReturnType<typeof setInterval> | undefined} */
+    this.clockTimer = undefined;
   }
 
   /**
@@ -69,10 +72,10 @@ export class Engine {
       // The mapping drifts only with the two clocks' rates: a few times a minute is plenty.
       const tell = () => {
         const offsetMs = audioClockOffsetMs(audio);
-        if (offsetMs !== null && !this.broken) this.post({ type: "audioClock", offsetMs });
+        if (offsetMs !== null) this.post({ type: "audioClock", offsetMs });
       };
       tell();
-      setInterval(tell, AUDIO_CLOCK_EVERY_MS);
+      this.clockTimer = setInterval(tell, AUDIO_CLOCK_EVERY_MS);
     }
   }
 

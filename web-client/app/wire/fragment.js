@@ -94,43 +94,23 @@ export class Fragmenter {
     if (count > MAX_FRAGMENTS) return null;
     const frame = this.frame;
     this.frame = (this.frame + 1) >>> 0;
+    // What every datagram of this frame says, its parity's included.
+    const shared = { match_id: matchId, frame, frag_count: count, keyframe, capture_us: captureUs, ref_frame: keyframe ? frame : (frame - refBack) >>> 0 };
+    const body = parity && count >= 2 ? new Uint8Array(PARITY_PREFIX_BYTES + room) : null;
     /** @type {Uint8Array[]} */
     const out = [];
     for (let i = 0; i < count; i++) {
       /** @type {MediaHeader} */
-      const header = {
-        match_id: matchId,
-        track: this.track,
-        seq: this.seq,
-        frame,
-        frag_index: i,
-        frag_count: count,
-        keyframe,
-        capture_us: captureUs,
-        ref_frame: keyframe ? frame : (frame - refBack) >>> 0,
-      };
+      const header = { ...shared, track: this.track, seq: this.seq, frag_index: i };
       this.seq = (this.seq + 1) >>> 0;
-      out.push(encodeDatagram(header, payload.subarray(i * room, Math.min(payload.length, (i + 1) * room))));
+      const part = payload.subarray(i * room, Math.min(payload.length, (i + 1) * room));
+      if (body) for (let j = 0; j < part.length; j++) body[PARITY_PREFIX_BYTES + j] ^= part[j];
+      out.push(encodeDatagram(header, part));
     }
-    if (parity && count >= 2) {
-      const body = new Uint8Array(PARITY_PREFIX_BYTES + room);
+    if (body) {
       new DataView(body.buffer).setUint32(0, payload.length, true);
-      for (let i = 0; i < count; i++) {
-        const part = payload.subarray(i * room, Math.min(payload.length, (i + 1) * room));
-        for (let j = 0; j < part.length; j++) body[PARITY_PREFIX_BYTES + j] ^= part[j];
-      }
       /** @type {MediaHeader} */
-      const header = {
-        match_id: matchId,
-        track: TRACK_VIDEO_PARITY,
-        seq: this.paritySeq,
-        frame,
-        frag_index: 0,
-        frag_count: count,
-        keyframe,
-        capture_us: captureUs,
-        ref_frame: keyframe ? frame : (frame - refBack) >>> 0,
-      };
+      const header = { ...shared, track: TRACK_VIDEO_PARITY, seq: this.paritySeq, frag_index: 0 };
       this.paritySeq = (this.paritySeq + 1) >>> 0;
       this.lastParity = encodeDatagram(header, body);
     }

@@ -148,8 +148,8 @@ export class JitterBuffer {
         const oldest = this.oldest();
         this.frames.delete(oldest);
         this.stats.trimmed++;
+        // Still not empty: the lowest level included this tick's, above a target of one at least.
         this.next = Math.max(/** @type {number} */ (this.next), oldest + 1);
-        if (this.frames.size === 0) return this.pop();
       }
     }
     const next = /** @type {number} */ (this.next);
