@@ -89,6 +89,14 @@ pub fn server_config(c: &Config, identity: &Identity) -> Result<quinn::ServerCon
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport_config(c)));
     config.migration(true);
+    // No NEW_TOKEN address-validation tokens. quinn's default remembers every token a
+    // client redeems, in a set that only grows (to 10 MiB, then a 10 MiB filter per
+    // two-week period), so a relay's memory climbed with every reconnect. Without 0-RTT
+    // they buy little: a returning client under load answers a Retry (one round trip)
+    // instead, as a new one does.
+    let mut tokens = quinn::ValidationTokenConfig::default();
+    tokens.sent(0).log(Arc::new(quinn::NoneTokenLog));
+    config.validation_token_config(tokens);
     Ok(config)
 }
 
