@@ -25,6 +25,8 @@
  * Page → worker.
  * @typedef {{type: "init", display: DisplayTarget, playout: MessagePort | null}
  *   | {type: "capture", video: ReadableStream<VideoFrame> | null, audio: ReadableStream<AudioData> | null, encoders: import("./video-send.js").EncoderChoice[]}
+ *   | {type: "video", video: ReadableStream<VideoFrame> | null, encoders: import("./video-send.js").EncoderChoice[]}
+ *   | {type: "audio", audio: ReadableStream<AudioData> | null}
  *   | {type: "stopCapture"}
  *   | {type: "connect", hello: Hello, base: string}
  *   | {type: "send", msg: ClientMsg}

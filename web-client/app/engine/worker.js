@@ -18,9 +18,9 @@ import { VideoSender } from "./video-send.js";
 import { VideoReceiver } from "./video-receive.js";
 import { AudioSender } from "./audio-send.js";
 import { AudioReceiver } from "./audio-receive.js";
-import { Reassembler } from "../wire/fragment.js";
+import { Fragmenter, Reassembler } from "../wire/fragment.js";
 import { VideoOrder } from "../wire/video-order.js";
-import { MAX_NACK_FRAGMENTS, TRACK_VIDEO, readDatagram } from "../wire/protocol.js";
+import { MAX_NACK_FRAGMENTS, TRACK_AUDIO, TRACK_VIDEO, readDatagram } from "../wire/protocol.js";
 import { BitrateController, ReceiveMeter, REPORT_INTERVAL_MS } from "../wire/quality.js";
 import { codecFamily } from "../wire/codecs.js";
 import { epochMs } from "../wire/clock.js";
@@ -65,6 +65,12 @@ const engine = {
   matchId: null,
   /** @type {VideoSender | null} */
   videoSender: null,
+  /** The codec the current pairing's Matched said to send (a camera started mid-call needs it). @type {import("../wire/protocol.js").VideoCodec | null} */
+  sendCodec: null,
+  /** The numbering of what we send, per track and pairing. It outlives a sender, so a camera
+   * or microphone changed mid-call carries on where the last one stopped. */
+  videoFragmenter: new Fragmenter(TRACK_VIDEO),
+  audioFragmenter: new Fragmenter(TRACK_AUDIO),
   /** @type {AudioSender | null} */
   audioSender: null,
   /** @type {VideoReceiver | null} */
@@ -163,6 +169,9 @@ function makeVideoReceiver(target) {
 function onMatched(msg) {
   if (engine.matchId === msg.match_id) return; // repeated after a resume: nothing changes
   engine.matchId = msg.match_id;
+  engine.sendCodec = msg.send_codec;
+  engine.videoFragmenter.reset();
+  engine.audioFragmenter.reset();
   engine.session?.setMatch(msg.match_id);
   engine.peerReport = null;
   engine.ownReport = null;
@@ -207,6 +216,8 @@ function unpair() {
   engine.lastVideoSeq = null;
   engine.nackedGaps.clear();
   engine.audioReceiver.reset();
+  engine.videoFragmenter.reset();
+  engine.audioFragmenter.reset();
   engine.videoSender?.newPairing();
   engine.audioSender?.newPairing();
 }
@@ -471,27 +482,24 @@ function onCommand(msg) {
       break;
     case "capture": {
       stopCapture();
-      const onProblem = (/** @type {string} */ text) => post({ type: "problem", text });
-      if (msg.video) {
-        const sender = new VideoSender(msg.video, sink, msg.encoders, {
-          onProblem,
-          onCodecFailed: (codec) => reportCodecFailed(codecFamily(codec)),
-          onKeyframeSent: () => {
-            const m = currentTimes();
-            if (m && m.firstKeyframeSentAt === null) m.firstKeyframeSentAt = epochMs();
-          },
-        });
-        sender.setBitrate(engine.bitrate.target);
-        engine.videoSender = sender;
-        void sender.run();
-      }
-      if (msg.audio) {
-        const sender = new AudioSender(msg.audio, sink, onProblem);
-        engine.audioSender = sender;
-        void sender.run();
-      }
+      if (msg.video) startVideo(msg.video, msg.encoders);
+      if (msg.audio) startAudio(msg.audio);
       break;
     }
+    case "audio":
+      // Another microphone: only the audio sender changes.
+      engine.audioSender?.stop();
+      engine.audioSender = null;
+      if (msg.audio) {
+        startAudio(msg.audio);
+      }
+      break;
+    case "video":
+      // Another camera, or the camera turned back on: only the video sender changes.
+      engine.videoSender?.stop();
+      engine.videoSender = null;
+      if (msg.video) startVideo(msg.video, msg.encoders);
+      break;
     case "stopCapture":
       stopCapture();
       break;
@@ -537,6 +545,40 @@ function onCommand(msg) {
       engine.inspect = msg.on;
       break;
   }
+}
+
+/** @param {string} text */
+function onProblem(text) {
+  post({ type: "problem", text });
+}
+
+/**
+ * A video sender for this camera, ready for the pairing in progress if there is one.
+ * @param {ReadableStream<VideoFrame>} frames
+ * @param {import("./video-send.js").EncoderChoice[]} encoders
+ */
+function startVideo(frames, encoders) {
+  const sender = new VideoSender(frames, sink, encoders, {
+    onProblem,
+    onCodecFailed: (codec) => reportCodecFailed(codecFamily(codec)),
+    onKeyframeSent: () => {
+      const m = currentTimes();
+      if (m && m.firstKeyframeSentAt === null) m.firstKeyframeSentAt = epochMs();
+    },
+  });
+  sender.fragmenter = engine.videoFragmenter;
+  sender.setBitrate(engine.bitrate.target);
+  if (engine.matchId !== null) sender.setFamily(engine.sendCodec);
+  engine.videoSender = sender;
+  void sender.run();
+}
+
+/** @param {ReadableStream<AudioData>} samples */
+function startAudio(samples) {
+  const sender = new AudioSender(samples, sink, onProblem);
+  sender.fragmenter = engine.audioFragmenter;
+  engine.audioSender = sender;
+  void sender.run();
 }
 
 function stopCapture() {
