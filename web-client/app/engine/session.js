@@ -197,6 +197,8 @@ export class RelaySession {
   async connect(hello, base) {
     const config = await fetchConfig(base);
     const hash = await fetchCertificateHash(base, config);
+    // Closed while the configuration was fetched (the person pressed Stop): open nothing.
+    if (this.closed) throw new ConnectError("The connection was cancelled.", "handshake");
     const host = base.hostname.includes(":") && !base.hostname.startsWith("[") ? `[${base.hostname}]` : base.hostname;
     this.url = `https://${host}:${config.quic_port}${config.path}`;
     /** @type {WebTransportOptions} */
@@ -238,6 +240,8 @@ export class RelaySession {
     } finally {
       clearTimeout(timer);
     }
+    // `close()` during the handshake already closed `wt`; say no Hello.
+    if (this.closed) throw new ConnectError("The connection was cancelled.", "handshake");
 
     const maxDg = wt.datagrams.maxDatagramSize;
     if (Number.isFinite(maxDg) && maxDg > 0) this.maxDatagramSize = Math.min(maxDg, MAX_MEDIA_DATAGRAM_BYTES);
@@ -258,6 +262,7 @@ export class RelaySession {
       this.shutdown({ reason: `The relay accepted the connection but not the control stream (${describe(e)}).`, code: null, byUs: false });
       throw new ConnectError(`Could not open the control stream (${describe(e)}).`, "handshake");
     }
+    if (this.closed) throw new ConnectError("The connection was cancelled.", "handshake");
     this.control = stream.writable.getWriter();
     this.send({ type: "Hello", ...hello });
 
