@@ -24,10 +24,12 @@ import { mediaCaps } from "../wire/codecs.js";
 import { epochMs } from "../wire/clock.js";
 import { captureMedia, transferStreams } from "./capture.js";
 import { encoderChoices, probeCodecs, rememberFailed } from "./codecs.js";
-import { startPlayout } from "./audio-out.js";
+import { outputLevel, startPlayout } from "./audio-out.js";
 import { Engine } from "./engine.js";
 import { state, ui } from "./state.js";
-import { elapsedText, mediaProblem, overlay, renderQuality, setPhase, setStatus, setToggle, show, showError, startNote } from "./view.js";
+import { elapsedText, keepFocus, mediaProblem, overlay, renderQuality, setPhase, setStatus, setToggle, show, showError, startNote } from "./view.js";
+import { fillPickers, setCamera, setMic, wireDevices } from "./devices.js";
+import { applyPartnerSound, wireControls } from "./controls.js";
 import { chatLine, onChatInput, onSendChat } from "./chat.js";
 import { onMessage, unpair } from "./pairing.js";
 
@@ -41,6 +43,8 @@ const RESUME_BACKOFF_MS = 500;
 const RESUME_BACKOFF_MAX_MS = 4000;
 /** No partner frame for this long while paired: say so on the video. */
 const VIDEO_STALE_MS = 3000;
+/** How often the first screen asks the relay how many people are online. */
+const ONLINE_EVERY_MS = 15_000;
 /** Error codes after which retrying at once is pointless. */
 /** @type {Set<number>} */
 const NO_AUTO_RETRY = new Set([ERROR_CODES.unsupported_version, ERROR_CODES.server_full, ERROR_CODES.too_many_from_address]);
@@ -58,20 +62,46 @@ function ensureEngine() {
   return state.engine;
 }
 
-/** What Hello and Caps say: the probes, without the codecs that failed here. */
+/** What Hello and Caps say: the probes, without the codecs that failed here; nothing at all
+ * in text-only mode (so no video is chosen either way). */
 function caps() {
-  return mediaCaps(state.probes, state.failed);
+  return state.textOnly ? mediaCaps([], []) : mediaCaps(state.probes, state.failed);
 }
 
-/** Camera and microphone on, the worker encoding. Never throws: missing media means text only. */
+/**
+ * Camera and microphone on, the worker encoding. Never throws: missing media means text only.
+ * @returns {Promise<boolean>} false if a Stop (or a newer Start) came while the camera was asked for
+ */
 async function startMedia() {
+  const seq = state.startSeq;
   const engine = ensureEngine();
   if (!engine.initialized) {
-    const out = await startPlayout(state.audioCtx);
+    const out = state.textOnly ? null : await startPlayout(state.audioCtx);
+    state.playout = out;
+    applyPartnerSound();
     engine.init(out?.port ?? null, out?.ctx ?? null);
   }
-  if (state.capture) return;
-  const capture = await captureMedia();
+  if (state.textOnly) {
+    stopMedia();
+    state.capture = { stream: null, video: null, audio: null, problem: null };
+    ui.camera.disabled = true;
+    ui.mic.disabled = true;
+    setToggle(ui.camera, false);
+    setToggle(ui.mic, false);
+    show(ui.selfView, false);
+    show(ui.devices, false);
+    ui.mediaNote.textContent = "Text only: no camera or microphone. Your partner is told you have no video.";
+    show(ui.mediaNote, true);
+    return seq === state.startSeq;
+  }
+  show(ui.devices, true);
+  if (state.capture) return seq === state.startSeq;
+  const capture = await captureMedia({ videoDeviceId: state.cameraDeviceId, audioDeviceId: state.micDeviceId });
+  if (seq !== state.startSeq) {
+    // Stopped while the browser asked for the camera: let it go at once.
+    for (const t of [capture.video, capture.audio]) t?.stop();
+    return false;
+  }
   state.capture = capture;
   ui.selfView.srcObject = capture.video ? new MediaStream([capture.video]) : null;
   show(ui.selfView, !!capture.video);
@@ -95,11 +125,14 @@ async function startMedia() {
   if (streams.video) transfer.push(streams.video);
   if (streams.audio) transfer.push(streams.audio);
   engine.post({ type: "capture", video: streams.video, audio: streams.audio, encoders }, transfer);
+  void fillPickers();
+  return seq === state.startSeq;
 }
 
 function stopMedia() {
   state.engine?.post({ type: "stopCapture" });
   for (const t of state.capture?.stream?.getTracks() ?? []) t.stop();
+  for (const t of [state.capture?.video, state.capture?.audio]) t?.stop();
   state.capture = null;
   ui.selfView.srcObject = null;
 }
@@ -268,16 +301,28 @@ function readForm() {
   return problem ?? { name, interests };
 }
 
-async function onStart() {
+/** @param {boolean} textOnly the "Text only" button: no camera or microphone, no video either way */
+async function onStart(textOnly) {
   const form = readForm();
   if (typeof form === "string") {
     startNote(form);
     return;
   }
+  if (!ui.adult.checked) {
+    startNote("Please confirm that you are 18 or older and agree to the rules.");
+    ui.adult.focus();
+    return;
+  }
   startNote("");
+  const seq = ++state.startSeq;
+  // Switching between video and text only needs a new session (the relay pairs by what Hello said).
+  const modeChanged = textOnly !== state.textOnly;
+  if (modeChanged) stopMedia();
+  state.textOnly = textOnly;
   try {
     localStorage.setItem("duet.name", form.name);
     localStorage.setItem("duet.interests", form.interests.join(", "));
+    localStorage.setItem("duet.adult", "1");
   } catch {
     // Private mode: nothing remembered, nothing lost.
   }
@@ -293,10 +338,10 @@ async function onStart() {
   }
   void state.audioCtx?.resume().catch(() => {});
   setPhase("connecting");
-  await startMedia();
+  if (!(await startMedia()) || seq !== state.startSeq) return;
   state.waitingNote = "";
   state.waitingSince = performance.now();
-  const same = form.name === state.hello.name && form.interests.join("\n") === state.hello.interests.join("\n");
+  const same = !modeChanged && form.name === state.hello.name && form.interests.join("\n") === state.hello.interests.join("\n");
   if (state.connected && same) {
     // The session stayed open after Stop: Next puts us back in the queue.
     state.engine?.post({ type: "send", msg: { type: "Next", match_id: null } });
@@ -326,10 +371,17 @@ function onNext() {
 }
 
 function onStop() {
+  state.startSeq++; // a Start still waiting for the camera gives up
   if (state.resumeTimer) clearTimeout(state.resumeTimer);
   state.resumeTimer = null;
   state.resumeAttempts = 0;
-  if (state.connected) send({ type: "Leave" });
+  if (state.connected) {
+    send({ type: "Leave" });
+  } else if (state.phase === "connecting") {
+    // Not up yet: cancel the connection, so the relay never queues us.
+    state.engine?.post({ type: "close", reason: "stopped" });
+    state.hello = { name: "", interests: [] };
+  }
   if (state.matchId !== null) unpair("");
   stopMedia();
   setPhase("start");
@@ -357,12 +409,27 @@ async function everySecond() {
   if (state.phase === "waiting") ui.statusTimer.textContent = elapsedText();
   if (!state.engine || (state.phase !== "paired" && state.phase !== "waiting")) return;
   state.media = await state.engine.snapshot();
-  if (state.phase === "paired" && performance.now() - state.lastPartnerFrameAt > VIDEO_STALE_MS && !state.partnerReconnecting) {
+  if (state.phase === "paired" && !state.textOnly && performance.now() - state.lastPartnerFrameAt > VIDEO_STALE_MS && !state.partnerReconnecting) {
     // Camera off, no camera, or video this browser cannot decode: say so instead of a frozen or empty picture.
     const text = `No video from ${state.partnerName}`;
-    if (ui.overlay.hidden || ui.overlayText.textContent !== text) overlay(text);
+    if (ui.overlay.hidden || !ui.overlayText.textContent?.startsWith(text)) overlay(text);
   }
   renderQuality();
+}
+
+/** The first screen says how many people are on Duet now (the relay's `/status`), so a
+ * newcomer sees it is alive. Says nothing if the relay does not answer. */
+async function showOnline() {
+  if (state.phase !== "start") return;
+  try {
+    const r = await fetch(new URL("status", location.href), { cache: "no-store", signal: AbortSignal.timeout(3000) });
+    const n = Number((await r.json()).sessions);
+    if (!Number.isFinite(n)) throw new Error("no count");
+    ui.online.textContent = n === 0 ? "Nobody is online right now: press Start and wait a moment." : n === 1 ? "1 person is online now." : `${n.toLocaleString("en")} people are online now.`;
+    show(ui.online, true);
+  } catch {
+    show(ui.online, false);
+  }
 }
 
 // ---------------------------------------------------------------- test hooks
@@ -376,7 +443,14 @@ async function snapshot() {
     partnerName: state.phase === "paired" ? state.partnerName : null,
     matchId: state.matchId?.toString() ?? null,
     engineMatchId: m?.matchId ?? null,
-    media: { video: !!state.capture?.video, audio: !!state.capture?.audio, problem: state.capture?.problem ?? null },
+    media: {
+      video: !!state.capture?.video,
+      audio: !!state.capture?.audio,
+      problem: state.capture?.problem ?? null,
+      textOnly: state.textOnly,
+      cameraLive: state.capture?.video?.readyState === "live",
+    },
+    partnerSound: { volume: state.partnerVolume, muted: state.partnerMuted },
     caps: caps(),
     failedCodecs: [...state.failed],
     send: m?.send ?? { codec: null, video: null, audio: null },
@@ -386,6 +460,15 @@ async function snapshot() {
     peerReport: m?.peerReport ?? null,
     timeline: { ...state.timeline, matches: m?.matches ?? [] },
   };
+}
+
+/**
+ * The loudest the partner's sound was over `ms`, as the person hears it (after their
+ * volume and mute): an RMS level, 0 for silence. Null without audio playout.
+ * @param {number} ms
+ */
+async function audioLevel(ms) {
+  return state.playout ? outputLevel(state.playout, ms) : null;
 }
 
 /** Resets the latency samples, so a test can measure one stretch of a call. */
@@ -404,20 +487,22 @@ function init() {
   try {
     ui.name.value = localStorage.getItem("duet.name") ?? "";
     ui.interests.value = localStorage.getItem("duet.interests") ?? "";
+    ui.adult.checked = localStorage.getItem("duet.adult") === "1";
   } catch {
     // No storage: empty form.
   }
   ui.startForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    void onStart();
+    void onStart(false);
   });
+  ui.textOnly.addEventListener("click", () => void onStart(true));
   ui.retry.addEventListener("click", () => {
     state.resumeAttempts = 0;
     state.waitingNote = "";
     state.waitingSince = performance.now();
+    const seq = ++state.startSeq;
     void (async () => {
-      await startMedia();
-      connect(false);
+      if ((await startMedia()) && seq === state.startSeq) connect(false);
     })();
   });
   ui.back.addEventListener("click", () => {
@@ -426,17 +511,11 @@ function init() {
   });
   ui.next.addEventListener("click", onNext);
   ui.stop.addEventListener("click", onStop);
-  ui.camera.addEventListener("click", () => {
-    const on = ui.camera.getAttribute("aria-pressed") !== "true";
-    if (state.capture?.video) state.capture.video.enabled = on;
-    state.engine?.post({ type: "camera", on });
-    setToggle(ui.camera, on);
-  });
-  ui.mic.addEventListener("click", () => {
-    const on = ui.mic.getAttribute("aria-pressed") !== "true";
-    if (state.capture?.audio) state.capture.audio.enabled = on;
-    state.engine?.post({ type: "mic", on });
-    setToggle(ui.mic, on);
+  wireDevices();
+  wireControls({
+    onNext,
+    toggleCamera: () => void setCamera(ui.camera.getAttribute("aria-pressed") !== "true"),
+    toggleMic: () => setMic(ui.mic.getAttribute("aria-pressed") !== "true"),
   });
   ui.report.addEventListener("click", () => {
     if (state.phase !== "paired") return;
@@ -445,7 +524,10 @@ function init() {
     ui.reportDialog.returnValue = "";
     ui.reportDialog.showModal();
   });
-  ui.reportDialog.addEventListener("close", onReportSubmit);
+  ui.reportDialog.addEventListener("close", () => {
+    onReportSubmit();
+    keepFocus();
+  });
   ui.chatForm.addEventListener("submit", onSendChat);
   ui.message.addEventListener("input", onChatInput);
   ui.qualityButton.addEventListener("click", () => {
@@ -462,9 +544,11 @@ function init() {
   // The worker's modules load now, while the relay that serves them is surely reachable.
   ensureEngine();
   setInterval(() => void everySecond(), REPORT_INTERVAL_MS);
-  window.duet = { snapshot, clearLatencies, inspectFrames };
+  window.duet = { snapshot, clearLatencies, inspectFrames, audioLevel };
   setPhase("start");
   renderQuality();
+  void showOnline();
+  setInterval(() => void showOnline(), ONLINE_EVERY_MS);
 }
 
 init();

@@ -2,13 +2,19 @@
 /**
  * @file The partner's sound: an AudioContext (made inside the Start click, as browsers
  * require) with the playout worklet (engine/audio-playout.js). The worker feeds the
- * worklet directly through a MessageChannel; this thread only sets it up and holds the
- * volume, and tells the worker how the audio clock maps to the wall clock (so it knows
+ * worklet directly through a MessageChannel; this thread only sets it up, holds the
+ * person's volume and mute for their partner, measures the level heard, and tells the worker how the audio clock maps to the wall clock (so it knows
  * when a sample is heard, for lip sync).
  */
 
 /**
- * @returns {Promise<{ctx: AudioContext, port: MessagePort} | null>} null without Web Audio or worklets
+ * The partner's sound on its way out: the worklet, then the person's volume (`gain`),
+ * then a meter (`analyser`) that hears what the person hears.
+ * @typedef {{ctx: AudioContext, port: MessagePort, gain: GainNode, analyser: AnalyserNode}} Playout
+ */
+
+/**
+ * @returns {Promise<Playout | null>} null without Web Audio or worklets
  * @param {AudioContext | null} ctx
  */
 export async function startPlayout(ctx) {
@@ -16,14 +22,46 @@ export async function startPlayout(ctx) {
   try {
     await ctx.audioWorklet.addModule(new URL("../engine/audio-playout.js", import.meta.url));
     const node = new AudioWorkletNode(ctx, "duet-playout", { numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [1] });
-    node.connect(ctx.destination);
+    const gain = new GainNode(ctx, { gain: 1 });
+    const analyser = new AnalyserNode(ctx, { fftSize: 2048 });
+    node.connect(gain).connect(analyser).connect(ctx.destination);
     const channel = new MessageChannel();
     node.port.postMessage({ type: "port", port: channel.port1 }, [channel.port1]);
-    return { ctx, port: channel.port2 };
+    return { ctx, port: channel.port2, gain, analyser };
   } catch (e) {
     console.warn("duet: audio playout unavailable", e);
     return null;
   }
+}
+
+/**
+ * The partner's volume as the person set it: 0–1, or silence while muted. A short ramp,
+ * so a change does not click.
+ * @param {Playout} out @param {number} volume @param {boolean} muted
+ */
+export function setPartnerVolume(out, volume, muted) {
+  const target = muted ? 0 : Math.min(1, Math.max(0, volume));
+  out.gain.gain.setTargetAtTime(target, out.ctx.currentTime, 0.015);
+}
+
+/**
+ * The loudest the partner's sound was, as heard (after the volume), over `ms`: the
+ * highest RMS of the analyser's window, sampled every 20 ms. For tests and a level meter.
+ * @param {Playout} out @param {number} ms
+ * @returns {Promise<number>}
+ */
+export async function outputLevel(out, ms) {
+  const buf = new Float32Array(out.analyser.fftSize);
+  let peak = 0;
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    out.analyser.getFloatTimeDomainData(buf);
+    let sum = 0;
+    for (const x of buf) sum += x * x;
+    peak = Math.max(peak, Math.sqrt(sum / buf.length));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return peak;
 }
 
 /**

@@ -22,16 +22,61 @@ function errorName(e) {
 }
 
 /**
+ * What to ask the camera for: VGA at up to 30 fps, from the chosen device or facing.
+ * @param {{deviceId?: string, facingMode?: string}} [pick]
+ * @returns {MediaTrackConstraints}
+ */
+export function videoConstraints(pick = {}) {
+  /** @type {MediaTrackConstraints} */
+  const c = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30, max: 30 } };
+  if (pick.deviceId) c.deviceId = { exact: pick.deviceId };
+  else if (pick.facingMode) c.facingMode = { ideal: pick.facingMode };
+  return c;
+}
+
+/**
+ * @param {{deviceId?: string}} [pick]
+ * @returns {MediaTrackConstraints}
+ */
+export function audioConstraints(pick = {}) {
+  /** @type {MediaTrackConstraints} */
+  const c = { channelCount: { ideal: 1 }, echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+  if (pick.deviceId) c.deviceId = { exact: pick.deviceId };
+  return c;
+}
+
+/**
+ * One track of one kind, or why not (for a person).
+ * @param {"video" | "audio"} kind
+ * @param {MediaTrackConstraints} constraints
+ * @returns {Promise<MediaStreamTrack | string>}
+ */
+export async function captureTrack(kind, constraints) {
+  const what = kind === "video" ? "camera" : "microphone";
+  if (!navigator.mediaDevices?.getUserMedia) return `This page cannot use a ${what} here (it needs https or localhost).`;
+  try {
+    const s = await navigator.mediaDevices.getUserMedia({ [kind]: constraints });
+    return s.getTracks()[0] ?? `No ${what} could be used.`;
+  } catch (e) {
+    const name = errorName(e);
+    if (name === "NotAllowedError" || name === "SecurityError") return `The ${what} was refused. Allow it in the browser's site settings to use it.`;
+    if (name === "NotReadableError") return `The ${what} is busy (another app may be using it).`;
+    return `No ${what} could be used.`;
+  }
+}
+
+/**
  * Asks for the camera and microphone. Never throws: whatever is refused or missing is
  * described in `problem`, and the call goes on with what there is (text chat at least).
+ * @param {{videoDeviceId?: string, audioDeviceId?: string}} [pick]
  * @returns {Promise<Capture>}
  */
-export async function captureMedia() {
+export async function captureMedia(pick = {}) {
   if (!navigator.mediaDevices?.getUserMedia) {
     return { stream: null, video: null, audio: null, problem: "This page cannot use a camera here (it needs https or localhost). You can still text chat." };
   }
-  const video = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30, max: 30 } };
-  const audio = { channelCount: { ideal: 1 }, echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+  const video = videoConstraints({ deviceId: pick.videoDeviceId });
+  const audio = audioConstraints({ deviceId: pick.audioDeviceId });
   try {
     const stream = await navigator.mediaDevices.getUserMedia({ video, audio });
     return { stream, video: stream.getVideoTracks()[0] ?? null, audio: stream.getAudioTracks()[0] ?? null, problem: null };
@@ -70,8 +115,28 @@ export async function captureMedia() {
  * @returns {{video: ReadableStream<VideoFrame> | null, audio: ReadableStream<AudioData> | null}}
  */
 export function transferStreams(capture) {
-  if (typeof MediaStreamTrackProcessor !== "function") return { video: null, audio: null };
-  const video = capture.video ? /** @type {ReadableStream<VideoFrame>} */ (new MediaStreamTrackProcessor({ track: capture.video, maxBufferSize: 1 }).readable) : null;
-  const audio = capture.audio ? /** @type {ReadableStream<AudioData>} */ (new MediaStreamTrackProcessor({ track: capture.audio, maxBufferSize: 10 }).readable) : null;
-  return { video, audio };
+  return { video: trackReadable(capture.video), audio: trackReadable(capture.audio) };
+}
+
+/**
+ * @template {MediaStreamTrack | null} T
+ * @param {T} track
+ * @returns {any} a ReadableStream of VideoFrame (video) or AudioData (audio), or null
+ */
+export function trackReadable(track) {
+  if (!track || typeof MediaStreamTrackProcessor !== "function") return null;
+  return new MediaStreamTrackProcessor({ track, maxBufferSize: track.kind === "video" ? 1 : 10 }).readable;
+}
+
+/**
+ * The cameras and microphones this browser lists (labels appear once one was allowed).
+ * @returns {Promise<{cameras: MediaDeviceInfo[], mics: MediaDeviceInfo[]}>}
+ */
+export async function listDevices() {
+  try {
+    const all = (await navigator.mediaDevices?.enumerateDevices?.()) ?? [];
+    return { cameras: all.filter((d) => d.kind === "videoinput"), mics: all.filter((d) => d.kind === "audioinput") };
+  } catch {
+    return { cameras: [], mics: [] };
+  }
 }

@@ -17,7 +17,7 @@ const MAX_CHAT_LINES = 200;
  * @param {string} text
  */
 export function chatLine(who, text) {
-  const li = document.createElement("li");
+  const li = document.createElement("p");
   li.className = `line ${who}`;
   if (who !== "system") {
     const name = document.createElement("span");

@@ -9,7 +9,7 @@
 import { ERROR_CODES } from "../wire/protocol.js";
 import { describeErrorCode } from "../engine/session.js";
 import { state, ui } from "./state.js";
-import { overlay, renderQuality, renderStatus, setPhase, setStatus, show } from "./view.js";
+import { focusForCall, overlay, renderQuality, renderStatus, setPhase, setStatus, show } from "./view.js";
 import { chatError, chatLine } from "./chat.js";
 
 /** @typedef {import("../wire/protocol.js").ServerMsg} ServerMsg */
@@ -26,13 +26,18 @@ export function onMatched(msg) {
   ui.partnerName.textContent = state.partnerName;
   show(ui.partnerName, true);
   ui.partnerVideo.setAttribute("aria-label", "Partner video");
-  overlay(`Connecting to ${state.partnerName}…`);
+  // No codec from them: text only, camera-less, or nothing this browser decodes. Say so now
+  // rather than after the stale-video wait.
+  if (state.textOnly) overlay(`Text only — say hi to ${state.partnerName} in the chat`);
+  else if (msg.recv_codec === null) overlay(`No video from ${state.partnerName} — say hi in the chat`);
+  else overlay(`Connecting to ${state.partnerName}…`);
   const shared = msg.shared_interests.slice(0, 8);
   setStatus(`Connected to ${state.partnerName}${shared.length ? ` — you both like ${shared.join(", ")}` : ""}`);
   ui.chatLog.replaceChildren();
   chatError("");
   chatLine("system", `You're talking to ${state.partnerName}.${shared.length ? ` You both like ${shared.join(", ")}.` : ""} Say hi!`);
   renderQuality();
+  focusForCall();
 }
 
 /**
@@ -89,6 +94,8 @@ export function onMessage(msg) {
       }
       break;
     case "Queued":
+      state.waitingCount = msg.waiting;
+      if (state.phase === "waiting") renderStatus();
       if (state.phase !== "waiting") {
         if (state.phase !== "paired") state.waitingSince = performance.now();
         // A Queued while paired means the relay ended the pairing without a PeerLeft.

@@ -25,6 +25,9 @@ export const ui = {
   interests: /** @type {HTMLInputElement} */ ($("interests")),
   startNote: /** @type {HTMLElement} */ ($("start-note")),
   start: /** @type {HTMLButtonElement} */ ($("start")),
+  textOnly: /** @type {HTMLButtonElement} */ ($("text-only")),
+  adult: /** @type {HTMLInputElement} */ ($("adult")),
+  online: /** @type {HTMLElement} */ ($("online")),
   errorTitle: /** @type {HTMLElement} */ ($("error-title")),
   errorMessage: /** @type {HTMLElement} */ ($("error-message")),
   retry: /** @type {HTMLButtonElement} */ ($("retry")),
@@ -35,6 +38,17 @@ export const ui = {
   overlay: /** @type {HTMLElement} */ ($("stage-overlay")),
   overlayText: /** @type {HTMLElement} */ ($("stage-overlay-text")),
   selfView: /** @type {HTMLVideoElement} */ ($("self-view")),
+  stage: /** @type {HTMLElement} */ ($("stage")),
+  stageTools: /** @type {HTMLElement} */ ($("stage-tools")),
+  partnerMute: /** @type {HTMLButtonElement} */ ($("partner-mute")),
+  partnerVolume: /** @type {HTMLInputElement} */ ($("partner-volume")),
+  fullscreen: /** @type {HTMLButtonElement} */ ($("fullscreen")),
+  devices: /** @type {HTMLDetailsElement} */ ($("devices")),
+  cameraDevice: /** @type {HTMLSelectElement} */ ($("camera-device")),
+  micDevice: /** @type {HTMLSelectElement} */ ($("mic-device")),
+  switchCamera: /** @type {HTMLButtonElement} */ ($("switch-camera")),
+  micOnly: /** @type {HTMLButtonElement} */ ($("mic-only")),
+  shortcuts: /** @type {HTMLElement} */ ($("shortcuts")),
   status: /** @type {HTMLElement} */ ($("status")),
   statusTimer: /** @type {HTMLElement} */ ($("status-timer")),
   mediaNote: /** @type {HTMLElement} */ ($("media-note")),
@@ -43,7 +57,7 @@ export const ui = {
   camera: /** @type {HTMLButtonElement} */ ($("camera")),
   mic: /** @type {HTMLButtonElement} */ ($("mic")),
   report: /** @type {HTMLButtonElement} */ ($("report")),
-  chatLog: /** @type {HTMLOListElement} */ ($("chat-log")),
+  chatLog: /** @type {HTMLElement} */ ($("chat-log")),
   chatForm: /** @type {HTMLFormElement} */ ($("chat-form")),
   message: /** @type {HTMLInputElement} */ ($("message")),
   send: /** @type {HTMLButtonElement} */ ($("send")),
@@ -78,6 +92,21 @@ export const state = {
   reportedMatch: null,
   /** @type {import("./capture.js").Capture | null} */
   capture: null,
+  /** Started with "Text only": no camera or microphone asked, no video either way. */
+  textOnly: false,
+  /** Counts Starts and Stops: a Start that is overtaken by a Stop (or a newer Start) while
+   * it waits for the camera gives up instead of connecting. */
+  startSeq: 0,
+  /** The devices the person picked ("" = the browser's default), kept for the session. */
+  cameraDeviceId: "",
+  micDeviceId: "",
+  /** The partner's sound as the person set it. */
+  partnerVolume: 1,
+  partnerMuted: false,
+  /** @type {import("./audio-out.js").Playout | null} */
+  playout: null,
+  /** How many people the relay last said were waiting (Queued), or null. @type {number | null} */
+  waitingCount: null,
   /** @type {import("../wire/codecs.js").CodecProbe[]} what WebCodecs said it handles here */
   probes: [],
   /** @type {import("../wire/protocol.js").VideoCodec[]} codecs that failed on this machine (never offered again) */

@@ -2,7 +2,8 @@
 /**
  * @file What the page shows for its state: the screen of each phase, the status line and
  * its timer, the overlay on the partner's video, the first screen's note, the error screen,
- * the connection-quality panel, media notes and the on/off toggles.
+ * the connection-quality panel, media notes, the on/off toggles, and where focus goes when
+ * the control that had it goes away.
  */
 
 import { classifyQuality } from "../wire/quality.js";
@@ -28,10 +29,68 @@ export function setPhase(phase) {
   ui.next.disabled = !inCall;
   ui.stop.disabled = !(phase === "connecting" || phase === "waiting" || phase === "paired");
   ui.report.disabled = !inCall;
-  ui.message.disabled = !inCall;
+  // The message box stays usable while waiting (a "hi" can be ready for the next person,
+  // and focus is not thrown out of it by Next); only sending waits for a partner.
+  ui.message.disabled = !(phase === "waiting" || inCall);
   ui.send.disabled = !inCall;
   ui.start.disabled = false;
+  ui.textOnly.disabled = false;
+  show(ui.stageTools, !state.textOnly && state.playout !== null);
   renderStatus();
+  keepFocus();
+}
+
+/** A touch screen: focusing a text box there opens the keyboard over the video. */
+function touchFirst() {
+  return typeof matchMedia === "function" && matchMedia("(pointer: coarse)").matches;
+}
+
+/** The control a keyboard user most likely wants in this phase. */
+function primaryControl() {
+  switch (state.phase) {
+    case "start":
+      return ui.start;
+    case "error":
+      return ui.retry;
+    case "connecting":
+      return ui.stop;
+    case "waiting":
+      return touchFirst() ? ui.stop : ui.message;
+    case "paired":
+      return touchFirst() ? ui.next : ui.message;
+    default:
+      return null;
+  }
+}
+
+/** @param {Element | null} el */
+function usable(el) {
+  if (!el || el === document.body || el === document.documentElement) return false;
+  if ("disabled" in el && el.disabled) return false;
+  if (el.closest("[hidden]")) return false;
+  return true;
+}
+
+/**
+ * Focus never falls to the page: when the focused control was disabled or hidden (Next
+ * after it is pressed, Report after its dialog), it moves to the phase's main control.
+ */
+export function keepFocus() {
+  if (ui.reportDialog.open) return;
+  if (!usable(document.activeElement)) primaryControl()?.focus();
+}
+
+/** A new partner: the message box takes focus, unless the person is busy in another control. */
+export function focusForCall() {
+  if (ui.reportDialog.open) return;
+  const a = document.activeElement;
+  if (!usable(a) || a === ui.next || a === ui.stop || a === ui.message) primaryControl()?.focus();
+}
+
+/** How many others are waiting, from the relay's last Queued (nothing when unknown or none). */
+function waitingText() {
+  const others = (state.waitingCount ?? 0) - 1;
+  return others >= 1 ? ` ${others === 1 ? "1 other person is" : `${others} other people are`} waiting.` : "";
 }
 
 export function elapsedText() {
@@ -52,7 +111,7 @@ export function renderStatus() {
       overlay(state.resumeAttempts > 0 ? "Reconnecting…" : "Connecting…");
       break;
     case "waiting":
-      setStatus(state.waitingNote || "Looking for someone…");
+      setStatus(`${state.waitingNote || "Looking for someone…"}${waitingText()}`);
       ui.statusTimer.textContent = elapsedText();
       overlay("Looking for someone…");
       break;
@@ -131,6 +190,4 @@ export function mediaProblem(text) {
 /** @param {HTMLButtonElement} button @param {boolean} on */
 export function setToggle(button, on) {
   button.setAttribute("aria-pressed", String(on));
-  const label = button.querySelector(".state");
-  if (label) label.textContent = on ? "on" : "off";
 }
