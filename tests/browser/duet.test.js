@@ -555,9 +555,12 @@ describe("the media engine", () => {
       const s = await ana.snapshot();
       const handed = s.receive.paintTimes.filter((/** @type {number} */ t) => t > block.from && t < block.to).length;
       recordFigure("main_thread_blocked_500ms", { frames_presented_across_block: block.presented, frames_handed_over_during_block: handed });
-      // 500 ms of a 30 fps camera is 15 frames; a frozen picture would present one at most.
-      assert.ok(block.presented >= 5, `only ${block.presented} partner frames reached the screen across the 500 ms block`);
-      assert.ok(handed > 0, `the worker handed over no frame while the main thread was blocked`);
+      // 500 ms of a 30 fps camera is 15 frames; a frozen picture presents one at most (the
+      // frame after the block). Three or more is a picture that kept moving. How many is a
+      // rate, and a rate on a shared 2-core machine is the benchmark's to measure: asking
+      // for five here failed now and then (4 once, with a soak sharing the machine).
+      assert.ok(block.presented >= 3, `only ${block.presented} partner frames reached the screen across the 500 ms block`);
+      assert.ok(handed >= 2, `the worker handed over ${handed} frames while the main thread was blocked`);
       // The snapshot comes from the worker: it also kept receiving and decoding.
       const after = s.receive.video.framesDecoded;
       await ana.until((x) => x.receive.video.framesDecoded > after + 5, "video still flowing after the block");

@@ -240,11 +240,16 @@ export class Person {
     return new Person(page, name);
   }
 
-  /** Types the name (and interests) and presses Start. */
-  async start(interests = "") {
+  /**
+   * Types the name (and interests), confirms the age and rules, and presses Start (or Text only).
+   * @param {string} [interests]
+   * @param {"Start" | "Text only"} [how]
+   */
+  async start(interests = "", how = "Start") {
     await this.page.getByLabel("Display name").fill(this.name);
     if (interests) await this.page.getByLabel(/Interests/).fill(interests);
-    await this.button("Start").click();
+    await this.page.getByLabel("I am 18 or older and agree to the rules").check();
+    await this.button(how).click();
   }
 
   /** @param {string} name an accessible name */

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Duet's browser end-to-end tests (tests/browser/*.test.js), first installing what is
-# missing: Debian's chromium, the web client's npm packages (playwright-core, typescript),
+# missing: Debian's chromium, the web client's npm packages (playwright-core, typescript, axe-core),
 # and the relay binary. Usable from anywhere; CI calls it as it is.
 #
 #   DUET_RELAY_PROFILE=release   test the release relay (default: debug, which `cargo test` builds anyway)
@@ -18,7 +18,7 @@ if [ ! -x "${DUET_CHROMIUM:-/usr/bin/chromium}" ]; then
   fi
 fi
 
-if [ ! -d web-client/node_modules/playwright-core ] || [ ! -d web-client/node_modules/typescript ]; then
+if [ ! -d web-client/node_modules/playwright-core ] || [ ! -d web-client/node_modules/typescript ] || [ ! -d web-client/node_modules/axe-core ]; then
   echo "browser tests: installing the web client's npm packages" >&2
   (cd web-client && npm ci --no-audit --no-fund --loglevel=error)
 fi

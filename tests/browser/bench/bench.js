@@ -340,6 +340,7 @@ async function runDuet(relayUrl, quicPort, cpuRoots) {
   try {
     for (const p of [A, B, C]) {
       await p.page.fill("#name", p.name);
+      await p.page.check("#adult");
       await p.page.evaluate(() => /** @type {any} */ (window).__bench.watch("#partner-video"));
     }
     await press(A, "start");
