@@ -48,6 +48,11 @@ enum Command {
     Release {
         id: SessionId,
     },
+    /// Whether `id` goes back in the queue by itself when its partner leaves.
+    RequeueWhenLeft {
+        id: SessionId,
+        on: bool,
+    },
     /// Stop making pairs: the relay is draining.
     Drain,
     Gone {
@@ -99,6 +104,12 @@ impl Matchmaker {
     /// The held session is back (its new connection is already in its [`Peer`]).
     pub async fn release(&self, id: SessionId) {
         self.send(Command::Release { id }).await;
+    }
+
+    /// Whether `id` goes back in the queue by itself when its partner leaves (the default)
+    /// or waits, idle, for its own `Next`.
+    pub async fn requeue_when_left(&self, id: SessionId, on: bool) {
+        self.send(Command::RequeueWhenLeft { id, on }).await;
     }
 
     /// Stop making pairs; calls already made go on.
@@ -199,6 +210,10 @@ impl Engine {
             }
             Command::Hold { id } => {
                 self.queue.hold(id);
+                Vec::new()
+            }
+            Command::RequeueWhenLeft { id, on } => {
+                self.queue.set_requeue_when_left(id, on);
                 Vec::new()
             }
             Command::Drain => {

@@ -68,6 +68,9 @@ struct Member {
     avoid: Vec<(SessionId, Option<Instant>)>,
     /// Who this is across reconnects (visitor id, address prefix), for reports.
     person: Option<Person>,
+    /// When the partner leaves, stay out of the queue until this session's own Next
+    /// (the client asked, so its person can read the last messages first).
+    idle_when_left: bool,
 }
 
 #[derive(Debug)]
@@ -116,6 +119,22 @@ impl MatchQueue {
         self.reputation
             .report(&me, &them, now)
             .map(|until| (partner, until))
+    }
+
+    /// Whether `id` goes back in the queue by itself when its partner leaves (`true`, the
+    /// default) or stays idle until its own Next.
+    pub fn set_requeue_when_left(&mut self, id: SessionId, on: bool) {
+        if let Some(m) = self.members.get_mut(&id) {
+            m.idle_when_left = !on;
+        }
+    }
+
+    /// The partner `id` was left: back in the queue, unless it asked to wait.
+    fn requeue_left(&mut self, id: SessionId, now: Instant) -> Vec<Pairing> {
+        if self.members.get(&id).is_some_and(|m| m.idle_when_left) {
+            return Vec::new();
+        }
+        self.enqueue(id, now)
     }
 
     /// Stops making pairs (the relay is draining); pairs already made are kept.
@@ -192,7 +211,7 @@ impl MatchQueue {
         let left = self.unpair(id, until);
         let mut pairings = self.enqueue(id, now);
         if let Some(l) = &left {
-            pairings.extend(self.enqueue(l.partner, now));
+            pairings.extend(self.requeue_left(l.partner, now));
         }
         (left, pairings)
     }
@@ -205,7 +224,7 @@ impl MatchQueue {
         let left = self.unpair(id, None);
         let mut pairings = self.enqueue(id, now);
         if let Some(l) = &left {
-            pairings.extend(self.enqueue(l.partner, now));
+            pairings.extend(self.requeue_left(l.partner, now));
         }
         (left, pairings)
     }
@@ -216,7 +235,7 @@ impl MatchQueue {
         self.dequeue(id);
         let left = self.unpair(id, Some(now + self.rules.skip_cooldown));
         let pairings = match &left {
-            Some(l) => self.enqueue(l.partner, now),
+            Some(l) => self.requeue_left(l.partner, now),
             None => Vec::new(),
         };
         (left, pairings)
@@ -621,6 +640,35 @@ mod tests {
         assert_eq!(q.pairs(), 0);
         let p = q.join(3, vec![], t);
         assert_eq!(pair_of(&p[0]), (2, 3));
+    }
+
+    #[test]
+    fn a_session_that_asked_to_wait_is_not_requeued_when_left_but_its_next_queues_it() {
+        let mut q = MatchQueue::new(rules());
+        let t = Instant::now();
+        q.join(1, vec![], t);
+        let m = q.join(2, vec![], t)[0].match_id;
+        q.set_requeue_when_left(2, false);
+        q.join(3, vec![], t); // waiting: would take 2 at once
+                              // 1 presses Next: 1 meets 3; 2 is told (left) but stays out of the queue.
+        let (left, p) = q.next(1, Some(m), t);
+        assert_eq!(left.map(|l| l.partner), Some(2));
+        assert_eq!(p.iter().map(pair_of).collect::<Vec<_>>(), vec![(1, 3)]);
+        assert!(!q.is_waiting(2));
+        assert_eq!(q.partner_of(2), None);
+        // Leave, Report and vanishing leave it idle the same way.
+        let m = q.join(4, vec![], t);
+        assert!(m.is_empty(), "4 waits: 2 is idle, 1 and 3 are paired");
+        let (_, p) = q.next(2, None, t);
+        assert_eq!(p.iter().map(pair_of).collect::<Vec<_>>(), vec![(2, 4)]);
+        q.remove(4, t);
+        assert!(!q.is_waiting(2), "vanishing partner: still idle");
+        // Turned back on, it is re-queued as before.
+        q.set_requeue_when_left(2, true);
+        q.next(2, None, t);
+        assert_eq!(q.join(5, vec![], t).len(), 1);
+        q.leave(5, t);
+        assert!(q.is_waiting(2));
     }
 
     #[test]

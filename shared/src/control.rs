@@ -63,6 +63,13 @@ pub enum ClientMsg {
     /// Ask the partner to send these fragments of a video frame again (from its short send
     /// history); relayed as [`ServerMsg::PeerNack`].
     Nack(Nack),
+    /// The person is typing a chat line to the partner of `match_id`; relayed as
+    /// [`ServerMsg::PeerTyping`]. Sent at most every few seconds while they type.
+    Typing { match_id: u64 },
+    /// What happens when the partner leaves: `true` (the default) puts this session back in
+    /// the queue at once; `false` leaves it idle, told by `PeerLeft`, until it sends `Next`
+    /// (so the person can read the last messages first).
+    RequeueWhenLeft(bool),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +236,8 @@ pub enum ServerMsg {
     Draining {
         within_ms: u32,
     },
+    /// The partner is typing (see [`ClientMsg::Typing`]).
+    PeerTyping,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

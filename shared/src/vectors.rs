@@ -86,6 +86,15 @@ pub fn all() -> Vec<Vector> {
         },
     ));
     v.push(client("leave", ClientMsg::Leave));
+    v.push(client("typing", ClientMsg::Typing { match_id: 300 }));
+    v.push(client(
+        "requeue_when_left_off",
+        ClientMsg::RequeueWhenLeft(false),
+    ));
+    v.push(client(
+        "requeue_when_left_on",
+        ClientMsg::RequeueWhenLeft(true),
+    ));
     v.push(client(
         "request_keyframe",
         ClientMsg::RequestKeyframe { match_id: 77 },
@@ -173,6 +182,7 @@ pub fn all() -> Vec<Vector> {
     v.push(server("peer_reconnecting", ServerMsg::PeerReconnecting));
     v.push(server("peer_returned", ServerMsg::PeerReturned));
     v.push(server("keyframe_requested", ServerMsg::KeyframeRequested));
+    v.push(server("peer_typing", ServerMsg::PeerTyping));
     v.push(server(
         "peer_report",
         ServerMsg::PeerReport(ReceiverReport {

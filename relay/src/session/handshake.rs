@@ -286,5 +286,7 @@ fn msg_name(msg: &ClientMsg) -> &'static str {
         ClientMsg::Nack(_) => "Nack",
         ClientMsg::ReceiverReport(_) => "ReceiverReport",
         ClientMsg::Report(_) => "Report",
+        ClientMsg::Typing { .. } => "Typing",
+        ClientMsg::RequeueWhenLeft(_) => "RequeueWhenLeft",
     }
 }

@@ -525,6 +525,7 @@ impl Session {
                         EngineCmd::Report { .. } => mm.report(id).await,
                         EngineCmd::Hold => mm.hold(id).await,
                         EngineCmd::Release => mm.release(id).await,
+                        EngineCmd::RequeueWhenLeft(on) => mm.requeue_when_left(id, on).await,
                     }
                 }
                 Action::ToPartner {

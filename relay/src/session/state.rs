@@ -135,6 +135,8 @@ pub enum EngineCmd {
     },
     Hold,
     Release,
+    /// Whether this session goes back in the queue by itself when its partner leaves.
+    RequeueWhenLeft(bool),
 }
 
 /// What the I/O must do, in the order returned.
@@ -494,9 +496,13 @@ impl<P: Clone> SessionState<P> {
                 }
             }
             ClientMsg::Caps(_) => {} // stored by the I/O in the handle the partner reads
+            ClientMsg::RequeueWhenLeft(on) => {
+                out.push(Action::Engine(EngineCmd::RequeueWhenLeft(on)));
+            }
             ClientMsg::RequestKeyframe { .. }
             | ClientMsg::ReceiverReport(_)
-            | ClientMsg::Nack(_) => {
+            | ClientMsg::Nack(_)
+            | ClientMsg::Typing { .. } => {
                 if !self.relayed_bucket.try_take(1.0, now) {
                     return; // far above any real client's rate: drop quietly
                 }
@@ -506,6 +512,7 @@ impl<P: Clone> SessionState<P> {
                     ClientMsg::RequestKeyframe { match_id } => {
                         (match_id, ServerMsg::KeyframeRequested)
                     }
+                    ClientMsg::Typing { match_id } => (match_id, ServerMsg::PeerTyping),
                     _ => return,
                 };
                 if let Some(cur) = self.current.as_ref().filter(|c| c.match_id == match_id) {
@@ -811,6 +818,28 @@ mod tests {
             .count();
         // Two tokens went on the first two messages (a stale one costs like any other).
         assert_eq!(forwarded, RELAYED_BURST as usize - 2);
+    }
+
+    #[test]
+    fn typing_reaches_only_the_current_partner_and_the_requeue_choice_goes_to_the_engine() {
+        let t0 = Instant::now();
+        let mut s = paired(t0, 7, 2);
+        let a = s.handle(Input::Control(ClientMsg::Typing { match_id: 7 }), t0);
+        assert_eq!(
+            a,
+            vec![Action::ToPartner {
+                partner: 2,
+                match_id: 7,
+                msg: ServerMsg::PeerTyping
+            }]
+        );
+        let stale = s.handle(Input::Control(ClientMsg::Typing { match_id: 6 }), t0);
+        assert!(
+            stale.is_empty(),
+            "typing about an ended pairing reaches nobody"
+        );
+        let a = s.handle(Input::Control(ClientMsg::RequeueWhenLeft(false)), t0);
+        assert_eq!(a, vec![Action::Engine(EngineCmd::RequeueWhenLeft(false))]);
     }
 
     #[test]
