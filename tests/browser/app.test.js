@@ -304,6 +304,52 @@ describe("the app, as a person uses it", () => {
     });
   });
 
+  test("when the partner leaves, the last chat stays to read: Stay here keeps it, Find someone new re-queues; typing is shown", async () => {
+    await withRelay(async (relay, people) => {
+      const ana = await join(people, relay.url, "Ana");
+      const ben = await join(people, relay.url, "Ben");
+      await ana.start();
+      await ben.start();
+      await expectPaired(ana, ben);
+
+      // Typing: Ben sees it while Ana types, and it goes with her line.
+      await ana.page.getByLabel("Message", { exact: true }).pressSequentially("see you", { delay: 20 });
+      await ben.page.getByText("Ana is typing…").waitFor({ state: "visible" });
+      await ana.page.keyboard.press("Enter");
+      await ben.page.getByRole("log").getByText("see you").waitFor();
+      await ben.page.getByText("Ana is typing…").waitFor({ state: "hidden" });
+
+      // Ana presses Next. Ben keeps the chat, and is not in the queue.
+      await ana.button("Next").click();
+      await ben.page.getByText(/Ana left\. Finding someone new in \d s…/).waitFor({ state: "visible" });
+      await ben.button("Stay here").click();
+      await ben.page.getByText("Ana left. Press Find someone new when you're ready.").waitFor({ state: "visible" });
+      assert.equal((await ben.snapshot()).phase, "left");
+      await ben.page.getByRole("log").getByText("see you").waitFor({ state: "visible" });
+      // Ana is queued alone: the relay left Ben idle.
+      await ana.until((s) => s.phase === "waiting", "Ana in the queue");
+      const status = await relay.status();
+      assert.equal(status.waiting, 1, `only Ana waits: ${JSON.stringify({ waiting: status.waiting, pairs: status.pairs })}`);
+      assert.equal(status.pairs, 0);
+      assert.equal(await expectFocusVisible(ben.page, "after Stay here"), "Find someone new");
+
+      // A newcomer does not get Ben while he stays; Find someone new puts him back.
+      const cy = await join(people, relay.url, "Cy");
+      await cy.start();
+      await expectPaired(ana, cy);
+      await ben.button("Find someone new").click();
+      await ben.until((s) => s.phase === "waiting", "Ben in the queue");
+      const dan = await join(people, relay.url, "Dan");
+      await dan.start();
+      await expectPaired(ben, dan);
+
+      // Without a choice, the page moves on by itself after its moment.
+      await dan.button("Next").click();
+      await ben.page.getByText(/Dan left\. Finding someone new in \d s…/).waitFor({ state: "visible" });
+      await ben.until((s) => s.phase === "waiting", "Ben back in the queue by himself", 15_000);
+    });
+  });
+
   test("turning the camera off stops it (its light goes out) and the partner is told; on again, the picture returns", async () => {
     await withRelay(async (relay, people) => {
       const ana = await join(people, relay.url, "Ana");

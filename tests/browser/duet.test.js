@@ -309,7 +309,13 @@ describe("duet in the browser", () => {
       await ana.waitStatus(/The chat was ended — finding someone new…/);
       await ana.until((s) => s.phase === "waiting", "Ana back in the queue");
       await ben.until((s) => s.phase === "waiting", "Ben back in the queue");
-      const status = await relay.status();
+      // Ana's page found someone new by itself after its moment to read (a Next the relay
+      // takes a moment to hear): wait for the relay to have both in its queue.
+      let status = await relay.status();
+      for (const deadline = Date.now() + patient(5000); status.waiting < 2 && Date.now() < deadline; ) {
+        await ana.page.waitForTimeout(50); // a poll interval
+        status = await relay.status();
+      }
       assert.equal(status.reports, 1);
       assert.equal(status.pairs, 0, "a reported pair is not paired again");
       assert.equal(status.waiting, 2);

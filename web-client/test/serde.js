@@ -37,7 +37,9 @@ function u64FromJson(v) {
   return BigInt(v);
 }
 
-const UNIT = new Set(["Leave", "PeerReconnecting", "PeerReturned", "KeyframeRequested"]);
+const UNIT = new Set(["Leave", "PeerReconnecting", "PeerReturned", "KeyframeRequested", "PeerTyping"]);
+/** Newtype variants around one plain value (serde: {"Variant": value}); the web client names it `on`. */
+const NEWTYPE_VALUE = new Set(["RequeueWhenLeft"]);
 /** Fields that are `u64` in Rust (BigInt here, numbers or decimal strings in serde's JSON). */
 const U64_FIELDS = new Set(["match_id", "session_id", "capture_us"]);
 /** Fields that are fixed byte arrays in Rust (Uint8Array here, number arrays in JSON). */
@@ -80,6 +82,7 @@ export function toSerde(kind, msg) {
   }
   const { type, ...fields } = msg;
   if (UNIT.has(type)) return type;
+  if (NEWTYPE_VALUE.has(type)) return { [type]: fields.on };
   // Newtype variants around a struct (Hello, ReceiverReport, Caps, …) and struct variants
   // look the same in serde's JSON: {"Variant": {fields}}.
   return { [type]: fieldsToSerde(fields) };
@@ -96,6 +99,7 @@ export function fromSerde(kind, value) {
   }
   if (typeof value === "string") return { type: value };
   const [[type, body]] = Object.entries(value);
+  if (NEWTYPE_VALUE.has(type)) return { type, on: body };
   if ((type === "Report") && !REPORT_REASONS.includes(body.reason)) throw new Error(`reason ${body.reason}`);
   if ((type === "PeerLeft") && !LEAVE_REASONS.includes(body.reason)) throw new Error(`reason ${body.reason}`);
   return { type, ...fieldsFromSerde(body) };

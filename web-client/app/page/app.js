@@ -31,10 +31,9 @@ import { elapsedText, keepFocus, mediaProblem, overlay, renderQuality, setPhase,
 import { fillPickers, setCamera, setMic, wireDevices } from "./devices.js";
 import { applyPartnerSound, wireControls } from "./controls.js";
 import { chatLine, onChatInput, onSendChat } from "./chat.js";
-import { onMessage, unpair } from "./pairing.js";
+import { findSomeoneNew, onMessage, partnerStoppedTyping, stayAfterLeft, unpair } from "./pairing.js";
 
 /** @typedef {import("../wire/protocol.js").ServerMsg} ServerMsg */
-/** @typedef {"start" | "connecting" | "waiting" | "paired" | "error"} Phase */
 
 /** Resume attempts after losing the connection mid-call, the first backoff and its cap.
  * 10 attempts at 0.5, 1, 2, 4, 4, … s cover the relay's 30 s grace period. */
@@ -156,10 +155,16 @@ function onEngineMessage(msg) {
       onMessage(msg.msg);
       break;
     case "chatLine":
-      if (msg.matchId === state.matchId && state.phase === "paired") chatLine("partner", msg.text);
+      if (msg.matchId === state.matchId && state.phase === "paired") {
+        partnerStoppedTyping();
+        chatLine("partner", msg.text);
+      }
       break;
     case "connected":
       state.connected = true;
+      // When a partner leaves, stay with the last chat for a moment (pairing.js) instead of
+      // being re-queued by the relay at once.
+      send({ type: "RequeueWhenLeft", on: false });
       break;
     case "connectFailed":
       // Before any Start there is nothing to fail (a broken worker is replaced at the next Start).
@@ -363,6 +368,10 @@ function send(msg) {
 }
 
 function onNext() {
+  if (state.phase === "left") {
+    findSomeoneNew();
+    return;
+  }
   if (state.phase !== "paired" || !state.connected) return;
   state.timeline.nextClickAt = epochMs();
   send({ type: "Next", match_id: state.matchId });
@@ -383,6 +392,7 @@ function onStop() {
     state.hello = { name: "", interests: [] };
   }
   if (state.matchId !== null) unpair("");
+  state.autoFindAt = null;
   stopMedia();
   setPhase("start");
   startNote("You left the chat. Press Start to meet someone new.");
@@ -510,6 +520,8 @@ function init() {
     setPhase("start");
   });
   ui.next.addEventListener("click", onNext);
+  ui.findNew.addEventListener("click", findSomeoneNew);
+  ui.stay.addEventListener("click", stayAfterLeft);
   ui.stop.addEventListener("click", onStop);
   wireDevices();
   wireControls({

@@ -64,13 +64,25 @@ export function onSendChat(ev) {
   ui.message.value = "";
   renderChatCount();
   chatLine("me", text);
+  state.typingSentAt = -Infinity; // the next line's typing is news again
   void engine.chat(text).then((error) => {
     if (error) chatError(`Message not sent: ${error}`);
   });
 }
 
-/** The person is typing: the counter follows, and a "too long" message goes once it fits. */
+/** Typing is told to the partner at most this often (the relay relays it as PeerTyping). */
+const TYPING_EVERY_MS = 3000;
+
+/**
+ * The person is typing: the counter follows, a "too long" message goes once it fits, and
+ * the partner is told (at most every few seconds).
+ */
 export function onChatInput() {
   renderChatCount();
   if (utf8Length(ui.message.value) <= MAX_CHAT_BYTES) chatError("");
+  const now = performance.now();
+  if (state.phase === "paired" && state.matchId !== null && ui.message.value.trim() && now - state.typingSentAt > TYPING_EVERY_MS) {
+    state.typingSentAt = now;
+    state.engine?.post({ type: "send", msg: { type: "Typing", match_id: state.matchId } });
+  }
 }

@@ -82,7 +82,7 @@ export function wireControls(actions) {
     if (ev.key === "Escape" && !ev.ctrlKey && !ev.metaKey && !ev.altKey && !ev.shiftKey) {
       // Esc leaves fullscreen first (the browser does that itself), and a picker first.
       if (document.fullscreenElement || (ev.target instanceof HTMLSelectElement)) return;
-      if (state.phase === "paired") {
+      if (state.phase === "paired" || state.phase === "left") {
         ev.preventDefault();
         actions.onNext();
       }

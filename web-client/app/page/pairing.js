@@ -2,8 +2,13 @@
 /**
  * @file The relay's control messages and the pairing they drive: Welcome (a resume kept or
  * lost the partner), Queued, Matched, the partner leaving, reconnecting or coming back,
- * the relay draining, and errors shown where the person will see them. The page never
- * guesses a pairing: these messages are the only thing that changes it.
+ * typing, the relay draining, and errors shown where the person will see them. The page
+ * never guesses a pairing: these messages are the only thing that changes it.
+ *
+ * When the partner leaves, the relay does not re-queue this page (it asked, with
+ * `RequeueWhenLeft(false)`): the last chat stays on screen, and the page finds someone new
+ * after `AUTO_FIND_MS`, or at once on "Find someone new" (or Next, or Esc), or never if the
+ * person chose "Stay here".
  */
 
 import { ERROR_CODES } from "../wire/protocol.js";
@@ -13,6 +18,13 @@ import { focusForCall, overlay, renderQuality, renderStatus, setPhase, setStatus
 import { chatError, chatLine } from "./chat.js";
 
 /** @typedef {import("../wire/protocol.js").ServerMsg} ServerMsg */
+
+/** After the partner left: this long to read the last lines before someone new is found. */
+export const AUTO_FIND_MS = 5000;
+/** "… is typing" goes away this long after the partner's last sign of typing. */
+const TYPING_SHOWN_MS = 5000;
+/** The timer of the countdown after the partner left. @type {ReturnType<typeof setInterval> | null} */
+let countdown = null;
 
 /** @param {Extract<ServerMsg, {type: "Matched"}>} msg */
 export function onMatched(msg) {
@@ -55,6 +67,55 @@ export function unpair(note) {
   state.partnerReconnecting = false;
   state.waitingNote = note;
   state.waitingSince = performance.now();
+  hideTyping();
+}
+
+function hideTyping() {
+  if (state.typingTimer) clearTimeout(state.typingTimer);
+  state.typingTimer = null;
+  show(ui.typing, false);
+}
+
+/** The partner's line arrived, or they stopped typing: the indicator goes. */
+export function partnerStoppedTyping() {
+  hideTyping();
+}
+
+function renderAfterLeft() {
+  if (state.phase !== "left") {
+    if (countdown) clearInterval(countdown);
+    countdown = null;
+    return;
+  }
+  const name = state.partnerName || "Your partner";
+  if (state.autoFindAt === null) {
+    ui.afterLeftText.textContent = `${name} left. Press Find someone new when you're ready.`;
+    show(ui.stay, false);
+    return;
+  }
+  const s = Math.max(0, Math.ceil((state.autoFindAt - performance.now()) / 1000));
+  ui.afterLeftText.textContent = `${name} left. Finding someone new in ${s} s…`;
+  show(ui.stay, true);
+  if (s === 0) findSomeoneNew();
+}
+
+/** Back in the queue after the partner left (the countdown, a button, Next or Esc). */
+export function findSomeoneNew() {
+  if (state.phase !== "left") return;
+  state.autoFindAt = null;
+  state.engine?.post({ type: "send", msg: { type: "Next", match_id: null } });
+  state.waitingSince = performance.now();
+  setPhase("waiting");
+  renderAfterLeft();
+}
+
+/** "Stay here": no countdown; the last chat stays until the person moves on. */
+export function stayAfterLeft() {
+  if (state.phase !== "left") return;
+  state.autoFindAt = null;
+  setStatus(`${state.partnerName || "Your partner"} left.`);
+  renderAfterLeft();
+  ui.findNew.focus();
 }
 
 /** @param {import("../wire/protocol.js").LeaveReason} reason */
@@ -68,10 +129,20 @@ export function onPeerLeft(reason) {
   } else {
     line = `${name} left — finding someone new…`;
   }
-  if (state.phase === "paired") chatLine("system", line);
+  const wasPaired = state.phase === "paired";
+  if (wasPaired) chatLine("system", line);
   unpair(line);
-  // The relay puts us back in the queue by itself.
-  setPhase("waiting");
+  // Not in the call on this page (its own Next, Stop or Report crossed this): the relay
+  // has already done what that asked.
+  if (!wasPaired) return;
+  state.autoFindAt = performance.now() + AUTO_FIND_MS;
+  setPhase("left");
+  setStatus(line);
+  overlay(`${name} left`);
+  renderAfterLeft();
+  if (countdown) clearInterval(countdown);
+  countdown = setInterval(renderAfterLeft, 250);
+  ui.findNew.focus();
 }
 
 /** @param {ServerMsg} msg */
@@ -121,6 +192,14 @@ export function onMessage(msg) {
         state.partnerReconnecting = false;
         overlay(null);
         setStatus(`Connected to ${state.partnerName}`);
+      }
+      break;
+    case "PeerTyping":
+      if (state.phase === "paired") {
+        ui.typing.textContent = `${state.partnerName} is typing…`;
+        show(ui.typing, true);
+        if (state.typingTimer) clearTimeout(state.typingTimer);
+        state.typingTimer = setTimeout(hideTyping, TYPING_SHOWN_MS);
       }
       break;
     case "Draining":

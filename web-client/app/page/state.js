@@ -7,7 +7,7 @@
 
 import { failedCodecs } from "./codecs.js";
 
-/** @typedef {"start" | "connecting" | "waiting" | "paired" | "error"} Phase */
+/** @typedef {"start" | "connecting" | "waiting" | "paired" | "left" | "error"} Phase */
 
 /** @param {string} id @returns {any} */
 function $(id) {
@@ -58,6 +58,11 @@ export const ui = {
   mic: /** @type {HTMLButtonElement} */ ($("mic")),
   report: /** @type {HTMLButtonElement} */ ($("report")),
   chatLog: /** @type {HTMLElement} */ ($("chat-log")),
+  typing: /** @type {HTMLElement} */ ($("typing")),
+  afterLeft: /** @type {HTMLElement} */ ($("after-left")),
+  afterLeftText: /** @type {HTMLElement} */ ($("after-left-text")),
+  findNew: /** @type {HTMLButtonElement} */ ($("find-new")),
+  stay: /** @type {HTMLButtonElement} */ ($("stay")),
   chatForm: /** @type {HTMLFormElement} */ ($("chat-form")),
   message: /** @type {HTMLInputElement} */ ($("message")),
   send: /** @type {HTMLButtonElement} */ ($("send")),
@@ -107,6 +112,13 @@ export const state = {
   playout: null,
   /** How many people the relay last said were waiting (Queued), or null. @type {number | null} */
   waitingCount: null,
+  /** The partner left: the moment (performance.now()) the page finds someone new by itself,
+   * or null once the person chose to stay. @type {number | null} */
+  autoFindAt: null,
+  /** When this page last told the partner it is typing (performance.now()). */
+  typingSentAt: -Infinity,
+  /** @type {ReturnType<typeof setTimeout> | null} hides "… is typing" */
+  typingTimer: null,
   /** @type {import("../wire/codecs.js").CodecProbe[]} what WebCodecs said it handles here */
   probes: [],
   /** @type {import("../wire/protocol.js").VideoCodec[]} codecs that failed on this machine (never offered again) */

@@ -23,15 +23,18 @@ export function setPhase(phase) {
   document.body.dataset.phase = phase;
   show(ui.screenStart, phase === "start");
   show(ui.screenError, phase === "error");
-  show(ui.screenCall, phase === "connecting" || phase === "waiting" || phase === "paired");
-  show(ui.quality, phase === "waiting" || phase === "paired");
+  show(ui.screenCall, phase === "connecting" || phase === "waiting" || phase === "paired" || phase === "left");
+  show(ui.quality, phase === "waiting" || phase === "paired" || phase === "left");
+  show(ui.afterLeft, phase === "left");
+  if (phase !== "paired") show(ui.typing, false);
   const inCall = phase === "paired";
-  ui.next.disabled = !inCall;
-  ui.stop.disabled = !(phase === "connecting" || phase === "waiting" || phase === "paired");
+  // After the partner left, Next is "find someone new" too.
+  ui.next.disabled = !(inCall || phase === "left");
+  ui.stop.disabled = !(phase === "connecting" || phase === "waiting" || phase === "paired" || phase === "left");
   ui.report.disabled = !inCall;
   // The message box stays usable while waiting (a "hi" can be ready for the next person,
   // and focus is not thrown out of it by Next); only sending waits for a partner.
-  ui.message.disabled = !(phase === "waiting" || inCall);
+  ui.message.disabled = !(phase === "waiting" || phase === "left" || inCall);
   ui.send.disabled = !inCall;
   ui.start.disabled = false;
   ui.textOnly.disabled = false;
@@ -58,6 +61,8 @@ function primaryControl() {
       return touchFirst() ? ui.stop : ui.message;
     case "paired":
       return touchFirst() ? ui.next : ui.message;
+    case "left":
+      return ui.findNew;
     default:
       return null;
   }
@@ -116,7 +121,8 @@ export function renderStatus() {
       overlay("Looking for someone…");
       break;
     case "paired":
-      // Set by the message handlers (Connected to …, … is reconnecting…).
+    case "left":
+      // Set by the message handlers (Connected to …, … is reconnecting…, … left).
       break;
     default:
       setStatus("");

@@ -92,7 +92,9 @@ export const TRACK_VIDEO_PARITY = 2;
  *   | ({type: "ReceiverReport"} & ReceiverReport)
  *   | {type: "Report", match_id: bigint, reason: ReportReason}
  *   | ({type: "Caps"} & MediaCaps)
- *   | ({type: "Nack"} & Nack)} ClientMsg
+ *   | ({type: "Nack"} & Nack)
+ *   | {type: "Typing", match_id: bigint}
+ *   | {type: "RequeueWhenLeft", on: boolean}} ClientMsg
  */
 
 /**
@@ -105,7 +107,8 @@ export const TRACK_VIDEO_PARITY = 2;
  *   | {type: "Stats", rtt_us: number, lost_permille: number, send_rate_kbps: number}
  *   | {type: "Error", code: number, message: string, fatal: boolean}
  *   | ({type: "PeerNack"} & Nack)
- *   | {type: "Draining", within_ms: number}} ServerMsg
+ *   | {type: "Draining", within_ms: number}
+ *   | {type: "PeerTyping"}} ServerMsg
  */
 
 /** @typedef {{type: "Open", match_id: bigint} | {type: "Line", text: string}} ChatFrame */
@@ -123,7 +126,7 @@ export const TRACK_VIDEO_PARITY = 2;
  * @property {number} ref_frame the frame this one references (its own number for a keyframe)
  */
 
-const CLIENT_VARIANTS = ["Hello", "Next", "Leave", "RequestKeyframe", "ReceiverReport", "Report", "Caps", "Nack"];
+const CLIENT_VARIANTS = ["Hello", "Next", "Leave", "RequestKeyframe", "ReceiverReport", "Report", "Caps", "Nack", "Typing", "RequeueWhenLeft"];
 const SERVER_VARIANTS = [
   "Welcome",
   "Queued",
@@ -137,6 +140,7 @@ const SERVER_VARIANTS = [
   "Error",
   "PeerNack",
   "Draining",
+  "PeerTyping",
 ];
 const RESUME_TOKEN_BYTES = 16;
 const VISITOR_ID_BYTES = 16;
@@ -339,6 +343,12 @@ export function encodeClientMsg(msg) {
     case "Nack":
       writeNack(w, msg);
       break;
+    case "Typing":
+      w.u64(msg.match_id);
+      break;
+    case "RequeueWhenLeft":
+      w.bool(msg.on);
+      break;
     case "Leave":
       break;
   }
@@ -391,6 +401,12 @@ export function decodeClientMsg(body) {
       break;
     case "Nack":
       msg = { type: "Nack", ...readNack(r) };
+      break;
+    case "Typing":
+      msg = { type: "Typing", match_id: r.u64() };
+      break;
+    case "RequeueWhenLeft":
+      msg = { type: "RequeueWhenLeft", on: r.bool() };
       break;
     default:
       throw new DecodeError(`unknown ClientMsg variant ${variant}`);
@@ -445,6 +461,7 @@ export function encodeServerMsg(msg) {
     case "PeerReconnecting":
     case "PeerReturned":
     case "KeyframeRequested":
+    case "PeerTyping":
       break;
   }
   return w.finish();
@@ -504,6 +521,9 @@ export function decodeServerMsg(body) {
       break;
     case "Draining":
       msg = { type: "Draining", within_ms: r.u32() };
+      break;
+    case "PeerTyping":
+      msg = { type: "PeerTyping" };
       break;
     default:
       throw new DecodeError(`unknown ServerMsg variant ${variant}`);
