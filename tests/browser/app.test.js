@@ -111,6 +111,23 @@ async function tabTo(page, name) {
   throw new Error(`Tab never reached ${name}`);
 }
 
+/**
+ * Saves a screenshot of the page as it is, then runs axe-core over it.
+ * @param {import("playwright-core").Page} page @param {string} name
+ * @returns {Promise<string[]>} the serious and critical violations, one line each
+ */
+async function screenAndAxe(page, name) {
+  await screenshot(page, name);
+  await page.addScriptTag({ path: AXE_PATH });
+  const result = await page.evaluate(async () => {
+    const r = await /** @type {any} */ (window).axe.run(document, { resultTypes: ["violations"] });
+    return r.violations
+      .filter((/** @type {any} */ v) => v.impact === "serious" || v.impact === "critical")
+      .map((/** @type {any} */ v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((/** @type {any} */ n) => n.target.join(" ")).slice(0, 3).join("; ")}`);
+  });
+  return result.map((/** @type {string} */ line) => `${name}: ${line}`);
+}
+
 describe("the app, as a person uses it", () => {
   test("Stop while connecting sticks: the person is not queued, and the relay's /status agrees", async () => {
     await withRelay(async (relay, people) => {
@@ -315,6 +332,7 @@ describe("the app, as a person uses it", () => {
       // Typing: Ben sees it while Ana types, and it goes with her line.
       await ana.page.getByLabel("Message", { exact: true }).pressSequentially("see you", { delay: 20 });
       await ben.page.getByText("Ana is typing…").waitFor({ state: "visible" });
+      await screenshot(ben.page, "ui-typing-desktop-light");
       await ana.page.keyboard.press("Enter");
       await ben.page.getByRole("log").getByText("see you").waitFor();
       await ben.page.getByText("Ana is typing…").waitFor({ state: "hidden" });
@@ -332,6 +350,7 @@ describe("the app, as a person uses it", () => {
       assert.equal(status.waiting, 1, `only Ana waits: ${JSON.stringify({ waiting: status.waiting, pairs: status.pairs })}`);
       assert.equal(status.pairs, 0);
       assert.equal(await expectFocusVisible(ben.page, "after Stay here"), "Find someone new");
+      assert.deepEqual(await screenAndAxe(ben.page, "ui-partner-left-desktop-light"), [], "accessibility problems");
 
       // A newcomer does not get Ben while he stays; Find someone new puts him back.
       const cy = await join(people, relay.url, "Cy");
@@ -348,6 +367,34 @@ describe("the app, as a person uses it", () => {
       await ben.page.getByText(/Dan left\. Finding someone new in \d s…/).waitFor({ state: "visible" });
       await ben.until((s) => s.phase === "waiting", "Ben back in the queue by himself", 15_000);
     });
+  });
+
+  test("someone who refused the camera is offered the microphone alone, and their partner hears them", async () => {
+    // No auto-accept: the camera is refused as a person's "Block" would; the microphone is allowed.
+    const asking = await launchBrowser({ fakeUi: false });
+    try {
+      await withRelay(async (relay, people) => {
+        const ana = await join(people, relay.url, "Ana");
+        const context = await asking.newContext({ viewport: DESKTOP });
+        context.setDefaultTimeout(patient(15_000));
+        await context.grantPermissions(["microphone"], { origin: new URL(relay.url).origin });
+        const page = await context.newPage();
+        await page.goto(relay.url);
+        const voice = new Person(page, "Voice");
+        people.push(voice);
+        await voice.start();
+        await page.getByText(/refused/).waitFor({ state: "visible" });
+        await voice.button("Use microphone only").click();
+        await page.getByText("Microphone only: your partner hears you but doesn't see you.").waitFor({ state: "visible" });
+        await voice.until((s) => s.media.audio && !s.media.video, "the microphone alone");
+        await ana.start();
+        await expectPaired(ana, voice);
+        await ana.until((s) => s.receive.audio.framesDecoded > 50, "Voice's sound on Ana's page");
+        assert.equal(await voice.button("Microphone").getAttribute("aria-pressed"), "true");
+      });
+    } finally {
+      await asking.close();
+    }
   });
 
   test("turning the camera off stops it (its light goes out) and the partner is told; on again, the picture returns", async () => {
@@ -380,15 +427,7 @@ describe("the app, as a person uses it", () => {
       const problems = [];
       /** @param {Person} p @param {string} name */
       const check = async (p, name) => {
-        await screenshot(p.page, name);
-        await p.page.addScriptTag({ path: AXE_PATH });
-        const result = await p.page.evaluate(async () => {
-          const r = await /** @type {any} */ (window).axe.run(document, { resultTypes: ["violations"] });
-          return r.violations
-            .filter((/** @type {any} */ v) => v.impact === "serious" || v.impact === "critical")
-            .map((/** @type {any} */ v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((/** @type {any} */ n) => n.target.join(" ")).slice(0, 3).join("; ")}`);
-        });
-        for (const line of result) problems.push(`${name}: ${line}`);
+        problems.push(...(await screenAndAxe(p.page, name)));
       };
       for (const [label, viewport, isMobile] of /** @type {const} */ ([
         ["desktop", DESKTOP, false],

@@ -130,7 +130,8 @@ export function onPeerLeft(reason) {
     line = `${name} left — finding someone new…`;
   }
   const wasPaired = state.phase === "paired";
-  if (wasPaired) chatLine("system", line);
+  // The chat says what happened; what comes next is the bar's to say (the person may stay).
+  if (wasPaired) chatLine("system", line.replace(/ — finding someone new…$/, "."));
   unpair(line);
   // Not in the call on this page (its own Next, Stop or Report crossed this): the relay
   // has already done what that asked.
