@@ -22,11 +22,18 @@
  */
 
 /**
+ * Where the worker reads the microphone: a `MediaStreamTrackProcessor`'s stream (Chromium),
+ * or the port of the page's capture worklet (engine/audio-capture.js), which posts 20 ms
+ * blocks of samples at `sampleRate` (Firefox).
+ * @typedef {{kind: "stream", readable: ReadableStream<AudioData>} | {kind: "worklet", port: MessagePort, sampleRate: number}} AudioSource
+ */
+
+/**
  * Page → worker.
  * @typedef {{type: "init", display: DisplayTarget, playout: MessagePort | null}
- *   | {type: "capture", video: ReadableStream<VideoFrame> | null, audio: ReadableStream<AudioData> | null, encoders: import("./video-send.js").EncoderChoice[]}
+ *   | {type: "capture", video: ReadableStream<VideoFrame> | null, audio: AudioSource | null, encoders: import("./video-send.js").EncoderChoice[]}
  *   | {type: "video", video: ReadableStream<VideoFrame> | null, encoders: import("./video-send.js").EncoderChoice[]}
- *   | {type: "audio", audio: ReadableStream<AudioData> | null}
+ *   | {type: "audio", audio: AudioSource | null}
  *   | {type: "stopCapture"}
  *   | {type: "connect", hello: Hello, base: string}
  *   | {type: "send", msg: ClientMsg}

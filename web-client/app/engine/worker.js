@@ -25,6 +25,7 @@ import { BitrateController, ReceiveMeter, REPORT_INTERVAL_MS } from "../wire/qua
 import { codecFamily } from "../wire/codecs.js";
 import { epochMs } from "../wire/clock.js";
 import { checkStamp } from "./stamp-check.js";
+import { audioStream } from "./capture-streams.js";
 import { CanvasDisplay, TrackDisplay } from "./video-display.js";
 
 /** @typedef {import("./messages.js").ToWorker} ToWorker */
@@ -573,9 +574,9 @@ function startVideo(frames, encoders) {
   void sender.run();
 }
 
-/** @param {ReadableStream<AudioData>} samples */
-function startAudio(samples) {
-  const sender = new AudioSender(samples, sink, onProblem);
+/** @param {import("./messages.js").AudioSource} source */
+function startAudio(source) {
+  const sender = new AudioSender(audioStream(source), sink, onProblem);
   sender.fragmenter = engine.audioFragmenter;
   engine.audioSender = sender;
   void sender.run();

@@ -22,7 +22,7 @@ import { ERROR_CODES, MAX_INTERESTS, PROTOCOL_VERSION, REPORT_REASONS, helloProb
 import { REPORT_INTERVAL_MS } from "../wire/quality.js";
 import { mediaCaps } from "../wire/codecs.js";
 import { epochMs } from "../wire/clock.js";
-import { captureMedia, transferStreams } from "./capture.js";
+import { audioSource, audioTransfer, captureMedia, transferStreams } from "./capture.js";
 import { encoderChoices, probeCodecs, rememberFailed } from "./codecs.js";
 import { outputLevel, startPlayout } from "./audio-out.js";
 import { Engine } from "./engine.js";
@@ -113,16 +113,21 @@ async function startMedia() {
   const settings = capture.video?.getSettings();
   if (!state.probes.length) state.probes = await probeCodecs(settings?.width ?? 640, settings?.height ?? 480);
   const encoders = encoderChoices(state.probes, state.failed);
-  const streams = transferStreams(capture);
+  const streams = await transferStreams(capture, state.audioCtx);
   if (capture.video && !streams.video) {
-    mediaProblem("This browser cannot send video (no WebCodecs), so your partner won't see you. You can still text chat.");
+    mediaProblem("This browser cannot send your camera's video, so your partner won't see you. You can still talk and text.");
   } else if (capture.video && !encoders.length) {
     mediaProblem("This browser cannot encode video, so your partner won't see you. You can still talk and text.");
   }
+  if (capture.audio && !streams.audio) {
+    // Nothing would be sent: say so, and do not show a microphone that looks on.
+    mediaProblem("This browser cannot send your microphone's sound, so your partner won't hear you.");
+    setToggle(ui.mic, false);
+    ui.mic.disabled = true;
+  }
   /** @type {Transferable[]} */
-  const transfer = [];
+  const transfer = [...audioTransfer(streams.audio)];
   if (streams.video) transfer.push(streams.video);
-  if (streams.audio) transfer.push(streams.audio);
   engine.post({ type: "capture", video: streams.video, audio: streams.audio, encoders }, transfer);
   void fillPickers();
   return seq === state.startSeq;
@@ -130,6 +135,7 @@ async function startMedia() {
 
 function stopMedia() {
   state.engine?.post({ type: "stopCapture" });
+  void audioSource(null, null); // lets a capture worklet go
   for (const t of state.capture?.stream?.getTracks() ?? []) t.stop();
   for (const t of [state.capture?.video, state.capture?.audio]) t?.stop();
   state.capture = null;

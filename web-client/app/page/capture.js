@@ -1,11 +1,14 @@
 // @ts-check
 /**
  * @file The camera and microphone, on the page: `getUserMedia`, and the streams of frames
- * and samples the media worker reads. This Chromium cannot transfer a MediaStreamTrack to
- * a worker, and has no `MediaStreamTrackProcessor` in workers, so the processor is made
- * here and its `readable` is transferred (Chromium then delivers frames to the worker
- * directly, not through this thread). Feature-detected: where tracks do transfer, the
- * worker could take the track itself; see `transferStreams`.
+ * and samples the media worker reads, chosen by feature detection:
+ * - With `MediaStreamTrackProcessor` (Chromium): the processor is made here (this Chromium
+ *   cannot transfer a track, nor make a processor in a worker) and its `readable` is
+ *   transferred; frames then reach the worker without this thread.
+ * - Without it (Firefox): the camera plays in a hidden `<video>` and each new frame
+ *   (`requestVideoFrameCallback`) becomes a `VideoFrame` in a stream that is transferred;
+ *   the microphone goes through an `AudioWorklet` (engine/audio-capture.js) whose port is
+ *   handed to the worker, so samples never touch this thread.
  */
 
 /**
@@ -108,24 +111,147 @@ export async function captureMedia(pick = {}) {
 }
 
 /**
- * The streams the worker reads: one per track, from a `MediaStreamTrackProcessor` (null
- * where the browser has none: that side sends nothing). A processor holds at most one
- * frame: an older one waiting is dropped, never queued.
+ * What the worker reads, one per track (null where this browser has no way: that side
+ * sends nothing). At most one camera frame waits: an older one is dropped, never queued.
  * @param {Capture} capture
- * @returns {{video: ReadableStream<VideoFrame> | null, audio: ReadableStream<AudioData> | null}}
+ * @param {AudioContext | null} ctx
+ * @returns {Promise<{video: ReadableStream<VideoFrame> | null, audio: import("../engine/messages.js").AudioSource | null}>}
  */
-export function transferStreams(capture) {
-  return { video: trackReadable(capture.video), audio: trackReadable(capture.audio) };
+export async function transferStreams(capture, ctx) {
+  return { video: videoReadable(capture.video), audio: await audioSource(capture.audio, ctx) };
 }
 
 /**
- * @template {MediaStreamTrack | null} T
- * @param {T} track
- * @returns {any} a ReadableStream of VideoFrame (video) or AudioData (audio), or null
+ * The camera's frames as a stream the worker can read, or null where neither path exists.
+ * @param {MediaStreamTrack | null} track
+ * @returns {ReadableStream<VideoFrame> | null}
  */
-export function trackReadable(track) {
-  if (!track || typeof MediaStreamTrackProcessor !== "function") return null;
-  return new MediaStreamTrackProcessor({ track, maxBufferSize: track.kind === "video" ? 1 : 10 }).readable;
+export function videoReadable(track) {
+  if (!track) return null;
+  if (typeof MediaStreamTrackProcessor === "function") {
+    return /** @type {ReadableStream<VideoFrame>} */ (new MediaStreamTrackProcessor({ track, maxBufferSize: 1 }).readable);
+  }
+  if (typeof VideoFrame !== "function" || typeof HTMLVideoElement.prototype.requestVideoFrameCallback !== "function") return null;
+  return videoElementFrames(track);
+}
+
+/**
+ * Frames from a hidden `<video>` playing the camera: one `VideoFrame` per new camera frame,
+ * at most one waiting (a newer frame replaces it, as the processor's `maxBufferSize: 1`
+ * does). Ends when the track ends or the worker cancels.
+ * @param {MediaStreamTrack} track
+ * @returns {ReadableStream<VideoFrame>}
+ */
+function videoElementFrames(track) {
+  const video = document.createElement("video");
+  video.muted = true;
+  video.playsInline = true;
+  video.srcObject = new MediaStream([track]);
+  let done = false;
+  /** @type {VideoFrame | null} */
+  let waiting = null;
+  /** @type {((frame: VideoFrame | null) => void) | null} */
+  let wanted = null;
+  const stop = () => {
+    done = true;
+    waiting?.close();
+    waiting = null;
+    video.srcObject = null;
+    wanted?.(null);
+  };
+  track.addEventListener("ended", stop);
+  const onFrame = () => {
+    if (done) return;
+    if (track.readyState === "ended") {
+      stop();
+      return;
+    }
+    let frame = null;
+    try {
+      frame = new VideoFrame(video, { timestamp: Math.round(performance.now() * 1000) });
+    } catch {
+      // No picture yet (the element is still starting): wait for the next one.
+    }
+    if (frame) {
+      if (wanted) {
+        wanted(frame);
+        wanted = null;
+      } else {
+        waiting?.close();
+        waiting = frame;
+      }
+    }
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+  void video.play().catch(() => {});
+  return new ReadableStream(
+    {
+      pull(controller) {
+        if (done) {
+          controller.close();
+          return;
+        }
+        if (waiting) {
+          controller.enqueue(waiting);
+          waiting = null;
+          return;
+        }
+        return new Promise((resolve) => {
+          wanted = (frame) => {
+            if (frame) controller.enqueue(frame);
+            else controller.close();
+            resolve(undefined);
+          };
+        });
+      },
+      cancel: stop,
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+/** The capture worklet in use (one microphone at a time), to disconnect when replaced. @type {{source: MediaStreamAudioSourceNode, node: AudioWorkletNode} | null} */
+let worklet = null;
+
+/**
+ * The microphone's samples for the worker, or null where neither path exists.
+ * @param {MediaStreamTrack | null} track
+ * @param {AudioContext | null} ctx the page's context (made in the Start click)
+ * @returns {Promise<import("../engine/messages.js").AudioSource | null>}
+ */
+export async function audioSource(track, ctx) {
+  if (worklet) {
+    worklet.source.disconnect();
+    worklet.node.disconnect();
+    worklet.node.port.postMessage({ type: "stop" });
+    worklet = null;
+  }
+  if (!track) return null;
+  if (typeof MediaStreamTrackProcessor === "function") {
+    return { kind: "stream", readable: /** @type {ReadableStream<AudioData>} */ (new MediaStreamTrackProcessor({ track, maxBufferSize: 10 }).readable) };
+  }
+  if (!ctx?.audioWorklet || typeof AudioData !== "function") return null;
+  try {
+    await ctx.audioWorklet.addModule(new URL("../engine/audio-capture.js", import.meta.url));
+    const source = new MediaStreamAudioSourceNode(ctx, { mediaStream: new MediaStream([track]) });
+    const node = new AudioWorkletNode(ctx, "duet-capture", { numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1] });
+    // Silent, but connected: a node reaching the destination is sure to be processed.
+    source.connect(node).connect(new GainNode(ctx, { gain: 0 })).connect(ctx.destination);
+    const channel = new MessageChannel();
+    node.port.postMessage({ type: "port", port: channel.port1 }, [channel.port1]);
+    worklet = { source, node };
+    return { kind: "worklet", port: channel.port2, sampleRate: ctx.sampleRate };
+  } catch (e) {
+    console.warn("duet: microphone capture unavailable", e);
+    return null;
+  }
+}
+
+/** @param {import("../engine/messages.js").AudioSource | null} source @returns {Transferable[]} */
+export function audioTransfer(source) {
+  if (!source) return [];
+  return [source.kind === "stream" ? source.readable : source.port];
 }
 
 /**

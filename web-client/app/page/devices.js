@@ -7,7 +7,7 @@
  * track goes to the media worker as a fresh stream, and the worker swaps only that sender.
  */
 
-import { audioConstraints, captureTrack, listDevices, trackReadable, videoConstraints } from "./capture.js";
+import { audioConstraints, audioSource, audioTransfer, captureTrack, listDevices, videoConstraints, videoReadable } from "./capture.js";
 import { encoderChoices } from "./codecs.js";
 import { state, ui } from "./state.js";
 import { mediaProblem, setToggle, show } from "./view.js";
@@ -20,14 +20,14 @@ function preview(video) {
 
 /** @param {MediaStreamTrack | null} video a new camera track (or none) for the worker */
 function sendVideo(video) {
-  const readable = trackReadable(video);
+  const readable = videoReadable(video);
   state.engine?.post({ type: "video", video: readable, encoders: encoderChoices(state.probes, state.failed) }, readable ? [readable] : []);
 }
 
 /** @param {MediaStreamTrack | null} audio a new microphone track (or none) for the worker */
-function sendAudio(audio) {
-  const readable = trackReadable(audio);
-  state.engine?.post({ type: "audio", audio: readable }, readable ? [readable] : []);
+async function sendAudio(audio) {
+  const source = await audioSource(audio, state.audioCtx);
+  state.engine?.post({ type: "audio", audio: source }, audioTransfer(source));
 }
 
 /**
@@ -118,7 +118,7 @@ async function useMic(deviceId) {
   const old = capture.audio;
   track.enabled = old.enabled;
   capture.audio = track;
-  sendAudio(track);
+  await sendAudio(track);
   old.stop();
   if (!track.enabled) state.engine?.post({ type: "mic", on: false });
   void fillPickers();
@@ -138,7 +138,7 @@ async function microphoneOnly() {
     return;
   }
   capture.audio = track;
-  sendAudio(track);
+  await sendAudio(track);
   ui.mic.disabled = false;
   setToggle(ui.mic, true);
   show(ui.micOnly, false);
