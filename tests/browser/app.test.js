@@ -53,17 +53,7 @@ async function withRelay(body) {
  * @param {{viewport?: {width: number, height: number}, isMobile?: boolean, beforeLoad?: (page: import("playwright-core").Page) => Promise<unknown>}} [options]
  */
 async function join(people, url, name, options = {}) {
-  const context = await browser.newContext({
-    viewport: options.viewport ?? DESKTOP,
-    isMobile: options.isMobile ?? false,
-    hasTouch: options.isMobile ?? false,
-    deviceScaleFactor: 1,
-  });
-  context.setDefaultTimeout(patient(15_000));
-  const page = await context.newPage();
-  await options.beforeLoad?.(page);
-  await page.goto(url);
-  const p = new Person(page, name);
+  const p = await Person.open(browser, url, name, options);
   people.push(p);
   return p;
 }
@@ -375,13 +365,11 @@ describe("the app, as a person uses it", () => {
     try {
       await withRelay(async (relay, people) => {
         const ana = await join(people, relay.url, "Ana");
-        const context = await asking.newContext({ viewport: DESKTOP });
-        context.setDefaultTimeout(patient(15_000));
-        await context.grantPermissions(["microphone"], { origin: new URL(relay.url).origin });
-        const page = await context.newPage();
-        await page.goto(relay.url);
-        const voice = new Person(page, "Voice");
+        const voice = await Person.open(asking, relay.url, "Voice", {
+          beforeLoad: (page) => page.context().grantPermissions(["microphone"], { origin: new URL(relay.url).origin }),
+        });
         people.push(voice);
+        const page = voice.page;
         await voice.start();
         await page.getByText(/refused/).waitFor({ state: "visible" });
         await voice.button("Use microphone only").click();

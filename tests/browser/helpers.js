@@ -225,7 +225,8 @@ export class Person {
    * @param {import("playwright-core").Browser} browser
    * @param {string} url
    * @param {string} name
-   * @param {{viewport?: {width: number, height: number}, isMobile?: boolean}} [options]
+   * @param {{viewport?: {width: number, height: number}, isMobile?: boolean, beforeLoad?: (page: import("playwright-core").Page) => Promise<unknown>}} [options]
+   *   beforeLoad: runs on the page before it loads the app (init scripts, routes, emulation)
    */
   static async open(browser, url, name, options = {}) {
     const context = await browser.newContext({
@@ -236,6 +237,7 @@ export class Person {
     });
     context.setDefaultTimeout(patient(15_000));
     const page = await context.newPage();
+    await options.beforeLoad?.(page);
     await page.goto(url);
     return new Person(page, name);
   }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Duet's browser end-to-end tests (tests/browser/*.test.js), first installing what is
-# missing: Debian's chromium, the web client's npm packages (playwright-core, typescript, axe-core),
+# missing: Debian's chromium, firefox-esr and pulseaudio, the web client's npm packages
+# (playwright-core, puppeteer-core, typescript, axe-core),
 # and the relay binary. Usable from anywhere; CI calls it as it is.
 #
 #   DUET_RELAY_PROFILE=release   test the release relay (default: debug, which `cargo test` builds anyway)
@@ -9,16 +10,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-if [ ! -x "${DUET_CHROMIUM:-/usr/bin/chromium}" ]; then
-  echo "browser tests: installing Debian's chromium" >&2
+missing=()
+[ -x "${DUET_CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
+[ -x "${DUET_FIREFOX:-/usr/bin/firefox-esr}" ] || missing+=(firefox-esr)
+command -v pulseaudio >/dev/null 2>&1 || missing+=(pulseaudio)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "browser tests: installing Debian's ${missing[*]}" >&2
   if [ "$(id -u)" -eq 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 fi
 
-if [ ! -d web-client/node_modules/playwright-core ] || [ ! -d web-client/node_modules/typescript ] || [ ! -d web-client/node_modules/axe-core ]; then
+if [ ! -d web-client/node_modules/playwright-core ] || [ ! -d web-client/node_modules/puppeteer-core ] || [ ! -d web-client/node_modules/typescript ] || [ ! -d web-client/node_modules/axe-core ]; then
   echo "browser tests: installing the web client's npm packages" >&2
   (cd web-client && npm ci --no-audit --no-fund --loglevel=error)
 fi
