@@ -409,6 +409,22 @@ describe("the app, as a person uses it", () => {
     });
   });
 
+  test("a browser that cannot run Duet is told which browsers can, and cannot press Start", async () => {
+    await withRelay(async (relay, people) => {
+      const old = await join(people, relay.url, "Old", {
+        beforeLoad: (page) =>
+          page.addInitScript(() => {
+            // @ts-ignore: a browser without WebTransport
+            delete window.WebTransport;
+          }),
+      });
+      await old.page.getByText(/cannot connect to Duet \(it has no WebTransport\).*recent Chrome, Edge and Firefox/).waitFor({ state: "visible" });
+      assert.equal(await old.button("Start").isDisabled(), true);
+      assert.equal(await old.button("Text only").isDisabled(), true);
+      assert.equal((await relay.status()).sessions_opened, 0);
+    });
+  });
+
   test("every screen, desktop and phone, light and dark: no serious or critical accessibility problems (axe-core), and a screenshot of each", async () => {
     await withRelay(async (relay, people) => {
       /** @type {string[]} */

@@ -497,6 +497,21 @@ function inspectFrames(on) {
   state.engine?.post({ type: "inspect", on });
 }
 
+/**
+ * What this browser lacks for Duet, for a person (null: it has everything). Without
+ * WebTransport there is no connection at all; without WebCodecs no video or sound (text
+ * would still work, so only WebTransport blocks Start).
+ * @returns {{blocking: boolean, text: string} | null}
+ */
+function browserProblem() {
+  const browsers = "Duet works in recent Chrome, Edge and Firefox, and in Safari 26.4 or later.";
+  if (typeof WebTransport !== "function") return { blocking: true, text: `This browser cannot connect to Duet (it has no WebTransport). ${browsers}` };
+  if (typeof VideoEncoder !== "function" || typeof AudioDecoder !== "function") {
+    return { blocking: false, text: `This browser has no WebCodecs, so you can only chat by text here. ${browsers}` };
+  }
+  return null;
+}
+
 // ---------------------------------------------------------------- wiring
 
 function init() {
@@ -563,7 +578,10 @@ function init() {
   ensureEngine();
   setInterval(() => void everySecond(), REPORT_INTERVAL_MS);
   window.duet = { snapshot, clearLatencies, inspectFrames, audioLevel };
+  const problem = browserProblem();
+  if (problem) state.cannot = { start: true, textOnly: problem.blocking };
   setPhase("start");
+  if (problem) startNote(problem.text);
   renderQuality();
   void showOnline();
   setInterval(() => void showOnline(), ONLINE_EVERY_MS);

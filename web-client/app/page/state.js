@@ -97,6 +97,8 @@ export const state = {
   reportedMatch: null,
   /** @type {import("./capture.js").Capture | null} */
   capture: null,
+  /** What this browser cannot do at all (no WebTransport: neither; no WebCodecs: no video call). */
+  cannot: { start: false, textOnly: false },
   /** Started with "Text only": no camera or microphone asked, no video either way. */
   textOnly: false,
   /** Counts Starts and Stops: a Start that is overtaken by a Stop (or a newer Start) while

@@ -36,8 +36,8 @@ export function setPhase(phase) {
   // and focus is not thrown out of it by Next); only sending waits for a partner.
   ui.message.disabled = !(phase === "waiting" || phase === "left" || inCall);
   ui.send.disabled = !inCall;
-  ui.start.disabled = false;
-  ui.textOnly.disabled = false;
+  ui.start.disabled = state.cannot.start;
+  ui.textOnly.disabled = state.cannot.textOnly;
   show(ui.stageTools, !state.textOnly && state.playout !== null);
   renderStatus();
   keepFocus();
