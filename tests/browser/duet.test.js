@@ -549,6 +549,11 @@ describe("the media engine", () => {
         const video = /** @type {HTMLVideoElement} */ (document.getElementById("partner-video"));
         /** @returns {Promise<number>} */
         const presented = () => new Promise((resolve) => video.requestVideoFrameCallback((_, m) => resolve(m.presentedFrames)));
+        // First the same 500 ms with the thread free: how many frames this machine presents
+        // right now (the sender may have stepped its frame rate down on a busy machine).
+        const free = await presented();
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        const freeCount = (await presented()) - free;
         const before = await presented();
         const from = performance.timeOrigin + performance.now();
         while (performance.timeOrigin + performance.now() - from < 500) {
@@ -556,16 +561,19 @@ describe("the media engine", () => {
         }
         const to = performance.timeOrigin + performance.now();
         const after = await presented();
-        return { from, to, presented: after - before };
+        return { from, to, presented: after - before, free: freeCount };
       });
       const s = await ana.snapshot();
       const handed = s.receive.paintTimes.filter((/** @type {number} */ t) => t > block.from && t < block.to).length;
-      recordFigure("main_thread_blocked_500ms", { frames_presented_across_block: block.presented, frames_handed_over_during_block: handed });
-      // 500 ms of a 30 fps camera is 15 frames; a frozen picture presents one at most (the
-      // frame after the block). Three or more is a picture that kept moving. How many is a
-      // rate, and a rate on a shared 2-core machine is the benchmark's to measure: asking
-      // for five here failed now and then (4 once, with a soak sharing the machine).
-      assert.ok(block.presented >= 3, `only ${block.presented} partner frames reached the screen across the 500 ms block`);
+      recordFigure("main_thread_blocked_500ms", { frames_presented_free_500ms: block.free, frames_presented_across_block: block.presented, frames_handed_over_during_block: handed });
+      // A frozen picture presents one frame at most across the block (the one after it). A
+      // picture that kept moving presents about what the same 500 ms presents with the thread
+      // free; on a shared 2-core machine that rate varies (the sender steps its frame rate
+      // down when busy), so the block is compared with the free window just before it, and
+      // a third of it (at least two) is a picture that kept moving.
+      const needed = Math.max(2, Math.floor(block.free / 3));
+      assert.ok(block.free >= 2, `only ${block.free} partner frames reached the screen in 500 ms before the block`);
+      assert.ok(block.presented >= needed, `only ${block.presented} partner frames reached the screen across the 500 ms block (${block.free} in the free 500 ms before it)`);
       assert.ok(handed >= 2, `the worker handed over ${handed} frames while the main thread was blocked`);
       // The snapshot comes from the worker: it also kept receiving and decoding.
       const after = s.receive.video.framesDecoded;
