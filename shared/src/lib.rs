@@ -22,6 +22,7 @@ pub mod frame;
 pub mod limits;
 pub mod media;
 pub mod vectors;
+pub mod ws;
 
 pub use chat::ChatFrame;
 pub use control::{

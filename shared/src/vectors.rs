@@ -327,6 +327,14 @@ pub fn file_json() -> String {
             "MAX_NACK_FRAGMENTS": limits::MAX_NACK_FRAGMENTS,
         },
         "error_codes": codes,
+        "websocket": {
+            "WS_PATH": crate::ws::WS_PATH,
+            "KIND_MEDIA": crate::ws::KIND_MEDIA,
+            "KIND_CONTROL": crate::ws::KIND_CONTROL,
+            "KIND_CHAT": crate::ws::KIND_CHAT,
+            "CLOSE_CODE_BASE": crate::ws::CLOSE_CODE_BASE,
+            "MAX_WS_MESSAGE_BYTES": crate::ws::MAX_WS_MESSAGE_BYTES,
+        },
         "vectors": all(),
     });
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
