@@ -316,7 +316,22 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
         draining: draining.clone(),
     };
     let admin_state = state.clone();
-    let app = http::router(state);
+    // The WebSocket fallback lives on the same port as the page (same origin, and the
+    // only one a network that blocks UDP may leave open).
+    let ws_entry = session::ws::WsEntry {
+        shared: shared.clone(),
+        tracker: sessions.clone(),
+    };
+    let app = http::router(state)
+        .merge(
+            axum::Router::new()
+                .route(
+                    duet_proto::ws::WS_PATH,
+                    axum::routing::get(session::ws::upgrade),
+                )
+                .with_state(ws_entry),
+        )
+        .into_make_service_with_connect_info::<SocketAddr>();
     let mut https_config = None;
     match (&config.cert, &config.key) {
         // With a real certificate the page is served over HTTPS too: a browser on another
@@ -345,7 +360,7 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
                 stopper.graceful_shutdown(Some(Duration::from_secs(1)));
             }));
             tasks.push(tokio::spawn(async move {
-                let serve = server.handle(handle).serve(app.into_make_service());
+                let serve = server.handle(handle).serve(app);
                 if let Err(e) = serve.await {
                     tracing::error!("HTTPS server failed: {e}");
                 }
@@ -354,6 +369,9 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
         _ => {
             let mut stopped = stopped.clone();
             tasks.push(tokio::spawn(async move {
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    session::ws::tune_tcp(tcp);
+                });
                 let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                     let _ = stopped.changed().await;
                 });

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 /// Why a datagram was not forwarded.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drop {
     /// Its sender has no partner right now.
     NoPartner,
@@ -27,6 +27,9 @@ pub enum Drop {
     BeforeHello,
     /// The partner is away (its connection was lost; the pairing is held for a resume).
     PartnerAway,
+    /// The partner is on the WebSocket fallback and its socket is backed up: dropped by
+    /// the relay's short queue toward it (video until the next keyframe).
+    SlowReceiver,
 }
 
 /// A Prometheus histogram with fixed bucket bounds in seconds: plain atomics, so the
@@ -215,12 +218,12 @@ pub struct Metrics {
     pub retries_sent: AtomicU64,
     /// Connection attempts refused before any handshake (blocked, handshake cap or rate).
     pub connections_refused: AtomicU64,
-    drops: [AtomicU64; 8],
+    drops: [AtomicU64; DROP_NAMES.len()],
     errors: [AtomicU64; ErrorCode::ALL.len()],
     held: [AtomicU64; HELD_NAMES.len()],
 }
 
-const DROP_NAMES: [&str; 8] = [
+const DROP_NAMES: [&str; 9] = [
     "no_partner",
     "stale_match",
     "malformed",
@@ -229,6 +232,7 @@ const DROP_NAMES: [&str; 8] = [
     "send_failed",
     "before_hello",
     "partner_away",
+    "slow_receiver",
 ];
 
 impl Metrics {

@@ -18,12 +18,37 @@ use std::time::Duration;
 use tokio::time::{timeout, Instant};
 use web_transport_quinn::{RecvStream, SendStream};
 
-/// A connection that has said `Hello`: its streams and what is left in its frame reader.
-pub struct Handoff {
+/// A connection that has said `Hello`, on either transport.
+pub enum Handoff {
+    Quic(QuicHandoff),
+    /// Boxed: an upgraded WebSocket is a few hundred bytes.
+    Ws(Box<super::ws::WsHandoff>),
+}
+
+/// A QUIC connection that has said `Hello`: its streams and what is left in its frame
+/// reader.
+pub struct QuicHandoff {
     pub conn: Connection,
     pub send: SendStream,
     pub recv: RecvStream,
     pub reader: FrameReader,
+}
+
+impl Handoff {
+    pub fn remote_addr(&self) -> std::net::SocketAddr {
+        match self {
+            Handoff::Quic(h) => h.conn.remote_address(),
+            Handoff::Ws(h) => h.addr,
+        }
+    }
+
+    /// Refuses the connection: `fatal` on its control channel, then the close.
+    pub async fn refuse(self, fatal: &Fatal, metrics: &Metrics) {
+        match self {
+            Handoff::Quic(h) => close_with(&h.conn, Some(h.send), fatal, metrics).await,
+            Handoff::Ws(h) => super::ws::close_socket(h.socket, fatal, metrics).await,
+        }
+    }
 }
 
 /// Handles one accepted QUIC connection attempt to the end. `slot` is its place among the
@@ -100,12 +125,12 @@ pub async fn handle_incoming(incoming: quinn::Incoming, shared: Arc<Shared>, slo
         Err(None) => return,
     };
     metrics.hist.handshake_time.record(started.elapsed());
-    let handoff = Handoff {
+    let handoff = Handoff::Quic(QuicHandoff {
         conn,
         send,
         recv,
         reader,
-    };
+    });
     if let Some(token) = hello.resume {
         drop(admission);
         return resume::hand_over(&shared, token, handoff).await;
@@ -114,7 +139,7 @@ pub async fn handle_incoming(incoming: quinn::Incoming, shared: Arc<Shared>, slo
         Ok(admission) => super::run(shared, hello, handoff, admission).await,
         Err(refusal) => {
             metrics.sessions_refused.fetch_add(1, Relaxed);
-            close_with(&handoff.conn, Some(handoff.send), &refusal, &metrics).await;
+            handoff.refuse(&refusal, &metrics).await;
         }
     }
 }

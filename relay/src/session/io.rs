@@ -4,7 +4,8 @@
 
 use super::handshake::{close_session, Handoff};
 use super::state::{Fatal, Input};
-use crate::forward::{forward_media, DatagramCounts, Link, Route};
+use super::ws::{self, MediaQueue, WsStatsProbe, WsWire};
+use crate::forward::{forward_media, DatagramCounts, Forwarder, Link, LinkTx, Route};
 use crate::limits::*;
 use crate::matching::MatchId;
 use crate::metrics::Metrics;
@@ -12,9 +13,11 @@ use crate::peer::Peer;
 use crate::Connection;
 use duet_proto::frame::FrameReader;
 use duet_proto::limits::MAX_CHAT_BYTES;
+use duet_proto::ws::close_code as ws_close_code;
 use duet_proto::*;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
@@ -24,41 +27,128 @@ use web_transport_quinn::{RecvStream, SendStream, SessionError, WebTransportErro
 pub type ReaderInput = Input<Arc<Peer>>;
 
 /// One connection's worth of plumbing. A session has one while its client is connected and
-/// gets a new one when the client resumes on a new connection.
+/// gets a new one when the client resumes on a new connection (on either transport).
 pub struct Attachment {
     pub link: Arc<Link>,
     out: mpsc::Sender<Box<ServerMsg>>,
     writer: JoinHandle<()>,
     pub in_tx: mpsc::Sender<ReaderInput>,
     pub inbox: mpsc::Receiver<ReaderInput>,
+    /// QUIC: the datagram forwarder; WebSocket: the reader (media arrives in messages).
     media: JoinHandle<()>,
-    stats: StatsProbe,
+    wire: Wire,
 }
 
-impl Attachment {
-    pub fn start(h: Handoff, route: Route, metrics: Arc<Metrics>, kbps: u32) -> Self {
-        let (out, out_rx) = mpsc::channel::<Box<ServerMsg>>(CONTROL_OUTBOX);
-        let writer = tokio::spawn(control_writer(h.send, out_rx));
-        let (in_tx, inbox) = mpsc::channel::<ReaderInput>(CONTROL_INBOX);
-        tokio::spawn(control_reader(h.recv, h.reader, in_tx.clone()));
-        let link = Arc::new(Link {
-            conn: h.conn,
-            counts: DatagramCounts::default(),
-        });
-        let media = tokio::spawn(forward_media(link.clone(), route, metrics, kbps));
-        Self {
-            stats: StatsProbe::new(&link.conn),
-            link,
-            out,
-            writer,
-            in_tx,
-            inbox,
-            media,
+/// The transport under an [`Attachment`].
+enum Wire {
+    Quic {
+        conn: Connection,
+        stats: StatsProbe,
+    },
+    Ws {
+        wire: Arc<WsWire>,
+        stats: WsStatsProbe,
+    },
+}
+
+/// An owned handle on the connection for the session's wait: when it ends, and (QUIC)
+/// the chat streams the client opens.
+#[derive(Clone)]
+pub enum ConnWatch {
+    Quic(Connection),
+    Ws(Arc<WsWire>),
+}
+
+impl ConnWatch {
+    /// Resolves when the connection has ended: `true` if the client ended it on purpose.
+    pub async fn closed(&self) -> bool {
+        match self {
+            ConnWatch::Quic(conn) => client_closed(conn, &quinn::Connection::closed(conn).await),
+            ConnWatch::Ws(wire) => wire.closed().await,
         }
     }
 
-    pub fn conn(&self) -> &Connection {
-        &self.link.conn
+    /// The next chat stream the client opens (QUIC); a WebSocket carries chat in its own
+    /// messages, so this never resolves there. `None`: the connection is gone.
+    pub async fn accept_chat(&self) -> Option<RecvStream> {
+        match self {
+            ConnWatch::Quic(conn) => conn.accept_uni().await.ok(),
+            ConnWatch::Ws(_) => std::future::pending().await,
+        }
+    }
+}
+
+impl Attachment {
+    /// Starts the connection's tasks. `idle`: how long a WebSocket may be silent before it
+    /// counts as lost (QUIC has its own idle timeout).
+    pub fn start(
+        h: Handoff,
+        route: Route,
+        metrics: Arc<Metrics>,
+        kbps: u32,
+        idle: Duration,
+    ) -> Self {
+        let (out, out_rx) = mpsc::channel::<Box<ServerMsg>>(CONTROL_OUTBOX);
+        let (in_tx, inbox) = mpsc::channel::<ReaderInput>(CONTROL_INBOX);
+        let forwarder = Forwarder::new(route, metrics, kbps);
+        match h {
+            Handoff::Quic(h) => {
+                let writer = tokio::spawn(control_writer(h.send, out_rx));
+                tokio::spawn(control_reader(h.recv, h.reader, in_tx.clone()));
+                let link = Arc::new(Link {
+                    to: LinkTx::Quic(h.conn.clone()),
+                    counts: DatagramCounts::default(),
+                });
+                let media = tokio::spawn(forward_media(link.clone(), h.conn.clone(), forwarder));
+                Self {
+                    wire: Wire::Quic {
+                        stats: StatsProbe::new(&h.conn),
+                        conn: h.conn,
+                    },
+                    link,
+                    out,
+                    writer,
+                    in_tx,
+                    inbox,
+                    media,
+                }
+            }
+            Handoff::Ws(h) => {
+                let queue = Arc::new(MediaQueue::default());
+                let link = Arc::new(Link {
+                    to: LinkTx::Ws(queue.clone()),
+                    counts: DatagramCounts::default(),
+                });
+                let tasks = ws::start(
+                    h,
+                    link.clone(),
+                    queue,
+                    forwarder,
+                    out_rx,
+                    in_tx.clone(),
+                    idle,
+                );
+                Self {
+                    wire: Wire::Ws {
+                        wire: tasks.wire,
+                        stats: WsStatsProbe::new(),
+                    },
+                    link,
+                    out,
+                    writer: tasks.writer,
+                    in_tx,
+                    inbox,
+                    media: tasks.reader,
+                }
+            }
+        }
+    }
+
+    pub fn watch(&self) -> ConnWatch {
+        match &self.wire {
+            Wire::Quic { conn, .. } => ConnWatch::Quic(conn.clone()),
+            Wire::Ws { wire, .. } => ConnWatch::Ws(wire.clone()),
+        }
     }
 
     /// Queues a message for the control stream. `false`: the queue is full, the client is
@@ -68,18 +158,26 @@ impl Attachment {
     }
 
     /// The relay's view of the connection since the last sample; also adds the datagrams
-    /// quinn sent on it to `datagrams_forwarded`.
+    /// sent on it to `datagrams_forwarded`.
     pub fn sample(&mut self, metrics: &Metrics) -> RelayStats {
-        self.stats.sample(&self.link.conn, metrics)
+        match &mut self.wire {
+            Wire::Quic { conn, stats } => stats.sample(conn, metrics),
+            Wire::Ws { wire, stats } => stats.sample(wire, metrics),
+        }
     }
 
     /// Stops this connection's tasks and closes it: with `fatal`'s code and message (sent
-    /// on the control stream first, then as the WebTransport close), or normally.
+    /// on the control stream first, then as the WebTransport or WebSocket close), or
+    /// normally.
     pub async fn detach(mut self, fatal: Option<Fatal>, metrics: &Metrics) {
         match fatal {
             Some(fatal) => {
                 metrics.error_sent(fatal.code);
-                // The writer sends this last message, finishes the stream and waits for it.
+                if let Wire::Ws { wire, .. } = &self.wire {
+                    wire.close_with(ws_close_code(fatal.code.to_code()), &fatal.message);
+                }
+                // The writer sends this last message, then finishes the stream (QUIC) or
+                // sends the close frame (WebSocket), and waits for it.
                 let _ = self.out.try_send(Box::new(ServerMsg::error(
                     fatal.code,
                     fatal.message.clone(),
@@ -88,17 +186,35 @@ impl Attachment {
                 drop(self.out);
                 let _ = timeout(ERROR_FLUSH_TIMEOUT, &mut self.writer).await;
                 self.writer.abort();
-                close_session(&self.link.conn, fatal.code.to_code(), &fatal.message).await;
+                if let Wire::Quic { conn, .. } = &self.wire {
+                    close_session(conn, fatal.code.to_code(), &fatal.message).await;
+                }
             }
-            None => {
-                self.writer.abort();
-                web_transport_quinn::Session::close(&self.link.conn, 0, b"bye");
-            }
+            None => match &self.wire {
+                Wire::Quic { conn, .. } => {
+                    self.writer.abort();
+                    web_transport_quinn::Session::close(conn, 0, b"bye");
+                }
+                Wire::Ws { .. } => {
+                    // The writer sends a normal close once its queue is closed; it gets a
+                    // bounded while to do so, without holding the session up.
+                    drop(self.out);
+                    let mut writer = self.writer;
+                    tokio::spawn(async move {
+                        if timeout(ERROR_FLUSH_TIMEOUT, &mut writer).await.is_err() {
+                            writer.abort();
+                        }
+                    });
+                }
+            },
         }
         // The media task ends by itself once the connection is closed; abort covers a
         // connection replaced while still up.
         self.media.abort();
-        self.stats.finish(&self.link, metrics);
+        match &mut self.wire {
+            Wire::Quic { stats, .. } => stats.finish(&self.link, metrics),
+            Wire::Ws { wire, stats } => stats.finish(wire, metrics),
+        }
     }
 }
 
@@ -245,11 +361,16 @@ pub struct ChatOut {
 }
 
 impl ChatOut {
-    pub fn start(conn: Connection, match_id: MatchId, metrics: Arc<Metrics>) -> Self {
+    pub fn start(att: &Attachment, match_id: MatchId, metrics: Arc<Metrics>) -> Self {
         let (lines, rx) = mpsc::channel(CHAT_OUTBOX);
         metrics.chat_writers.fetch_add(1, Relaxed);
         let queue = WriterQueue { rx, metrics };
-        let task = tokio::spawn(chat_writer(conn, match_id, queue));
+        let task = match &att.wire {
+            Wire::Quic { conn, .. } => tokio::spawn(chat_writer(conn.clone(), match_id, queue)),
+            Wire::Ws { wire, .. } => {
+                tokio::spawn(ws_chat_writer(wire.chat.clone(), match_id, queue))
+            }
+        };
         Self {
             match_id,
             lines,
@@ -329,6 +450,31 @@ async fn chat_writer(conn: Connection, match_id: MatchId, mut lines: WriterQueue
     let _ = send.finish();
 }
 
+/// The WebSocket's version of [`chat_writer`]: `Open`, then the lines, as chat messages
+/// through the socket's writer.
+async fn ws_chat_writer(
+    out: mpsc::Sender<bytes::Bytes>,
+    match_id: MatchId,
+    mut lines: WriterQueue,
+) {
+    if out
+        .send(ws::chat_message(&ChatFrame::Open { match_id }))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Some(text) = lines.recv().await {
+        if out
+            .send(ws::chat_message(&ChatFrame::Line { text }))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 /// Turns quinn's connection counters into the per-interval figures of `Stats`, and
 /// quinn's datagram counts into the relay's metrics.
 struct StatsProbe {
@@ -383,7 +529,10 @@ impl StatsProbe {
     /// The connection is done: the last datagrams sent, and what quinn's buffers dropped
     /// (queued toward this client and never sent; received from it and never read).
     fn finish(&mut self, link: &Link, metrics: &Metrics) {
-        let s = quinn::Connection::stats(&link.conn);
+        let LinkTx::Quic(conn) = &link.to else {
+            return;
+        };
+        let s = quinn::Connection::stats(conn);
         let sent = s.frame_tx.datagram;
         metrics
             .datagrams_forwarded

@@ -15,6 +15,7 @@ pub mod handshake;
 pub mod io;
 pub mod resume;
 pub mod state;
+pub mod ws;
 
 use crate::admission::{Admission, Admissions};
 use crate::engine::Matchmaker;
@@ -196,15 +197,17 @@ async fn serve(
 ) {
     tracing::debug!(name = %hello.name, "hello");
     let metrics = shared.metrics.clone();
-    let addr = handoff.conn.remote_address();
+    let addr = handoff.remote_addr();
     let (events_tx, mut events) = mpsc::channel::<SessionEvent>(SESSION_EVENTS);
     let (handoff_tx, mut handoffs) = mpsc::channel::<Box<Handoff>>(1);
     let route: Route = Arc::default();
+    let idle = Duration::from_millis(shared.config.idle_timeout_ms);
     let att = Attachment::start(
         handoff,
         route.clone(),
         metrics.clone(),
         shared.config.max_media_kbps,
+        idle,
     );
     let peer = Arc::new(Peer::new(
         id,
@@ -300,6 +303,7 @@ async fn serve(
                     s.route.clone(),
                     metrics.clone(),
                     shared.config.max_media_kbps,
+                    idle,
                 );
                 s.peer.set_link(Some(att.link.clone()));
                 s.att = Some(att);
@@ -385,28 +389,24 @@ impl Session {
         let peer = self.peer.clone();
         match self.att.as_mut() {
             Some(att) => {
-                let conn = att.conn().clone();
+                let conn = att.watch();
                 tokio::select! {
                     input = att.inbox.recv() => match input {
                         Some(i) => Wake::Input(i),
                         // Every reader is gone; the connection's close says why.
-                        None => Wake::ConnClosed(
-                            io::client_closed(&conn, &quinn::Connection::closed(&conn).await)
-                        ),
+                        None => Wake::ConnClosed(conn.closed().await),
                     },
                     event = events.recv() => on_event(&peer, event),
-                    uni = conn.accept_uni() => match uni {
-                        Ok(stream) => Wake::ChatStream(stream),
-                        Err(_) => Wake::Nothing,
+                    uni = conn.accept_chat() => match uni {
+                        Some(stream) => Wake::ChatStream(stream),
+                        None => Wake::Nothing,
                     },
                     _ = stats_tick.tick() => Wake::Input(Input::StatsDue),
                     h = handoffs.recv() => match h {
                         Some(h) => Wake::Handoff(h),
                         None => Wake::Nothing,
                     },
-                    why = quinn::Connection::closed(&conn) => {
-                        Wake::ConnClosed(io::client_closed(&conn, &why))
-                    }
+                    on_purpose = conn.closed() => Wake::ConnClosed(on_purpose),
                     _ = peer.evicted() => Wake::Input(Input::Evicted),
                     f = peer.kicked() => Wake::Input(Input::Kicked(f)),
                     changed = lifecycle.changed() => match changed {
@@ -560,11 +560,7 @@ impl Session {
                         continue;
                     };
                     if self.chat.as_ref().map(|c| c.match_id) != Some(match_id) {
-                        self.chat = Some(ChatOut::start(
-                            att.conn().clone(),
-                            match_id,
-                            metrics.clone(),
-                        ));
+                        self.chat = Some(ChatOut::start(att, match_id, metrics.clone()));
                     }
                     if let Some(chat) = &self.chat {
                         chat.push(text, &metrics);

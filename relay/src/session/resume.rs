@@ -6,7 +6,7 @@
 //! is bounded by the session limit (one token per admitted session, removed when used or
 //! when the session ends).
 
-use super::handshake::{close_with, Handoff};
+use super::handshake::Handoff;
 use super::state::Fatal;
 use super::Shared;
 use duet_proto::{ErrorCode, ResumeToken};
@@ -78,7 +78,7 @@ pub async fn hand_over(shared: &Shared, token: ResumeToken, handoff: Handoff) {
         ErrorCode::BadResumeToken,
         "This call can no longer be resumed (it ended, the wait for you ran out, or the link was already used). Start again to meet someone.",
     );
-    close_with(&refused.conn, Some(refused.send), &fatal, &shared.metrics).await;
+    refused.refuse(&fatal, &shared.metrics).await;
 }
 
 #[cfg(test)]
