@@ -107,6 +107,23 @@ test("the JavaScript limits, error codes and version match duet-proto's", () => 
   assert.equal(proto.errorCodeName(999), "unknown");
 });
 
+test("the WebSocket fallback's path, kinds, close-code base and message cap match duet-proto's", () => {
+  const mine = {
+    WS_PATH: proto.WS_PATH,
+    KIND_MEDIA: proto.WS_KIND_MEDIA,
+    KIND_CONTROL: proto.WS_KIND_CONTROL,
+    KIND_CHAT: proto.WS_KIND_CHAT,
+    CLOSE_CODE_BASE: proto.WS_CLOSE_CODE_BASE,
+    MAX_WS_MESSAGE_BYTES: proto.MAX_WS_MESSAGE_BYTES,
+  };
+  assert.ok(doc.websocket, "vectors.json has no websocket object");
+  // Every constant the file states must be mirrored here (a new one fails this test).
+  for (const key of Object.keys(doc.websocket)) assert.ok(key in mine, `websocket constant ${key} is not mirrored in protocol.js`);
+  assert.deepStrictEqual(mine, doc.websocket);
+  assert.equal(proto.MAX_WS_MESSAGE_BYTES, proto.MAX_FRAME_BYTES + 1);
+  assert.ok(proto.MAX_MEDIA_DATAGRAM_BYTES + 1 <= proto.MAX_WS_MESSAGE_BYTES);
+});
+
 test("the widest valid media header fits MAX_MEDIA_HEADER_BYTES", () => {
   const v = doc.vectors.find((/** @type {any} */ x) => x.name === "media_max");
   // Every u64/u32 at its widest; the u16 fragment fields stop at 256 (2 bytes of the 3 allowed).

@@ -6,8 +6,9 @@
  * (first partner frame, a codec that failed, a problem to tell the person) and, on request,
  * a snapshot of its counters.
  *
- * The worker owns the whole WebTransport session (control stream, chat streams and
- * datagrams), so media keeps flowing while the page's main thread is busy.
+ * The worker owns the whole session with the relay (control, chat and media, over
+ * WebTransport or the WebSocket fallback; `connected` says which), so media keeps flowing
+ * while the page's main thread is busy.
  */
 
 /** @typedef {import("../wire/protocol.js").ClientMsg} ClientMsg */
@@ -35,7 +36,7 @@
  *   | {type: "video", video: ReadableStream<VideoFrame> | null, encoders: import("./video-send.js").EncoderChoice[]}
  *   | {type: "audio", audio: AudioSource | null}
  *   | {type: "stopCapture"}
- *   | {type: "connect", hello: Hello, base: string}
+ *   | {type: "connect", hello: Hello, base: string, webTransport: boolean}
  *   | {type: "send", msg: ClientMsg}
  *   | {type: "chat", id: number, text: string}
  *   | {type: "close", reason: string}
@@ -52,7 +53,7 @@
  * Worker → page.
  * @typedef {{type: "server", msg: ServerMsg}
  *   | {type: "chatLine", matchId: bigint, text: string}
- *   | {type: "connected", maxDatagramSize: number}
+ *   | {type: "connected", maxDatagramSize: number, transport: import("./transport.js").TransportName}
  *   | {type: "connectFailed", message: string}
  *   | {type: "closed", info: import("./session.js").CloseInfo}
  *   | {type: "chatResult", id: number, error: string | null}

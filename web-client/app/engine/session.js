@@ -61,11 +61,13 @@ export class ConnectError extends Error {
   /**
    * @param {string} message
    * @param {"http" | "handshake" | "version"} stage
+   * @param {string} [detail] the short why ("timed out"), for a message that names two attempts
    */
-  constructor(message, stage) {
+  constructor(message, stage, detail) {
     super(message);
     this.name = "ConnectError";
     this.stage = stage;
+    this.detail = detail ?? message;
   }
 }
 
@@ -152,7 +154,11 @@ export function describeErrorCode(code) {
   }
 }
 
-/** One session with the relay. Create, `connect()`, and use until `onClosed` fires. */
+/**
+ * One WebTransport session with the relay. Create, `connect()` (or `open()` then
+ * `start()`), and use until `onClosed` fires. engine/ws-session.js is the same interface
+ * over a WebSocket.
+ */
 export class RelaySession {
   /**
    * @param {object} handlers
@@ -184,17 +190,21 @@ export class RelaySession {
     this.datagramsInFlight = 0;
     this.datagramsSent = 0;
     this.url = "";
+    /** Which transport this is (the page says when it is not this one). @type {"webtransport"} */
+    this.transport = "webtransport";
+    /** The control stream `open` opened, until `start` writes `Hello` on it. @type {WebTransportBidirectionalStream | null} */
+    this.controlStream = null;
   }
 
   /**
-   * Finds the relay from the page's own origin, opens the session and the control stream,
-   * and sends `Hello`. Resolves once `Hello` is written; the relay's answers arrive
-   * through `onMessage`.
-   * @param {import("../wire/protocol.js").Hello} hello
+   * Finds the relay from the page's own origin and opens the session and the control
+   * stream, without sending anything on it: the transport race (transport.js) opens this
+   * and a WebSocket at once, and only the winner is `start`ed. Resolves once the control
+   * stream is open.
    * @param {URL} base the page's URL
    * @throws {ConnectError}
    */
-  async connect(hello, base) {
+  async open(base) {
     const config = await fetchConfig(base);
     const hash = await fetchCertificateHash(base, config);
     // Closed while the configuration was fetched (the person pressed Stop): open nothing.
@@ -236,6 +246,7 @@ export class RelaySession {
         `Could not reach the relay at ${this.url} (${describe(e)}). The relay may be down, the network may block UDP, ` +
           `or the browser refused the relay's certificate.`,
         "handshake",
+        describe(e),
       );
     } finally {
       clearTimeout(timer);
@@ -263,6 +274,20 @@ export class RelaySession {
       throw new ConnectError(`Could not open the control stream (${describe(e)}).`, "handshake");
     }
     if (this.closed) throw new ConnectError("The connection was cancelled.", "handshake");
+    this.controlStream = stream;
+  }
+
+  /**
+   * Sends `Hello` on the control stream `open` opened and starts reading the relay's
+   * control messages, chat streams and datagrams; the answers arrive through `onMessage`.
+   * @param {import("../wire/protocol.js").Hello} hello
+   * @throws {ConnectError} when the session was closed (or never opened)
+   */
+  start(hello) {
+    const wt = this.wt;
+    const stream = this.controlStream;
+    if (this.closed || !wt || !stream) throw new ConnectError("The connection was cancelled.", "handshake");
+    this.controlStream = null;
     this.control = stream.writable.getWriter();
     this.send({ type: "Hello", ...hello });
 
@@ -278,6 +303,18 @@ export class RelaySession {
       },
       (e) => this.shutdown({ reason: `The connection to the relay was lost (${describe(e)}).`, code: this.fatal?.code ?? null, byUs: false }),
     );
+  }
+
+  /**
+   * `open` and `start` in one: finds the relay, opens the session and sends `Hello`.
+   * Resolves once `Hello` is written.
+   * @param {import("../wire/protocol.js").Hello} hello
+   * @param {URL} base the page's URL
+   * @throws {ConnectError}
+   */
+  async connect(hello, base) {
+    await this.open(base);
+    this.start(hello);
   }
 
   /**

@@ -1,8 +1,9 @@
 // @ts-check
 /**
- * @file The media engine: a dedicated worker that owns the WebTransport session (control,
- * chat and datagrams), the encoders, decoders, reassembly and the partner's canvas. The
- * page keeps the interface; the two talk through the small messages of messages.js.
+ * @file The media engine: a dedicated worker that owns the session with the relay (control,
+ * chat and datagrams, over WebTransport or its WebSocket fallback: transport.js), the
+ * encoders, decoders, reassembly and the partner's canvas. The page keeps the interface;
+ * the two talk through the small messages of messages.js.
  *
  * The worker follows pairings from the control messages it carries itself, so a new
  * partner's media starts without a round trip through the page: on `Matched` it numbers
@@ -13,7 +14,8 @@
  * shown. Each step after Next is timed in epoch milliseconds (the `timeline`).
  */
 
-import { RelaySession, describe } from "./session.js";
+import { describe } from "./session.js";
+import { connectRelay } from "./transport.js";
 import { VideoSender } from "./video-send.js";
 import { VideoReceiver } from "./video-receive.js";
 import { AudioSender } from "./audio-send.js";
@@ -60,8 +62,10 @@ const scope = globalThis;
  */
 
 const engine = {
-  /** @type {RelaySession | null} */
+  /** @type {import("./transport.js").Session | null} */
   session: null,
+  /** The connection being made (Stop cancels it), or the one open; its handlers alone reach the engine. @type {AbortController | null} */
+  attempt: null,
   /** @type {bigint | null} the pairing media belongs to */
   matchId: null,
   /** @type {VideoSender | null} */
@@ -348,37 +352,66 @@ function drainVideo() {
 
 // ---------------------------------------------------------------- session
 
-/** @param {import("../wire/protocol.js").Hello} hello @param {string} base */
-async function connect(hello, base) {
-  engine.session?.close("reconnecting");
-  const session = new RelaySession({
-    onMessage: (m) => {
-      if (engine.session === session) onServerMsg(m);
-    },
-    onChatLine: (matchId, text) => {
-      if (engine.session === session && matchId === engine.matchId) post({ type: "chatLine", matchId, text });
-    },
-    onDatagram: (d) => {
-      if (engine.session === session) onDatagram(d);
-    },
-    onClosed: (info) => {
-      if (engine.session !== session) return;
-      engine.session = null;
-      post({ type: "closed", info });
-    },
-  });
-  engine.session = session;
+/**
+ * Opens a session (a resume too) over whichever transport comes up (transport.js).
+ * @param {import("../wire/protocol.js").Hello} hello @param {string} base
+ * @param {boolean} webTransport false: the page says WebSocket only
+ */
+async function connect(hello, base, webTransport) {
+  disconnect("reconnecting");
+  const attempt = new AbortController();
+  engine.attempt = attempt;
+  const ours = () => engine.attempt === attempt;
   try {
-    await session.connect(hello, new URL(base));
-    if (engine.session === session) {
-      // A resume keeps the pairing: chat streams for it are accepted again at once.
-      if (engine.matchId !== null) session.setMatch(engine.matchId);
-      post({ type: "connected", maxDatagramSize: session.maxDatagramSize });
+    const session = await connectRelay(
+      {
+        onMessage: (m) => {
+          if (ours()) onServerMsg(m);
+        },
+        onChatLine: (matchId, text) => {
+          if (ours() && matchId === engine.matchId) post({ type: "chatLine", matchId, text });
+        },
+        onDatagram: (d) => {
+          if (ours()) onDatagram(d);
+        },
+        onClosed: (info) => {
+          if (!ours()) return;
+          engine.attempt = null;
+          engine.session = null;
+          post({ type: "closed", info });
+        },
+      },
+      hello,
+      new URL(base),
+      { signal: attempt.signal, webTransport },
+    );
+    if (!ours()) {
+      session.close("cancelled");
+      return;
     }
+    engine.session = session;
+    // A resume keeps the pairing: chat for it is accepted again at once.
+    if (engine.matchId !== null) session.setMatch(engine.matchId);
+    post({ type: "connected", maxDatagramSize: session.maxDatagramSize, transport: session.transport });
   } catch (e) {
-    if (engine.session === session) engine.session = null;
+    // A connection cancelled by Stop or by a newer one is nobody's failure.
+    if (!ours()) return;
+    engine.attempt = null;
     post({ type: "connectFailed", message: describe(e) });
   }
+}
+
+/**
+ * Ends the session, or cancels the connection being made (nothing is sent then).
+ * @param {string} reason
+ */
+function disconnect(reason) {
+  const session = engine.session;
+  engine.attempt?.abort(reason);
+  // The session's `onClosed` still reaches the page (it says `byUs`), as it always has.
+  session?.close(reason);
+  engine.attempt = null;
+  engine.session = null;
 }
 
 /** @param {import("../wire/protocol.js").ClientMsg} msg */
@@ -440,6 +473,8 @@ function snapshot() {
   const vs = engine.videoSender;
   return {
     matchId: engine.matchId?.toString() ?? null,
+    /** "webtransport", "websocket", or null when no session is open. */
+    transport: engine.session?.transport ?? null,
     send: {
       codec: vs?.choice?.codec ?? null,
       bitrateKbps: engine.bitrate.target,
@@ -505,7 +540,7 @@ function onCommand(msg) {
       stopCapture();
       break;
     case "connect":
-      void connect(msg.hello, msg.base);
+      void connect(msg.hello, msg.base, msg.webTransport);
       break;
     case "send":
       sendControl(msg.msg);
@@ -523,8 +558,7 @@ function onCommand(msg) {
       break;
     }
     case "close":
-      engine.session?.close(msg.reason);
-      engine.session = null;
+      disconnect(msg.reason);
       break;
     case "unpair":
       // Stale when the worker is already in a newer pairing than the page was leaving.

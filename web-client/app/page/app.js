@@ -12,10 +12,12 @@
  * token first, so a short network blip keeps the same partner.
  *
  * The relay's control messages drive the phases; the page never guesses a pairing. The
- * media, and the WebTransport session itself, live in a worker (engine/worker.js, reached
+ * media, and the session with the relay itself, live in a worker (engine/worker.js, reached
  * through engine.js): this thread never touches a frame, so a busy page does not stall the
- * call. `window.duet.snapshot()` (a promise) exposes counters and timings for the browser
- * tests and for anyone debugging a call.
+ * call. The session runs over WebTransport, or over a WebSocket where that cannot connect
+ * (engine/transport.js); the call screen says when it is the WebSocket.
+ * `window.duet.snapshot()` (a promise) exposes counters and timings for the browser tests
+ * and for anyone debugging a call.
  */
 
 import { ERROR_CODES, MAX_INTERESTS, PROTOCOL_VERSION, REPORT_REASONS, helloProblem } from "../wire/protocol.js";
@@ -27,7 +29,7 @@ import { encoderChoices, probeCodecs, rememberFailed } from "./codecs.js";
 import { outputLevel, startPlayout } from "./audio-out.js";
 import { Engine } from "./engine.js";
 import { state, ui } from "./state.js";
-import { elapsedText, keepFocus, mediaProblem, overlay, renderQuality, setPhase, setStatus, setToggle, show, showError, startNote } from "./view.js";
+import { elapsedText, keepFocus, mediaProblem, overlay, renderQuality, renderTransport, setPhase, setStatus, setToggle, show, showError, startNote } from "./view.js";
 import { fillPickers, setCamera, setMic, wireDevices } from "./devices.js";
 import { applyPartnerSound, wireControls } from "./controls.js";
 import { chatLine, onChatInput, onSendChat } from "./chat.js";
@@ -168,6 +170,8 @@ function onEngineMessage(msg) {
       break;
     case "connected":
       state.connected = true;
+      state.transport = msg.transport;
+      renderTransport();
       // When a partner leaves, stay with the last chat for a moment (pairing.js) instead of
       // being re-queued by the relay at once.
       send({ type: "RequeueWhenLeft", on: false });
@@ -178,6 +182,8 @@ function onEngineMessage(msg) {
       break;
     case "closed":
       state.connected = false;
+      state.transport = null;
+      renderTransport();
       onClosed(msg.info);
       break;
     case "partnerVideo":
@@ -237,7 +243,15 @@ function connect(resume) {
   };
   state.connected = false;
   if (!resume) setPhase("connecting");
-  ensureEngine().post({ type: "connect", hello, base: location.href });
+  ensureEngine().post({ type: "connect", hello, base: location.href, webTransport: webTransportWanted() });
+}
+
+/**
+ * Whether the worker may try WebTransport: the page's browser has it, and the person did
+ * not open the page with `?transport=websocket` (for a network where UDP works badly).
+ */
+function webTransportWanted() {
+  return typeof WebTransport === "function" && new URL(location.href).searchParams.get("transport") !== "websocket";
 }
 
 /** @param {string} message why the session could not be opened */
@@ -456,6 +470,8 @@ async function snapshot() {
   return {
     phase: state.phase,
     status: ui.status.textContent,
+    /** "webtransport", "websocket", or null while no session is open. */
+    transport: state.transport,
     partnerName: state.phase === "paired" ? state.partnerName : null,
     matchId: state.matchId?.toString() ?? null,
     engineMatchId: m?.matchId ?? null,
@@ -498,17 +514,31 @@ function inspectFrames(on) {
 }
 
 /**
- * What this browser lacks for Duet, for a person (null: it has everything). Without
- * WebTransport there is no connection at all; without WebCodecs no video or sound (text
- * would still work, so only WebTransport blocks Start).
- * @returns {{blocking: boolean, text: string} | null}
+ * What this browser lacks for Duet, for a person (null: it has everything), and what it
+ * therefore cannot start. Without WebTransport the session runs over the WebSocket
+ * fallback (slower to recover from loss, but it works); without WebCodecs there is no video
+ * or sound, so only Text only; without WebSocket (no browser that runs this page) nothing.
+ * @returns {{cannot: {start: boolean, textOnly: boolean}, text: string} | null}
  */
 function browserProblem() {
-  const browsers = "Duet works in recent Chrome, Edge and Firefox, and in Safari 26.4 or later.";
-  if (typeof WebTransport !== "function") return { blocking: true, text: `This browser cannot connect to Duet (it has no WebTransport). ${browsers}` };
-  if (typeof VideoEncoder !== "function" || typeof AudioDecoder !== "function") {
-    return { blocking: false, text: `This browser has no WebCodecs, so you can only chat by text here. ${browsers}` };
+  const browsers = "Duet works best in recent Chrome, Edge and Firefox, and in Safari 26.4 or later.";
+  if (typeof WebTransport !== "function" && typeof WebSocket !== "function") {
+    return { cannot: { start: true, textOnly: true }, text: `This browser cannot connect to Duet (it has neither WebTransport nor WebSocket). ${browsers}` };
   }
+  const noCodecs = typeof VideoEncoder !== "function" || typeof AudioDecoder !== "function";
+  const overWebSocket = !webTransportWanted();
+  const fallback = "Duet will connect over WebSocket (TCP), so calls may lag more than usual";
+  if (noCodecs && overWebSocket) {
+    return {
+      cannot: { start: true, textOnly: false },
+      text: `This browser has no WebCodecs, so you can only chat by text here, and no WebTransport: ${fallback}. ${browsers}`,
+    };
+  }
+  if (noCodecs) return { cannot: { start: true, textOnly: false }, text: `This browser has no WebCodecs, so you can only chat by text here. ${browsers}` };
+  if (overWebSocket && typeof WebTransport === "function") {
+    return { cannot: { start: false, textOnly: false }, text: `This page was opened with ?transport=websocket: ${fallback}.` };
+  }
+  if (overWebSocket) return { cannot: { start: false, textOnly: false }, text: `This browser has no WebTransport: ${fallback}. ${browsers}` };
   return null;
 }
 
@@ -579,7 +609,7 @@ function init() {
   setInterval(() => void everySecond(), REPORT_INTERVAL_MS);
   window.duet = { snapshot, clearLatencies, inspectFrames, audioLevel };
   const problem = browserProblem();
-  if (problem) state.cannot = { start: true, textOnly: problem.blocking };
+  if (problem) state.cannot = problem.cannot;
   setPhase("start");
   if (problem) startNote(problem.text);
   renderQuality();

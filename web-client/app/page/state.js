@@ -52,6 +52,7 @@ export const ui = {
   status: /** @type {HTMLElement} */ ($("status")),
   statusTimer: /** @type {HTMLElement} */ ($("status-timer")),
   mediaNote: /** @type {HTMLElement} */ ($("media-note")),
+  transportNote: /** @type {HTMLElement} */ ($("transport-note")),
   next: /** @type {HTMLButtonElement} */ ($("next")),
   stop: /** @type {HTMLButtonElement} */ ($("stop")),
   camera: /** @type {HTMLButtonElement} */ ($("camera")),
@@ -97,7 +98,7 @@ export const state = {
   reportedMatch: null,
   /** @type {import("./capture.js").Capture | null} */
   capture: null,
-  /** What this browser cannot do at all (no WebTransport: neither; no WebCodecs: no video call). */
+  /** What this browser cannot do at all (no WebSocket: neither; no WebCodecs: no video call). */
   cannot: { start: false, textOnly: false },
   /** Started with "Text only": no camera or microphone asked, no video either way. */
   textOnly: false,
@@ -131,6 +132,8 @@ export const state = {
   engine: null,
   /** The worker's session is open. */
   connected: false,
+  /** What the open session runs over (null: none open). @type {import("../engine/transport.js").TransportName | null} */
+  transport: null,
   lastPartnerFrameAt: 0,
   partnerReconnecting: false,
   /** @type {any} the worker's last snapshot, for the quality panel */

@@ -2,8 +2,9 @@
 /**
  * @file What the page shows for its state: the screen of each phase, the status line and
  * its timer, the overlay on the partner's video, the first screen's note, the error screen,
- * the connection-quality panel, media notes, the on/off toggles, and where focus goes when
- * the control that had it goes away.
+ * the connection-quality panel, media notes, the line saying the call runs over the
+ * WebSocket fallback, the on/off toggles, and where focus goes when the control that had it
+ * goes away.
  */
 
 import { classifyQuality } from "../wire/quality.js";
@@ -133,6 +134,17 @@ export function renderStatus() {
 export function overlay(text) {
   show(ui.overlay, text !== null);
   if (text !== null) ui.overlayText.textContent = text;
+}
+
+/** What the call screen says while the session runs over the WebSocket fallback. */
+export const WEBSOCKET_NOTE =
+  "Connected over WebSocket (TCP): this network blocks UDP or this browser has no WebTransport, so the call may lag more than usual.";
+
+/** The transport line: shown while the session runs over the WebSocket, hidden otherwise. */
+export function renderTransport() {
+  const on = state.transport === "websocket";
+  ui.transportNote.textContent = on ? WEBSOCKET_NOTE : "";
+  show(ui.transportNote, on);
 }
 
 /** @param {string} text shown on the first screen */

@@ -21,6 +21,21 @@ export const PROTOCOL_VERSION = 2;
 /** The WebTransport path on the relay's QUIC port. */
 export const SESSION_PATH = "/chat";
 
+// The WebSocket fallback (shared/src/ws.rs): the same messages, one binary WebSocket
+// message each, a kind byte and then the body.
+/** The WebSocket path on the relay's HTTP(S) port, the page's own origin. */
+export const WS_PATH = "/ws";
+/** Body: a media datagram exactly as WebTransport carries it. */
+export const WS_KIND_MEDIA = 0;
+/** Body: one postcard `ClientMsg` / `ServerMsg`, without the control stream's length prefix. */
+export const WS_KIND_CONTROL = 1;
+/** Body: one postcard `ChatFrame`; a `Line` belongs to the last `Open`. */
+export const WS_KIND_CHAT = 2;
+/** The relay closes with this plus its error code (4006: server_full). */
+export const WS_CLOSE_CODE_BASE = 4000;
+/** Largest WebSocket message either side accepts: a frame at MAX_FRAME_BYTES and the kind byte. */
+export const MAX_WS_MESSAGE_BYTES = 4097;
+
 // The limits of shared/src/limits.rs (the tests compare them with vectors.json).
 export const MAX_FRAME_BYTES = 4096;
 export const MAX_NAME_BYTES = 64;
