@@ -409,19 +409,21 @@ describe("the app, as a person uses it", () => {
     });
   });
 
-  test("a browser that cannot run Duet is told which browsers can, and cannot press Start", async () => {
+  test("a browser without WebCodecs is told it can only chat by text and which browsers run Duet; Start is off, Text only works", async () => {
     await withRelay(async (relay, people) => {
       const old = await join(people, relay.url, "Old", {
         beforeLoad: (page) =>
           page.addInitScript(() => {
-            // @ts-ignore: a browser without WebTransport
-            delete window.WebTransport;
+            // @ts-ignore: a browser without WebCodecs' video encoder
+            delete window.VideoEncoder;
           }),
       });
-      await old.page.getByText(/cannot connect to Duet \(it has no WebTransport\).*recent Chrome, Edge and Firefox/).waitFor({ state: "visible" });
+      await old.page.getByText(/no WebCodecs, so you can only chat by text here.*recent Chrome, Edge and Firefox/).waitFor({ state: "visible" });
       assert.equal(await old.button("Start").isDisabled(), true);
-      assert.equal(await old.button("Text only").isDisabled(), true);
-      assert.equal((await relay.status()).sessions_opened, 0);
+      assert.equal(await old.button("Text only").isDisabled(), false);
+      await old.start("", "Text only");
+      await old.until((s) => s.phase === "waiting", "Old waiting, by text");
+      assert.equal((await relay.status()).sessions, 1);
     });
   });
 
