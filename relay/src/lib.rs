@@ -347,6 +347,7 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
                     reason: e.to_string(),
                 })?;
             https_config = Some(tls.clone());
+            session::ws::tune_tcp(socket2::SockRef::from(&listener));
             let std_listener = listener
                 .into_std()
                 .map_err(|e| tcp_err("HTTPS (TCP)", config.http_addr, e))?;
@@ -370,7 +371,7 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
             let mut stopped = stopped.clone();
             tasks.push(tokio::spawn(async move {
                 let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                    session::ws::tune_tcp(tcp);
+                    session::ws::tune_tcp(socket2::SockRef::from(&*tcp));
                 });
                 let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                     let _ = stopped.changed().await;

@@ -2,7 +2,7 @@
 //! browsers need: the fingerprint it serves is the one QUIC presents, and rotating it keeps
 //! every open session. A real certificate from PEM files serves HTTPS and QUIC, and
 //! replacing the files (noticed by polling, or on SIGHUP) moves both to the new one while
-//! calls go on.
+//! calls go on; the WebSocket fallback is then `wss:` on the same port.
 
 use duet_client::call::{self, CallOptions};
 use duet_client::{connect_raw, Client};
@@ -380,4 +380,73 @@ async fn new_pem_files_are_picked_up_with_a_call_live() {
 #[tokio::test]
 async fn a_reload_like_sighup_moves_https_and_quic_with_a_call_live() {
     reload_with_a_call_live(Trigger::Reload).await;
+}
+
+/// With a real certificate the WebSocket fallback is `wss:` on the HTTPS port: a client
+/// that trusts the certificate upgrades, says Hello and is welcomed.
+#[tokio::test]
+async fn a_real_certificate_serves_the_websocket_fallback_over_tls() {
+    use duet_proto::{ClientMsg, Hello, ServerMsg, PROTOCOL_VERSION};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (cert, key) = localhost_certificate();
+    let files = PemFiles::new("wss");
+    files.write(&cert, &key);
+    let relay = TestRelay::start(files.config()).await;
+    let addr = relay.relay.http_addr;
+
+    let mut store = rustls::RootCertStore::empty();
+    store.add(cert.der().clone()).expect("root");
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let tcp = within("TCP", tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("tcp");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let stream = within("TLS", connector.connect(name, tcp))
+        .await
+        .expect("TLS handshake");
+    let url = format!("wss://localhost:{}{}", addr.port(), duet_proto::ws::WS_PATH);
+    let (mut ws, _) = within("upgrade", tokio_tungstenite::client_async(url, stream))
+        .await
+        .expect("the WebSocket upgrade over TLS");
+
+    let hello = ClientMsg::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        name: "Secure".into(),
+        interests: vec![],
+        resume: None,
+        visitor: None,
+        media: duet_client::native_caps(),
+    });
+    let mut m = vec![duet_proto::ws::KIND_CONTROL];
+    m.extend_from_slice(&hello.encode());
+    ws.send(Message::binary(m)).await.expect("send Hello");
+    let welcome = within("Welcome", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b)))
+                    if b.first() == Some(&duet_proto::ws::KIND_CONTROL) =>
+                {
+                    if let Ok(ServerMsg::Welcome(w)) = ServerMsg::decode(&b[1..]) {
+                        break w;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the WebSocket ended before Welcome: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(!welcome.resumed);
+    https_status_until(addr, &[&cert], "one session over wss", |s| {
+        s["sessions"] == 1
+    })
+    .await;
 }

@@ -61,12 +61,14 @@ const MAX_CLOSE_REASON: usize = 123;
 /// bounded only by the path's window, so this caps delay, not throughput.
 const TCP_UNSENT_BYTES: u32 = 16 * 1024;
 
-/// Sets up an accepted HTTP connection for the WebSocket fallback: no Nagle delay (small
-/// media and control messages must leave at once) and a small unsent-bytes limit.
-pub fn tune_tcp(tcp: &tokio::net::TcpStream) {
-    let _ = tcp.set_nodelay(true);
+/// Sets up an HTTP connection for the WebSocket fallback: no Nagle delay (small media and
+/// control messages must leave at once) and a small unsent-bytes limit. Set on a listening
+/// socket, Linux passes both on to every connection it accepts (how the HTTPS side, whose
+/// accept loop is axum-server's, gets them).
+pub fn tune_tcp(socket: socket2::SockRef<'_>) {
+    let _ = socket.set_tcp_nodelay(true);
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    let _ = socket2::SockRef::from(tcp).set_tcp_notsent_lowat(TCP_UNSENT_BYTES);
+    let _ = socket.set_tcp_notsent_lowat(TCP_UNSENT_BYTES);
 }
 
 /// What the upgrade handler needs: the relay's sessions and the tracker that lets a drain
