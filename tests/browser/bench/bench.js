@@ -377,6 +377,59 @@ async function runDuet(relayUrl, quicPort, cpuRoots) {
 }
 
 /**
+ * The WebSocket fallback beside WebTransport, on the same machine in the same run: A opens
+ * the page with `?transport=websocket` (as on a network that blocks UDP), B as usual; they
+ * pair and the window is measured both ways. Compared in the report with the first Duet
+ * call (both on WebTransport).
+ * @param {string} relayUrl @param {Record<string, number[]>} cpuRoots
+ */
+async function runFallback(relayUrl, cpuRoots) {
+  const A = await openPage(`${relayUrl}?transport=websocket`, "A");
+  const B = await openPage(relayUrl, "B");
+  try {
+    for (const p of [A, B]) {
+      await p.page.fill("#name", p.name);
+      await p.page.check("#adult");
+      await p.page.evaluate(() => /** @type {any} */ (window).__bench.watch("#partner-video"));
+    }
+    await A.page.click("#start");
+    await A.page.waitForFunction(() => document.body.dataset.phase === "waiting", null, { timeout: START_MS, polling: 20 });
+    const t0 = await pageNow(B);
+    await B.page.click("#start");
+    const [ab, ba] = await Promise.all([firstFrame(B, A, t0), firstFrame(A, B, t0)]);
+    const transports = await Promise.all([A, B].map((p) => p.page.evaluate(async () => (await /** @type {any} */ (window).duet.snapshot()).transport)));
+    if (transports[0] !== "websocket" || transports[1] !== "webtransport") notes.push(`the fallback call ran on ${transports.join(" and ")}, not websocket and webtransport`);
+    const measured = await measure(A, B, cpuRoots);
+    return { transports: { A: transports[0], B: transports[1] }, firstFrameMs: { "A→B": ab, "B→A": ba }, ...measured, pageProblems: [A, B].flatMap((p) => p.problems.map((x) => `${p.name}: ${x}`)) };
+  } finally {
+    for (const p of [A, B]) await p.close().catch(() => {});
+  }
+}
+
+/**
+ * The fallback call against the first Duet call of the same run.
+ * @param {any} webTransport the clean Duet result @param {any} fallback runFallback's result
+ */
+function fallbackReport(webTransport, fallback) {
+  /** @type {{label: string, webrtc?: number | null, duet?: number | null, digits?: number}[]} */
+  const rows = [];
+  for (const dir of ["A→B", "B→A"]) {
+    const a = webTransport.first[dir];
+    const b = fallback[dir];
+    rows.push({ label: dir === "A→B" ? "A→B (A sends over the WebSocket)" : "B→A (A receives over the WebSocket)" });
+    rows.push({ label: `  ${dir} time to first frame, ms`, webrtc: webTransport.first.firstFrameMs[dir], duet: fallback.firstFrameMs[dir], digits: 0 });
+    rows.push({ label: `  ${dir} capture→screen p50, ms`, webrtc: a.p50, duet: b.p50 });
+    rows.push({ label: `  ${dir} capture→screen p95, ms`, webrtc: a.p95, duet: b.p95 });
+    rows.push({ label: `  ${dir} capture→screen max, ms`, webrtc: a.max, duet: b.max });
+    rows.push({ label: `  ${dir} frames shown per second`, webrtc: a.fps, duet: b.fps });
+    rows.push({ label: `  ${dir} shown that the sender never drew`, webrtc: a.neverDrawn, duet: b.neverDrawn, digits: 0 });
+  }
+  rows.push({ label: "browser CPU, % of one core", webrtc: webTransport.first.cpuPercentOfOneCore.browser, duet: fallback.cpuPercentOfOneCore.browser });
+  rows.push({ label: "relay CPU, % of one core", webrtc: webTransport.first.cpuPercentOfOneCore.relay, duet: fallback.cpuPercentOfOneCore.relay });
+  return table(`The WebSocket fallback: A on WebSocket (?transport=websocket), B on WebTransport, loopback, ${opts.seconds} s, against the first Duet call above (both on WebTransport; C waiting there, nobody here)`, rows, ["both WT", "A on WS"]);
+}
+
+/**
  * What each step after A's Next cost, in ms from the click, from both pages' timelines
  * (`window.duet.snapshot().timeline`, on the page clock the click was read from).
  * @param {number} click @param {any} a A's snapshot @param {any} c C's snapshot
@@ -492,13 +545,21 @@ async function main() {
     const t = report(title, webrtc, duet, !!profile);
     console.log(`\n${t}\n`);
     text.push(t);
+    if (!profile) {
+      console.error("bench-browser: clean: Duet with one page on the WebSocket fallback");
+      const fallback = await runFallback(relay.url, roots());
+      results.fallback = fallback;
+      const f = fallbackReport(duet, fallback);
+      console.log(`\n${f}\n`);
+      text.push(f);
+    }
   }
   const goals = targets(results.conditions.clean, results.conditions.impaired);
   results.targets = goals;
   const goalText = targetTable(goals);
   console.log(`${goalText}\n`);
   text.push(goalText);
-  const problems = Object.values(results.conditions).flatMap((c) => [...c.webrtc.pageProblems, ...c.duet.pageProblems]);
+  const problems = [...Object.values(results.conditions).flatMap((c) => [...c.webrtc.pageProblems, ...c.duet.pageProblems]), ...(results.fallback?.pageProblems ?? [])];
   // The same message from several pages (or many times) is one note, with who said it.
   const byText = new Map();
   for (const line of problems) {

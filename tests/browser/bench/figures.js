@@ -90,21 +90,25 @@ export function ratio(duet, webrtc) {
 }
 
 /**
- * One table: rows are figures, columns WebRTC, Duet and Duet ÷ WebRTC.
+ * One table: rows are figures, columns WebRTC, Duet and Duet ÷ WebRTC (or other names for
+ * the two systems compared: `webrtc` is the first column, `duet` the second).
  * @param {string} title
  * @param {{label: string, webrtc?: number | null, duet?: number | null, digits?: number}[]} rows a row with neither value is a heading
+ * @param {[string, string]} [names] the two columns' headings
  */
-export function table(title, rows) {
+export function table(title, rows, names = ["WebRTC", "Duet"]) {
   const w0 = Math.max(44, ...rows.map((r) => r.label.length + 2));
   const col = (/** @type {string} */ s, n = 10) => s.padStart(n);
-  const lines = [title, `${"".padEnd(w0)}${col("WebRTC")}${col("Duet")}${col("Duet÷WebRTC", 13)}`];
+  const [first, second] = names;
+  const width = Math.max(10, first.length + 2, second.length + 2);
+  const lines = [title, `${"".padEnd(w0)}${col(first, width)}${col(second, width)}${col(`${second}÷${first}`, Math.max(13, first.length + second.length + 3))}`];
   for (const r of rows) {
     if (r.webrtc === undefined && r.duet === undefined) {
       lines.push(r.label);
       continue;
     }
     const q = ratio(r.duet, r.webrtc);
-    lines.push(`${r.label.padEnd(w0)}${col(fmt(r.webrtc, r.digits))}${col(fmt(r.duet, r.digits))}${col(q === null ? "–" : q.toFixed(2), 13)}`);
+    lines.push(`${r.label.padEnd(w0)}${col(fmt(r.webrtc, r.digits), width)}${col(fmt(r.duet, r.digits), width)}${col(q === null ? "–" : q.toFixed(2), Math.max(13, first.length + second.length + 3))}`);
   }
   return lines.join("\n");
 }
