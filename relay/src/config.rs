@@ -103,6 +103,11 @@ pub struct Config {
     #[arg(long, env = "DUET_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
 
+    /// Serve no WebSocket fallback (`/ws` answers 404): WebTransport only, for a relay
+    /// behind a proxy that cannot pass WebSockets, or an operator who wants UDP only.
+    #[arg(long, env = "DUET_NO_WEBSOCKET", default_value_t = false)]
+    pub no_websocket: bool,
+
     /// Time a new connection has to send `Hello`, in milliseconds.
     #[arg(long, env = "DUET_HELLO_TIMEOUT_MS", default_value_t = 5_000)]
     pub hello_timeout_ms: u64,

@@ -322,16 +322,18 @@ pub async fn start(config: Config) -> Result<RelayHandle, RelayError> {
         shared: shared.clone(),
         tracker: sessions.clone(),
     };
-    let app = http::router(state)
-        .merge(
+    let mut app = http::router(state);
+    if !config.no_websocket {
+        app = app.merge(
             axum::Router::new()
                 .route(
                     duet_proto::ws::WS_PATH,
                     axum::routing::get(session::ws::upgrade),
                 )
                 .with_state(ws_entry),
-        )
-        .into_make_service_with_connect_info::<SocketAddr>();
+        );
+    }
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let mut https_config = None;
     match (&config.cert, &config.key) {
         // With a real certificate the page is served over HTTPS too: a browser on another

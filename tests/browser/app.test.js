@@ -429,56 +429,63 @@ describe("the app, as a person uses it", () => {
 
   test("every screen, desktop and phone, light and dark: no serious or critical accessibility problems (axe-core), and a screenshot of each", async () => {
     await withRelay(async (relay, people) => {
-      /** @type {string[]} */
-      const problems = [];
-      /** @param {Person} p @param {string} name */
-      const check = async (p, name) => {
-        problems.push(...(await screenAndAxe(p.page, name)));
-      };
-      for (const [label, viewport, isMobile] of /** @type {const} */ ([
-        ["desktop", DESKTOP, false],
-        ["phone", PHONE, true],
-      ])) {
-        for (const scheme of /** @type {const} */ (["dark", "light"])) {
-          const tag = `${label}-${scheme}`;
-          const emulate = (/** @type {import("playwright-core").Page} */ page) => page.emulateMedia({ colorScheme: scheme });
-          const a = await join(people, relay.url, `Ana-${tag}`, { viewport, isMobile, beforeLoad: emulate });
-          await a.page.getByText(/online now|Nobody is online/).waitFor();
-          await check(a, `ui-start-${tag}`);
-          await a.start("photography");
-          await a.until((s) => s.phase === "waiting", "waiting");
-          await check(a, `ui-waiting-${tag}`);
-          const b = await join(people, relay.url, `Sam-${tag}`, { viewport, isMobile, beforeLoad: emulate });
-          await b.start("photography");
-          await expectPaired(a, b);
-          await a.page.getByLabel("Message", { exact: true }).fill("Hi Sam!");
-          await a.button("Send").click();
-          await b.page.getByRole("log").getByText("Hi Sam!").waitFor();
-          await a.until((s) => s.receive.video.framesDecoded > 10, "a live call");
-          await check(a, `ui-call-${tag}`);
-          await a.button("Report").click();
-          await a.page.getByRole("dialog").waitFor({ state: "visible" });
-          await check(a, `ui-report-${tag}`);
-          await a.page.keyboard.press("Escape");
-          await a.page.getByRole("dialog").waitFor({ state: "hidden" });
-          await a.button("Stop").click();
-          await b.button("Stop").click();
-          // The error screen: a relay whose configuration cannot be had.
-          const c = await join(people, relay.url, `Cy-${tag}`, {
-            viewport,
-            isMobile,
-            beforeLoad: async (page) => {
-              await emulate(page);
-              await page.context().route("**/config.json", (route) => route.fulfill({ status: 503, body: "down" }));
-            },
-          });
-          await c.start();
-          await c.page.getByRole("button", { name: "Retry" }).waitFor({ state: "visible" });
-          await check(c, `ui-error-${tag}`);
-          for (const p of [a, b, c]) await p.close();
+      /** A relay without the WebSocket fallback, for the error screen. */
+      const bare = await startRelay(["--no-websocket"]);
+      try {
+        /** @type {string[]} */
+        const problems = [];
+        /** @param {Person} p @param {string} name */
+        const check = async (p, name) => {
+          problems.push(...(await screenAndAxe(p.page, name)));
+        };
+        for (const [label, viewport, isMobile] of /** @type {const} */ ([
+          ["desktop", DESKTOP, false],
+          ["phone", PHONE, true],
+        ])) {
+          for (const scheme of /** @type {const} */ (["dark", "light"])) {
+            const tag = `${label}-${scheme}`;
+            const emulate = (/** @type {import("playwright-core").Page} */ page) => page.emulateMedia({ colorScheme: scheme });
+            const a = await join(people, relay.url, `Ana-${tag}`, { viewport, isMobile, beforeLoad: emulate });
+            await a.page.getByText(/online now|Nobody is online/).waitFor();
+            await check(a, `ui-start-${tag}`);
+            await a.start("photography");
+            await a.until((s) => s.phase === "waiting", "waiting");
+            await check(a, `ui-waiting-${tag}`);
+            const b = await join(people, relay.url, `Sam-${tag}`, { viewport, isMobile, beforeLoad: emulate });
+            await b.start("photography");
+            await expectPaired(a, b);
+            await a.page.getByLabel("Message", { exact: true }).fill("Hi Sam!");
+            await a.button("Send").click();
+            await b.page.getByRole("log").getByText("Hi Sam!").waitFor();
+            await a.until((s) => s.receive.video.framesDecoded > 10, "a live call");
+            await check(a, `ui-call-${tag}`);
+            await a.button("Report").click();
+            await a.page.getByRole("dialog").waitFor({ state: "visible" });
+            await check(a, `ui-report-${tag}`);
+            await a.page.keyboard.press("Escape");
+            await a.page.getByRole("dialog").waitFor({ state: "hidden" });
+            await a.button("Stop").click();
+            await b.button("Stop").click();
+            // The error screen: a relay whose configuration cannot be had, and that serves no
+            // WebSocket fallback (which would otherwise carry the call).
+            const c = await join(people, bare.url, `Cy-${tag}`, {
+              viewport,
+              isMobile,
+              beforeLoad: async (page) => {
+                await emulate(page);
+                await page.context().route("**/config.json", (route) => route.fulfill({ status: 503, body: "down" }));
+              },
+            });
+            await c.start();
+            await c.page.getByRole("button", { name: "Retry" }).waitFor({ state: "visible" });
+            await check(c, `ui-error-${tag}`);
+            for (const p of [a, b, c]) await p.close();
+          }
         }
+        assert.deepEqual(problems, [], "accessibility problems");
+      } finally {
+        await bare.stop();
       }
-      assert.deepEqual(problems, [], "accessibility problems");
     });
   });
 });

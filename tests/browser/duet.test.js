@@ -64,7 +64,7 @@ const relayPanics = [];
  * @param {Person[]} people
  * @param {string} url
  * @param {string} name
- * @param {{viewport?: {width: number, height: number}, isMobile?: boolean, in?: import("playwright-core").Browser}} [options]
+ * @param {{viewport?: {width: number, height: number}, isMobile?: boolean, in?: import("playwright-core").Browser, beforeLoad?: (page: import("playwright-core").Page) => Promise<unknown>}} [options]
  */
 async function join(people, url, name, options = {}) {
   const p = await Person.open(options.in ?? browser, url, name, options);
@@ -438,25 +438,45 @@ describe("duet in the browser", () => {
     });
   });
 
-  test("a certificate the browser refuses gives a clear message and a Retry", async () => {
-    await withRelay(async (relay, people) => {
-      const p = await join(people, relay.url, "Ana");
-      // Hand the page a fingerprint that is not the relay's, as a stale or tampered one would be.
-      const wrong = "00".repeat(32);
-      await p.page.route("**/config.json", async (route) => {
-        const res = await route.fetch();
-        const config = await res.json();
-        await route.fulfill({ response: res, json: { ...config, certificate_sha256: wrong } });
-      });
-      await p.page.route("**/certificate.sha256", (route) => route.fulfill({ status: 200, body: wrong }));
-      await p.start();
-      await p.page.getByRole("heading", { name: "Can't reach Duet" }).waitFor({ state: "visible" });
-      assert.match((await p.page.locator("#error-message").textContent()) ?? "", /certificate/);
-      // With the real fingerprint, Retry connects.
-      await p.page.unrouteAll();
-      await p.button("Retry").click();
-      await p.waitStatus(/Looking for someone…/);
+  // Hand the page a fingerprint that is not the relay's, as a stale or tampered one would be.
+  const WRONG_FINGERPRINT = "00".repeat(32);
+  /** @param {import("playwright-core").Page} page */
+  const refuseCertificate = async (page) => {
+    await page.route("**/config.json", async (route) => {
+      const res = await route.fetch();
+      const config = await res.json();
+      await route.fulfill({ response: res, json: { ...config, certificate_sha256: WRONG_FINGERPRINT } });
     });
+    await page.route("**/certificate.sha256", (route) => route.fulfill({ status: 200, body: WRONG_FINGERPRINT }));
+  };
+
+  test("a certificate the browser refuses: the page falls back to the WebSocket and says the call may lag", async () => {
+    await withRelay(async (relay, people) => {
+      const ana = await join(people, relay.url, "Ana", { beforeLoad: refuseCertificate });
+      await ana.start();
+      await ana.waitStatus(/Looking for someone…/);
+      assert.equal((await ana.snapshot()).transport, "websocket");
+      await ana.page.getByText(/Connected over WebSocket \(TCP\)/).waitFor({ state: "visible" });
+    });
+  });
+
+  test("a certificate the browser refuses, with no WebSocket fallback on the relay: a clear message naming both, and a Retry", async () => {
+    await withRelay(
+      async (relay, people) => {
+        const p = await join(people, relay.url, "Ana", { beforeLoad: refuseCertificate });
+        await p.start();
+        await p.page.getByRole("heading", { name: "Can't reach Duet" }).waitFor({ state: "visible" });
+        const message = (await p.page.locator("#error-message").textContent()) ?? "";
+        assert.match(message, /certificate/);
+        assert.match(message, /WebSocket/);
+        // With the real fingerprint, Retry connects (over WebTransport: there is nothing else).
+        await p.page.unrouteAll();
+        await p.button("Retry").click();
+        await p.waitStatus(/Looking for someone…/);
+        assert.equal((await p.snapshot()).transport, "webtransport");
+      },
+      ["--no-websocket"],
+    );
   });
 
   test("screenshots: waiting and live call, desktop and phone", async () => {

@@ -127,7 +127,7 @@ export function connectRelay(handlers, hello, base, options = {}) {
       fail(
         new ConnectError(
           `Could not reach the relay over WebTransport (${detailOf(wtError)}) or WebSocket (${detailOf(wsError)}). ` +
-            `The relay may be down, or this network may block it.`,
+            `The relay may be down, this network may block it, or the browser refused the relay's certificate.`,
           "handshake",
         ),
       );
