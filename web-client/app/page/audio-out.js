@@ -9,9 +9,13 @@
 
 /**
  * The partner's sound on its way out: the worklet, then the person's volume (`gain`),
- * then a meter (`analyser`) that hears what the person hears.
- * @typedef {{ctx: AudioContext, port: MessagePort, gain: GainNode, analyser: AnalyserNode}} Playout
+ * then a meter (`analyser`) that hears what the person hears. `settledAt`: the context
+ * time from which the meter's window holds only sound after the last volume change.
+ * @typedef {{ctx: AudioContext, port: MessagePort, gain: GainNode, analyser: AnalyserNode, settledAt: number}} Playout
  */
+
+/** The volume ramp's time constant, seconds: short enough to feel instant, long enough not to click. */
+const RAMP_S = 0.015;
 
 /**
  * @returns {Promise<Playout | null>} null without Web Audio or worklets
@@ -27,7 +31,7 @@ export async function startPlayout(ctx) {
     node.connect(gain).connect(analyser).connect(ctx.destination);
     const channel = new MessageChannel();
     node.port.postMessage({ type: "port", port: channel.port1 }, [channel.port1]);
-    return { ctx, port: channel.port2, gain, analyser };
+    return { ctx, port: channel.port2, gain, analyser, settledAt: 0 };
   } catch (e) {
     console.warn("duet: audio playout unavailable", e);
     return null;
@@ -41,18 +45,25 @@ export async function startPlayout(ctx) {
  */
 export function setPartnerVolume(out, volume, muted) {
   const target = muted ? 0 : Math.min(1, Math.max(0, volume));
-  out.gain.gain.setTargetAtTime(target, out.ctx.currentTime, 0.015);
+  out.gain.gain.setTargetAtTime(target, out.ctx.currentTime, RAMP_S);
+  // Seven time constants (within 0.1 % of the target), then one analyser window.
+  out.settledAt = out.ctx.currentTime + 7 * RAMP_S + out.analyser.fftSize / out.ctx.sampleRate;
 }
 
 /**
  * The loudest the partner's sound was, as heard (after the volume), over `ms`: the
- * highest RMS of the analyser's window, sampled every 20 ms. For tests and a level meter.
+ * highest RMS of the analyser's window, sampled every 20 ms, from the moment the last
+ * volume change has taken effect (its ramp done and the window past it). For tests and a
+ * level meter.
  * @param {Playout} out @param {number} ms
  * @returns {Promise<number>}
  */
 export async function outputLevel(out, ms) {
   const buf = new Float32Array(out.analyser.fftSize);
   let peak = 0;
+  // The audio clock, not a guess: a busy page may see it later than planned, never earlier.
+  const settleBy = performance.now() + 2000;
+  while (out.ctx.currentTime < out.settledAt && performance.now() < settleBy) await new Promise((resolve) => setTimeout(resolve, 20));
   const end = performance.now() + ms;
   while (performance.now() < end) {
     out.analyser.getFloatTimeDomainData(buf);
