@@ -11,7 +11,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
-import { DESKTOP, PHONE, Person, launchBrowser, patient, screenshot, startRelay } from "./helpers.js";
+import { DESKTOP, PHONE, Person, launchBrowser, patient, screenshot, startRelay, withRelay } from "./helpers.js";
 
 const require = createRequire(new URL("../../web-client/package.json", import.meta.url));
 const AXE_PATH = require.resolve("axe-core/axe.min.js");
@@ -26,25 +26,6 @@ before(async () => {
 after(async () => {
   await browser?.close();
 });
-
-/**
- * @param {(relay: import("./helpers.js").Relay, people: Person[]) => Promise<void>} body
- */
-async function withRelay(body) {
-  const relay = await startRelay();
-  /** @type {Person[]} */
-  const people = [];
-  try {
-    await body(relay, people);
-    for (const p of people) assert.deepEqual(p.problems.filter((x) => x.startsWith("pageerror")), [], `${p.name} had page errors`);
-  } catch (e) {
-    const tail = relay.log().split("\n").slice(-30).join("\n");
-    throw new Error(`${e instanceof Error ? e.stack : e}\n--- relay log (tail) ---\n${tail}`);
-  } finally {
-    for (const p of people) await p.close().catch(() => {});
-    await relay.stop();
-  }
-}
 
 /**
  * @param {Person[]} people

@@ -12,7 +12,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
-import { Person, expectMovingPicture, launchBrowser, startRelay } from "./helpers.js";
+import { Person, expectMovingPicture, launchBrowser, withRelay } from "./helpers.js";
 
 /** @type {import("playwright-core").Browser} */
 let browser;
@@ -24,25 +24,6 @@ before(async () => {
 after(async () => {
   await browser?.close();
 });
-
-/**
- * @param {(relay: import("./helpers.js").Relay, people: Person[]) => Promise<void>} body
- */
-async function withRelay(body) {
-  const relay = await startRelay();
-  /** @type {Person[]} */
-  const people = [];
-  try {
-    await body(relay, people);
-    for (const p of people) assert.deepEqual(p.problems.filter((x) => x.startsWith("pageerror")), [], `${p.name} had page errors`);
-  } catch (e) {
-    const tail = relay.log().split("\n").slice(-30).join("\n");
-    throw new Error(`${e instanceof Error ? e.stack : e}\n--- relay log (tail) ---\n${tail}`);
-  } finally {
-    for (const p of people) await p.close().catch(() => {});
-    await relay.stop();
-  }
-}
 
 /**
  * A network that drops UDP: the page is told the relay's QUIC port is one where a socket

@@ -12,6 +12,7 @@
  *   DUET_BROWSER_EMBEDDED=1  test the page embedded in the relay binary instead of web-client/app on disk
  */
 
+import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -362,6 +363,29 @@ export class Person {
 
   async close() {
     await this.page.context().close();
+  }
+}
+
+/**
+ * Runs `body` with a fresh relay (started with `relayArgs`) and the people it opens, and
+ * closes them all after, whatever happens. A page error in any of them fails the test; a
+ * failure carries the tail of the relay's log.
+ * @param {(relay: Relay, people: Person[]) => Promise<void>} body
+ * @param {string[]} [relayArgs]
+ */
+export async function withRelay(body, relayArgs = []) {
+  const relay = await startRelay(relayArgs);
+  /** @type {Person[]} */
+  const people = [];
+  try {
+    await body(relay, people);
+    for (const p of people) assert.deepEqual(p.problems.filter((x) => x.startsWith("pageerror")), [], `${p.name} had page errors`);
+  } catch (e) {
+    const tail = relay.log().split("\n").slice(-30).join("\n");
+    throw new Error(`${e instanceof Error ? e.stack : e}\n--- relay log (tail) ---\n${tail}`);
+  } finally {
+    for (const p of people) await p.close().catch(() => {});
+    await relay.stop();
   }
 }
 

@@ -379,13 +379,15 @@ async function runDuet(relayUrl, quicPort, cpuRoots) {
 /**
  * The WebSocket fallback beside WebTransport, on the same machine in the same run: A opens
  * the page with `?transport=websocket` (as on a network that blocks UDP), B as usual; they
- * pair and the window is measured both ways. Compared in the report with the first Duet
- * call (both on WebTransport).
+ * pair and the window is measured both ways. C's page is open (its camera drawing, not
+ * started) as in the first Duet call, so the machine carries the same three pages.
+ * Compared in the report with that call (both on WebTransport).
  * @param {string} relayUrl @param {Record<string, number[]>} cpuRoots
  */
 async function runFallback(relayUrl, cpuRoots) {
   const A = await openPage(`${relayUrl}?transport=websocket`, "A");
   const B = await openPage(relayUrl, "B");
+  const C = await openPage(relayUrl, "C");
   try {
     for (const p of [A, B]) {
       await p.page.fill("#name", p.name);
@@ -400,9 +402,9 @@ async function runFallback(relayUrl, cpuRoots) {
     const transports = await Promise.all([A, B].map((p) => p.page.evaluate(async () => (await /** @type {any} */ (window).duet.snapshot()).transport)));
     if (transports[0] !== "websocket" || transports[1] !== "webtransport") notes.push(`the fallback call ran on ${transports.join(" and ")}, not websocket and webtransport`);
     const measured = await measure(A, B, cpuRoots);
-    return { transports: { A: transports[0], B: transports[1] }, firstFrameMs: { "A→B": ab, "B→A": ba }, ...measured, pageProblems: [A, B].flatMap((p) => p.problems.map((x) => `${p.name}: ${x}`)) };
+    return { transports: { A: transports[0], B: transports[1] }, firstFrameMs: { "A→B": ab, "B→A": ba }, ...measured, pageProblems: [A, B, C].flatMap((p) => p.problems.map((x) => `${p.name}: ${x}`)) };
   } finally {
-    for (const p of [A, B]) await p.close().catch(() => {});
+    for (const p of [A, B, C]) await p.close().catch(() => {});
   }
 }
 
@@ -426,7 +428,7 @@ function fallbackReport(webTransport, fallback) {
   }
   rows.push({ label: "browser CPU, % of one core", webrtc: webTransport.first.cpuPercentOfOneCore.browser, duet: fallback.cpuPercentOfOneCore.browser });
   rows.push({ label: "relay CPU, % of one core", webrtc: webTransport.first.cpuPercentOfOneCore.relay, duet: fallback.cpuPercentOfOneCore.relay });
-  return table(`The WebSocket fallback: A on WebSocket (?transport=websocket), B on WebTransport, loopback, ${opts.seconds} s, against the first Duet call above (both on WebTransport; C waiting there, nobody here)`, rows, ["both WT", "A on WS"]);
+  return table(`The WebSocket fallback: A on WebSocket (?transport=websocket), B on WebTransport, loopback, ${opts.seconds} s, against the first Duet call above (both on WebTransport; C's page open and not started in both)`, rows, ["both WT", "A on WS"]);
 }
 
 /**
