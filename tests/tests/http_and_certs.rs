@@ -175,13 +175,8 @@ impl PemFiles {
     }
 }
 
-/// `GET path` over HTTPS, trusting only `roots`: the response, or why TLS failed.
-async fn https_get(
-    addr: std::net::SocketAddr,
-    roots: &[&rcgen::Certificate],
-    path: &str,
-) -> Result<String, std::io::Error> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A TLS client that trusts only `roots`.
+fn tls_connector(roots: &[&rcgen::Certificate]) -> tokio_rustls::TlsConnector {
     let mut store = rustls::RootCertStore::empty();
     for root in roots {
         store.add(root.der().clone()).expect("root");
@@ -193,7 +188,17 @@ async fn https_get(
     .expect("TLS versions")
     .with_root_certificates(store)
     .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+}
+
+/// `GET path` over HTTPS, trusting only `roots`: the response, or why TLS failed.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    roots: &[&rcgen::Certificate],
+    path: &str,
+) -> Result<String, std::io::Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connector = tls_connector(roots);
     within("HTTPS", async {
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
@@ -395,16 +400,7 @@ async fn a_real_certificate_serves_the_websocket_fallback_over_tls() {
     let relay = TestRelay::start(files.config()).await;
     let addr = relay.relay.http_addr;
 
-    let mut store = rustls::RootCertStore::empty();
-    store.add(cert.der().clone()).expect("root");
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(store)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let connector = tls_connector(&[&cert]);
     let tcp = within("TCP", tokio::net::TcpStream::connect(addr))
         .await
         .expect("tcp");
