@@ -14,7 +14,6 @@ use crate::session::ws::MediaQueue;
 use crate::Connection;
 use bytes::Bytes;
 use duet_proto::limits::MAX_MEDIA_DATAGRAM_BYTES;
-use duet_proto::media::peek_match_id;
 use duet_proto::MediaHeader;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -64,12 +63,12 @@ pub enum LinkTx {
 
 impl Link {
     /// Hands one datagram (prefix included) to this client's connection.
-    fn send(&self, raw: Bytes) -> Result<(), Drop> {
+    fn send(&self, raw: Bytes, header: &MediaHeader) -> Result<(), Drop> {
         match &self.to {
             LinkTx::Quic(conn) => {
                 quinn::Connection::send_datagram(conn, raw).map_err(|_| Drop::SendFailed)
             }
-            LinkTx::Ws(queue) => queue.push(raw),
+            LinkTx::Ws(queue) => queue.push(raw, header),
         }
     }
 }
@@ -113,14 +112,11 @@ impl Forwarder {
             metrics.dropped(Drop::TooLarge);
             return;
         }
-        if MediaHeader::read(payload).is_err() {
-            metrics.dropped(Drop::Malformed);
-            return;
-        }
-        let Some(match_id) = peek_match_id(payload) else {
+        let Ok((header, _)) = MediaHeader::read(payload) else {
             metrics.dropped(Drop::Malformed);
             return;
         };
+        let match_id = header.match_id;
         let partner = {
             let guard = self.route.lock().unwrap_or_else(|e| e.into_inner());
             match guard.as_ref() {
@@ -133,7 +129,7 @@ impl Forwarder {
         let sent = partner.and_then(|peer| {
             // The partner's connection now: swapped in one step when it resumes.
             let to = peer.link().ok_or(Drop::PartnerAway)?;
-            to.send(raw)?;
+            to.send(raw, &header)?;
             to.counts.queued.fetch_add(1, Relaxed);
             Ok(len)
         });

@@ -316,15 +316,12 @@ struct QueueState {
 }
 
 impl MediaQueue {
-    /// Queues one media message (kind byte first, as the forwarder has it).
-    pub fn push(&self, raw: Bytes) -> Result<(), Drop> {
-        let header = raw
-            .get(1..)
-            .and_then(|p| MediaHeader::read(p).ok())
-            .map(|h| h.0);
-        let video = header.is_some_and(|h| h.track != Track::Audio);
+    /// Queues one media message (kind byte first, as the forwarder has it), whose header
+    /// the forwarder has already read.
+    pub fn push(&self, raw: Bytes, header: &MediaHeader) -> Result<(), Drop> {
+        let video = header.track != Track::Audio;
         let keyframe_start =
-            header.is_some_and(|h| h.track == Track::Video && h.keyframe && h.frag_index == 0);
+            header.track == Track::Video && header.keyframe && header.frag_index == 0;
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if s.closed {
             return Err(Drop::SendFailed);
@@ -680,7 +677,7 @@ impl WsStatsProbe {
 mod tests {
     use super::*;
 
-    fn datagram(track: Track, frame: u32, frag_index: u16, keyframe: bool) -> Bytes {
+    fn datagram(track: Track, frame: u32, frag_index: u16, keyframe: bool) -> (Bytes, MediaHeader) {
         let h = MediaHeader {
             match_id: 1,
             track,
@@ -696,42 +693,44 @@ mod tests {
         h.write_datagram(&[0u8; 900], &mut body);
         let mut out = vec![KIND_MEDIA];
         out.extend_from_slice(&body);
-        out.into()
+        (out.into(), h)
+    }
+
+    fn push(q: &MediaQueue, (raw, header): (Bytes, MediaHeader)) -> Result<(), Drop> {
+        q.push(raw, &header)
     }
 
     #[test]
     fn a_full_queue_drops_video_until_the_next_keyframe() {
         let q = MediaQueue::default();
         for i in 0..WS_MEDIA_QUEUE as u32 {
-            assert!(q
-                .push(datagram(Track::Video, i / 4, (i % 4) as u16, false))
-                .is_ok());
+            assert!(push(&q, datagram(Track::Video, i / 4, (i % 4) as u16, false)).is_ok());
         }
         // Full: this delta fragment is dropped, and so are later ones even after the
         // writer has made room.
         assert_eq!(
-            q.push(datagram(Track::Video, 100, 0, false)),
+            push(&q, datagram(Track::Video, 100, 0, false)),
             Err(Drop::SlowReceiver)
         );
         q.close_for_test_drain();
         assert_eq!(
-            q.push(datagram(Track::Video, 101, 0, false)),
+            push(&q, datagram(Track::Video, 101, 0, false)),
             Err(Drop::SlowReceiver)
         );
         assert_eq!(
-            q.push(datagram(Track::VideoParity, 101, 0, false)),
+            push(&q, datagram(Track::VideoParity, 101, 0, false)),
             Err(Drop::SlowReceiver)
         );
         // Audio goes on as soon as there is room.
-        assert!(q.push(datagram(Track::Audio, 7, 0, false)).is_ok());
+        assert!(push(&q, datagram(Track::Audio, 7, 0, false)).is_ok());
         // A keyframe's second fragment is not a start; its first is.
         assert_eq!(
-            q.push(datagram(Track::Video, 102, 1, true)),
+            push(&q, datagram(Track::Video, 102, 1, true)),
             Err(Drop::SlowReceiver)
         );
-        assert!(q.push(datagram(Track::Video, 103, 0, true)).is_ok());
-        assert!(q.push(datagram(Track::Video, 103, 1, true)).is_ok());
-        assert!(q.push(datagram(Track::Video, 104, 0, false)).is_ok());
+        assert!(push(&q, datagram(Track::Video, 103, 0, true)).is_ok());
+        assert!(push(&q, datagram(Track::Video, 103, 1, true)).is_ok());
+        assert!(push(&q, datagram(Track::Video, 104, 0, false)).is_ok());
         assert_eq!(q.len(), 4);
         assert_eq!(q.take_counts(), (WS_MEDIA_QUEUE as u64 + 4, 4));
     }
@@ -741,14 +740,14 @@ mod tests {
         let q = MediaQueue::default();
         let mut accepted = 0;
         for i in 0..1000 {
-            if q.push(datagram(Track::Audio, i, 0, false)).is_ok() {
+            if push(&q, datagram(Track::Audio, i, 0, false)).is_ok() {
                 accepted += 1;
             }
         }
         assert_eq!(accepted, WS_MEDIA_QUEUE);
         assert_eq!(q.close(), WS_MEDIA_QUEUE as u64);
         assert_eq!(
-            q.push(datagram(Track::Audio, 1, 0, false)),
+            push(&q, datagram(Track::Audio, 1, 0, false)),
             Err(Drop::SendFailed)
         );
     }
@@ -756,16 +755,16 @@ mod tests {
     #[tokio::test]
     async fn pop_returns_in_order_and_waits_for_a_push() {
         let q = Arc::new(MediaQueue::default());
-        let a = datagram(Track::Audio, 1, 0, false);
-        let b = datagram(Track::Audio, 2, 0, false);
-        q.push(a.clone()).ok();
+        let (a, ha) = datagram(Track::Audio, 1, 0, false);
+        let (b, hb) = datagram(Track::Audio, 2, 0, false);
+        q.push(a.clone(), &ha).ok();
         assert_eq!(q.pop().await, a);
         let waiter = {
             let q = q.clone();
             tokio::spawn(async move { q.pop().await })
         };
         tokio::task::yield_now().await;
-        q.push(b.clone()).ok();
+        q.push(b.clone(), &hb).ok();
         let got = tokio::time::timeout(Duration::from_secs(5), waiter).await;
         assert!(matches!(got, Ok(Ok(x)) if x == b));
     }

@@ -155,6 +155,31 @@ export function describeErrorCode(code) {
 }
 
 /**
+ * Waits (at most CHAT_OPEN_WAIT_MS) until `matchId` is `session`'s current pairing; false
+ * if it never became so or the session closed. Both transports' sessions use it: chat for a
+ * new partner can arrive before the `Matched` that announces them. The session calls every
+ * function in `matchWaiters` when its pairing changes or it closes.
+ * @param {{matchId: bigint | null, closed: boolean, matchWaiters: Set<() => void>}} session
+ * @param {bigint} matchId
+ * @returns {Promise<boolean>}
+ */
+export function untilMatch(session, matchId) {
+  if (session.matchId === matchId) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const wake = () => {
+      if (session.matchId === matchId || session.closed) finish();
+    };
+    const finish = () => {
+      clearTimeout(timer);
+      session.matchWaiters.delete(wake);
+      resolve(session.matchId === matchId && !session.closed);
+    };
+    const timer = setTimeout(finish, CHAT_OPEN_WAIT_MS);
+    session.matchWaiters.add(wake);
+  });
+}
+
+/**
  * One WebTransport session with the relay. Create, `connect()` (or `open()` then
  * `start()`), and use until `onClosed` fires. engine/ws-session.js is the same interface
  * over a WebSocket.
@@ -511,19 +536,7 @@ export class RelaySession {
    * @returns {Promise<boolean>}
    */
   waitForMatch(matchId) {
-    if (this.matchId === matchId) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const wake = () => {
-        if (this.matchId === matchId || this.closed) finish();
-      };
-      const finish = () => {
-        clearTimeout(timer);
-        this.matchWaiters.delete(wake);
-        resolve(this.matchId === matchId);
-      };
-      const timer = setTimeout(finish, CHAT_OPEN_WAIT_MS);
-      this.matchWaiters.add(wake);
-    });
+    return untilMatch(this, matchId);
   }
 
   /** @param {ReadableStream<Uint8Array>} stream */

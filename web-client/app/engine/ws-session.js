@@ -39,7 +39,7 @@ import {
   readDatagram,
 } from "../wire/protocol.js";
 import { utf8Length } from "../wire/postcard.js";
-import { ConnectError, describe, describeErrorCode } from "./session.js";
+import { ConnectError, describe, describeErrorCode, untilMatch } from "./session.js";
 
 /** @typedef {import("../wire/protocol.js").ClientMsg} ClientMsg */
 /** @typedef {import("../wire/protocol.js").ServerMsg} ServerMsg */
@@ -47,8 +47,6 @@ import { ConnectError, describe, describeErrorCode } from "./session.js";
 
 /** How long the TCP (and TLS) handshake and the upgrade may take, as for WebTransport. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
-/** How long chat lines for a pairing we have not heard of yet wait for its `Matched` (as session.js). */
-const CHAT_OPEN_WAIT_MS = 3000;
 /** Chat lines held meanwhile: the relay's chat rate limit allows a few lines in that time, not more. */
 const MAX_HELD_CHAT_LINES = 16;
 /**
@@ -496,18 +494,6 @@ export class WsSession {
    * @returns {Promise<boolean>}
    */
   waitForMatch(matchId) {
-    if (this.matchId === matchId) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const wake = () => {
-        if (this.matchId === matchId || this.closed) finish();
-      };
-      const finish = () => {
-        clearTimeout(timer);
-        this.matchWaiters.delete(wake);
-        resolve(this.matchId === matchId && !this.closed);
-      };
-      const timer = setTimeout(finish, CHAT_OPEN_WAIT_MS);
-      this.matchWaiters.add(wake);
-    });
+    return untilMatch(this, matchId);
   }
 }
