@@ -17,7 +17,7 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { DESKTOP, PHONE, Person, expectMovingPicture, launchBrowser, launchCpuLimitedBrowser, patient, recordFigure, screenshot, startImpair, startRelay, startUdpProxy } from "./helpers.js";
+import { DESKTOP, PHONE, Person, expectMovingPicture, launchBrowser, launchCpuLimitedBrowser, patient, recordFigure, screenshot, startImpair, startRelay, startUdpProxy, withRelay as sharedWithRelay } from "./helpers.js";
 
 /** @type {import("playwright-core").Browser} */
 let browser;
@@ -31,26 +31,15 @@ after(async () => {
 });
 
 /**
- * Runs `body` with a fresh relay and closes everything after, whatever happens.
+ * Runs `body` with a fresh relay (helpers.js `withRelay`) and keeps any panic in its log for the test at the end.
  * @param {(relay: import("./helpers.js").Relay, people: Person[]) => Promise<void>} body
  * @param {string[]} [relayArgs] extra relay flags
  */
-async function withRelay(body, relayArgs = []) {
-  const relay = await startRelay(relayArgs);
-  /** @type {Person[]} */
-  const people = [];
-  try {
-    await body(relay, people);
-    for (const p of people) assert.deepEqual(p.problems.filter((x) => x.startsWith("pageerror")), [], `${p.name} had page errors`);
-  } catch (e) {
-    const tail = relay.log().split("\n").slice(-40).join("\n");
-    throw new Error(`${e instanceof Error ? e.stack : e}\n--- relay log (tail) ---\n${tail}`);
-  } finally {
-    for (const p of people) await p.close().catch(() => {});
-    await relay.stop();
+function withRelay(body, relayArgs = []) {
+  return sharedWithRelay(body, relayArgs, (relay) => {
     const panic = /thread '.*' .*panicked at .*\n.*/.exec(relay.log());
     if (panic) relayPanics.push(panic[0]);
-  }
+  });
 }
 
 /**

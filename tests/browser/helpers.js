@@ -369,11 +369,13 @@ export class Person {
 /**
  * Runs `body` with a fresh relay (started with `relayArgs`) and the people it opens, and
  * closes them all after, whatever happens. A page error in any of them fails the test; a
- * failure carries the tail of the relay's log.
+ * failure carries the tail of the relay's log. `afterStop` sees the relay once it has
+ * stopped (its whole log, shutdown included).
  * @param {(relay: Relay, people: Person[]) => Promise<void>} body
  * @param {string[]} [relayArgs]
+ * @param {(relay: Relay) => void} [afterStop]
  */
-export async function withRelay(body, relayArgs = []) {
+export async function withRelay(body, relayArgs = [], afterStop = () => {}) {
   const relay = await startRelay(relayArgs);
   /** @type {Person[]} */
   const people = [];
@@ -381,11 +383,12 @@ export async function withRelay(body, relayArgs = []) {
     await body(relay, people);
     for (const p of people) assert.deepEqual(p.problems.filter((x) => x.startsWith("pageerror")), [], `${p.name} had page errors`);
   } catch (e) {
-    const tail = relay.log().split("\n").slice(-30).join("\n");
+    const tail = relay.log().split("\n").slice(-40).join("\n");
     throw new Error(`${e instanceof Error ? e.stack : e}\n--- relay log (tail) ---\n${tail}`);
   } finally {
     for (const p of people) await p.close().catch(() => {});
     await relay.stop();
+    afterStop(relay);
   }
 }
 
