@@ -72,6 +72,21 @@ test("a missing frame others depend on is asked for once, waited for, and decode
   assert.equal(o.stats.gapsRecovered, 1);
 });
 
+test("a frame asked for again as soon as its loss showed counts as recovered when its resend completes it", () => {
+  const o = new VideoOrder();
+  const d = decoder();
+  o.push(key(0));
+  d.take(o.poll(0, 100, d.decodable).release);
+  o.markNacked(1); // the reassembler saw a fragment of frame 1 missing
+  o.push(delta(1, 0)); // the resend completed it before anything behind it
+  const p = o.poll(20, 100, d.decodable);
+  assert.deepEqual(p.release.map((f) => f.frame), [1]);
+  assert.equal(o.stats.nacks, 1);
+  assert.equal(o.stats.gapsRecovered, 1);
+  o.push(delta(1, 0));
+  assert.equal(o.stats.gapsRecovered, 1, "a late duplicate is not a second recovery");
+});
+
 test("past the wait the gap is given up and what follows goes to the decoder (which refuses it)", () => {
   const o = new VideoOrder();
   const d = decoder();

@@ -46,7 +46,8 @@ export class VideoOrder {
     this.gapSince = null;
     /** Frames already asked for again. @type {Set<number>} */
     this.nacked = new Set();
-    /** nacks: frames asked for again, here or as soon as the loss showed (markNacked). */
+    /** nacks: frames asked for again, here or as soon as the loss showed (markNacked);
+     * gapsRecovered: of those, the ones that came in time to be decoded. */
     this.stats = { held: 0, gapsSkipped: 0, gapsRecovered: 0, gapsGivenUp: 0, late: 0, nacks: 0 };
   }
 
@@ -79,7 +80,8 @@ export class VideoOrder {
       this.stats.late++;
       return false;
     }
-    if (this.nacked.has(f.frame) && this.gapSince !== null) this.stats.gapsRecovered++;
+    // Asked for again (by the order stage or as soon as the reassembler saw the loss) and here in time.
+    if (this.nacked.has(f.frame) && !this.held.has(f.frame)) this.stats.gapsRecovered++;
     this.held.set(f.frame, f);
     this.stats.held = Math.max(this.stats.held, this.held.size);
     return true;
