@@ -157,6 +157,8 @@ describe("Firefox and Chromium", () => {
       assert.equal(f0.media.video, true, "Firefox's camera");
       assert.equal(f0.media.audio, true, "Firefox's microphone");
       assert.equal(f0.media.problem, null);
+      assert.deepEqual(f0.capture, { video: "element", audio: "worklet" }, "Firefox's capture paths: the <video> element and the worklet");
+      assert.deepEqual((await crow.snapshot()).capture, { video: "processor", audio: "stream" }, "Chromium's: the page's MediaStreamTrackProcessor");
 
       // Video both ways: decoded and shown, and the picture moves.
       await crow.until((s) => s.receive.video.framesDecoded > 30, "Firefox's video on the Chromium page");

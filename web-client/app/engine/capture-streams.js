@@ -1,12 +1,106 @@
 // @ts-check
 /**
  * @file The worker's end of a capture source: what the page sent (engine/messages.js
- * `AudioSource`) as the stream of `AudioData` the audio sender reads. Where the browser has
- * `MediaStreamTrackProcessor` the page sent that stream itself; elsewhere (Firefox) it sent
- * the port of its capture worklet (engine/audio-capture.js), whose 20 ms blocks become
- * `AudioData` here. The stream holds a few blocks at most: past that a block is dropped,
- * never queued, so a busy encoder cannot build up delay.
+ * `VideoSource`, `AudioSource`) as the streams of `VideoFrame` and `AudioData` the senders
+ * read.
+ *
+ * Video: the page's processor stream arrives ready; frames from the page's `<video>`
+ * (Firefox) come over a port, one per request, so none waits in between; a transferred
+ * camera track (Safari, whose `MediaStreamTrackProcessor` lives in workers only) is read
+ * here with the worker's own processor, at most one frame waiting, and stopped when the
+ * sender is done with it.
+ *
+ * Audio: where the browser has `MediaStreamTrackProcessor` the page sent that stream
+ * itself; elsewhere (Firefox, Safari) it sent the port of its capture worklet
+ * (engine/audio-capture.js), whose 20 ms blocks become `AudioData` here. The stream holds a
+ * few blocks at most: past that a block is dropped, never queued, so a busy encoder cannot
+ * build up delay.
  */
+
+/** Whether this worker can read a transferred track itself (reported to the page as `caps`). */
+export function hasTrackProcessor() {
+  return typeof MediaStreamTrackProcessor === "function";
+}
+
+/**
+ * @param {import("./messages.js").VideoSource} source
+ * @returns {ReadableStream<VideoFrame>}
+ */
+export function videoStream(source) {
+  if (source.kind === "processor") return source.readable;
+  if (source.kind === "element") return portFrames(source.port);
+  const track = source.track;
+  /** @type {ReadableStreamDefaultReader<VideoFrame>} */
+  let reader;
+  try {
+    reader = /** @type {ReadableStream<VideoFrame>} */ (new MediaStreamTrackProcessor({ track, maxBufferSize: 1 }).readable).getReader();
+  } catch (e) {
+    track.stop();
+    throw e;
+  }
+  return new ReadableStream(
+    {
+      async pull(controller) {
+        const { done, value } = await reader.read();
+        if (done) {
+          track.stop();
+          controller.close();
+        } else controller.enqueue(value);
+      },
+      async cancel() {
+        track.stop();
+        await reader.cancel().catch(() => {});
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+/**
+ * The frames the page posts on `port` (page/capture.js `videoElementFrames`), asked for
+ * one at a time as the sender reads.
+ * @param {MessagePort} port
+ * @returns {ReadableStream<VideoFrame>}
+ */
+function portFrames(port) {
+  /** @type {(() => void) | null} */
+  let arrived = null;
+  let ended = false;
+  return new ReadableStream(
+    {
+      start(controller) {
+        port.onmessage = (/** @type {MessageEvent<{frame: VideoFrame | null}>} */ ev) => {
+          const { frame } = ev.data;
+          if (ended) {
+            frame?.close();
+            return;
+          }
+          if (frame) controller.enqueue(frame);
+          else {
+            ended = true;
+            port.close();
+            controller.close();
+          }
+          arrived?.();
+          arrived = null;
+        };
+      },
+      pull() {
+        if (ended) return;
+        port.postMessage("more");
+        return new Promise((resolve) => {
+          arrived = () => resolve(undefined);
+        });
+      },
+      cancel() {
+        ended = true;
+        port.postMessage("stop");
+        port.close();
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
 
 /** Blocks (20 ms each) a worklet-fed stream holds before it drops. */
 const MAX_QUEUED_BLOCKS = 10;

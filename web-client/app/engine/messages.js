@@ -30,10 +30,20 @@
  */
 
 /**
+ * Where the worker reads the camera: the stream of the page's `MediaStreamTrackProcessor`
+ * (Chromium, `processor`); a port on which the page posts frames from a hidden `<video>`,
+ * one per `"more"` the worker sends (Firefox, `element`; page/capture.js); or the camera
+ * track itself, transferred, for the worker's own processor (Safari, which has
+ * `MediaStreamTrackProcessor` in workers only). The worker stops a transferred track, and
+ * sends `"stop"` on the port, when it is done with it.
+ * @typedef {{kind: "processor", readable: ReadableStream<VideoFrame>} | {kind: "element", port: MessagePort} | {kind: "track", track: MediaStreamTrack}} VideoSource
+ */
+
+/**
  * Page → worker.
  * @typedef {{type: "init", display: DisplayTarget, playout: MessagePort | null}
- *   | {type: "capture", video: ReadableStream<VideoFrame> | null, audio: AudioSource | null, encoders: import("./video-send.js").EncoderChoice[]}
- *   | {type: "video", video: ReadableStream<VideoFrame> | null, encoders: import("./video-send.js").EncoderChoice[]}
+ *   | {type: "capture", video: VideoSource | null, audio: AudioSource | null, encoders: import("./video-send.js").EncoderChoice[]}
+ *   | {type: "video", video: VideoSource | null, encoders: import("./video-send.js").EncoderChoice[]}
  *   | {type: "audio", audio: AudioSource | null}
  *   | {type: "stopCapture"}
  *   | {type: "connect", hello: Hello, base: string, webTransport: boolean}
@@ -50,8 +60,9 @@
  */
 
 /**
- * Worker → page.
- * @typedef {{type: "server", msg: ServerMsg}
+ * Worker → page. `caps` comes first, once: what the worker can do that the page cannot see.
+ * @typedef {{type: "caps", trackProcessor: boolean}
+ *   | {type: "server", msg: ServerMsg}
  *   | {type: "chatLine", matchId: bigint, text: string}
  *   | {type: "connected", maxDatagramSize: number, transport: import("./transport.js").TransportName}
  *   | {type: "connectFailed", message: string}

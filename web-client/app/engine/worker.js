@@ -27,7 +27,7 @@ import { BitrateController, ReceiveMeter, REPORT_INTERVAL_MS } from "../wire/qua
 import { codecFamily } from "../wire/codecs.js";
 import { epochMs } from "../wire/clock.js";
 import { checkStamp } from "./stamp-check.js";
-import { audioStream } from "./capture-streams.js";
+import { audioStream, hasTrackProcessor, videoStream } from "./capture-streams.js";
 import { CanvasDisplay, TrackDisplay } from "./video-display.js";
 
 /** @typedef {import("./messages.js").ToWorker} ToWorker */
@@ -62,6 +62,8 @@ const scope = globalThis;
  */
 
 const engine = {
+  /** Where the camera and microphone are read (snapshot().capture, for tests and support). */
+  capture: { video: /** @type {import("./messages.js").VideoSource["kind"] | null} */ (null), audio: /** @type {import("./messages.js").AudioSource["kind"] | null} */ (null) },
   /** @type {import("./transport.js").Session | null} */
   session: null,
   /** The connection being made (Stop cancels it), or the one open; its handlers alone reach the engine. @type {AbortController | null} */
@@ -475,6 +477,7 @@ function snapshot() {
     matchId: engine.matchId?.toString() ?? null,
     /** "webtransport", "websocket", or null when no session is open. */
     transport: engine.session?.transport ?? null,
+    capture: { ...engine.capture },
     send: {
       codec: vs?.choice?.codec ?? null,
       bitrateKbps: engine.bitrate.target,
@@ -526,6 +529,7 @@ function onCommand(msg) {
       // Another microphone: only the audio sender changes.
       engine.audioSender?.stop();
       engine.audioSender = null;
+      engine.capture.audio = null;
       if (msg.audio) {
         startAudio(msg.audio);
       }
@@ -534,6 +538,7 @@ function onCommand(msg) {
       // Another camera, or the camera turned back on: only the video sender changes.
       engine.videoSender?.stop();
       engine.videoSender = null;
+      engine.capture.video = null;
       if (msg.video) startVideo(msg.video, msg.encoders);
       break;
     case "stopCapture":
@@ -589,10 +594,18 @@ function onProblem(text) {
 
 /**
  * A video sender for this camera, ready for the pairing in progress if there is one.
- * @param {ReadableStream<VideoFrame>} frames
+ * @param {import("./messages.js").VideoSource} source
  * @param {import("./video-send.js").EncoderChoice[]} encoders
  */
-function startVideo(frames, encoders) {
+function startVideo(source, encoders) {
+  let frames;
+  try {
+    frames = videoStream(source);
+  } catch (e) {
+    onProblem(`This browser cannot read your camera here (${describe(e)}), so your partner won't see you.`);
+    return;
+  }
+  engine.capture.video = source.kind;
   const sender = new VideoSender(frames, sink, encoders, {
     onProblem,
     onCodecFailed: (codec) => reportCodecFailed(codecFamily(codec)),
@@ -610,6 +623,7 @@ function startVideo(frames, encoders) {
 
 /** @param {import("./messages.js").AudioSource} source */
 function startAudio(source) {
+  engine.capture.audio = source.kind;
   const sender = new AudioSender(audioStream(source), sink, onProblem);
   sender.fragmenter = engine.audioFragmenter;
   engine.audioSender = sender;
@@ -621,9 +635,11 @@ function stopCapture() {
   engine.audioSender?.stop();
   engine.videoSender = null;
   engine.audioSender = null;
+  engine.capture = { video: null, audio: null };
 }
 
 scope.onmessage = (/** @type {MessageEvent<ToWorker>} */ ev) => onCommand(ev.data);
+post({ type: "caps", trackProcessor: hasTrackProcessor() });
 setInterval(() => void everySecond(), REPORT_INTERVAL_MS);
 // A gap's wait ends even when nothing more arrives.
 setInterval(() => {

@@ -24,7 +24,7 @@ import { ERROR_CODES, MAX_INTERESTS, PROTOCOL_VERSION, REPORT_REASONS, helloProb
 import { REPORT_INTERVAL_MS } from "../wire/quality.js";
 import { mediaCaps } from "../wire/codecs.js";
 import { epochMs } from "../wire/clock.js";
-import { audioSource, audioTransfer, captureMedia, transferStreams } from "./capture.js";
+import { audioSource, audioTransfer, captureMedia, sendCamera } from "./capture.js";
 import { encoderChoices, probeCodecs, rememberFailed } from "./codecs.js";
 import { outputLevel, startPlayout } from "./audio-out.js";
 import { Engine } from "./engine.js";
@@ -115,22 +115,22 @@ async function startMedia() {
   const settings = capture.video?.getSettings();
   if (!state.probes.length) state.probes = await probeCodecs(settings?.width ?? 640, settings?.height ?? 480);
   const encoders = encoderChoices(state.probes, state.failed);
-  const streams = await transferStreams(capture, state.audioCtx);
-  if (capture.video && !streams.video) {
+  const audio = await audioSource(capture.audio, state.audioCtx);
+  const workerProcessor = await engine.workerTrackProcessor;
+  const videoPath = sendCamera(capture.video, workerProcessor, (video, transfer) =>
+    engine.post({ type: "capture", video, audio, encoders }, [...transfer, ...audioTransfer(audio)]),
+  );
+  if (capture.video && !videoPath) {
     mediaProblem("This browser cannot send your camera's video, so your partner won't see you. You can still talk and text.");
   } else if (capture.video && !encoders.length) {
     mediaProblem("This browser cannot encode video, so your partner won't see you. You can still talk and text.");
   }
-  if (capture.audio && !streams.audio) {
+  if (capture.audio && !audio) {
     // Nothing would be sent: say so, and do not show a microphone that looks on.
     mediaProblem("This browser cannot send your microphone's sound, so your partner won't hear you.");
     setToggle(ui.mic, false);
     ui.mic.disabled = true;
   }
-  /** @type {Transferable[]} */
-  const transfer = [...audioTransfer(streams.audio)];
-  if (streams.video) transfer.push(streams.video);
-  engine.post({ type: "capture", video: streams.video, audio: streams.audio, encoders }, transfer);
   void fillPickers();
   return seq === state.startSeq;
 }
@@ -484,6 +484,8 @@ async function snapshot() {
     },
     partnerSound: { volume: state.partnerVolume, muted: state.partnerMuted },
     caps: caps(),
+    /** How the worker reads the camera and microphone (engine/messages.js VideoSource, AudioSource kinds). */
+    capture: m?.capture ?? { video: null, audio: null },
     failedCodecs: [...state.failed],
     send: m?.send ?? { codec: null, video: null, audio: null },
     receive: m?.receive ?? { codec: null, video: null, audio: null, latencyMs: { count: 0 } },

@@ -1,14 +1,19 @@
 // @ts-check
 /**
  * @file The camera and microphone, on the page: `getUserMedia`, and the streams of frames
- * and samples the media worker reads, chosen by feature detection:
- * - With `MediaStreamTrackProcessor` (Chromium): the processor is made here (this Chromium
- *   cannot transfer a track, nor make a processor in a worker) and its `readable` is
- *   transferred; frames then reach the worker without this thread.
- * - Without it (Firefox): the camera plays in a hidden `<video>` and each new frame
- *   (`requestVideoFrameCallback`) becomes a `VideoFrame` in a stream that is transferred;
- *   the microphone goes through an `AudioWorklet` (engine/audio-capture.js) whose port is
- *   handed to the worker, so samples never touch this thread.
+ * and samples the media worker reads, chosen by feature detection (`videoPaths`):
+ * - With `MediaStreamTrackProcessor` on the page (Chromium): the processor is made here
+ *   (this Chromium cannot transfer a track to a worker) and its `readable` is transferred;
+ *   frames then reach the worker without this thread.
+ * - With it in the worker only (Safari): a clone of the camera track is transferred and
+ *   the worker makes the processor (engine/capture-streams.js). Where the transfer is
+ *   refused (`DataCloneError`), the next path is taken.
+ * - Otherwise (Firefox): the camera plays in a hidden `<video>` and each new frame
+ *   (`requestVideoFrameCallback`) becomes a `VideoFrame`, transferred to the worker over a
+ *   port when it asks for one.
+ * The microphone goes through the page's processor where there is one, else through an
+ * `AudioWorklet` (engine/audio-capture.js) whose port is handed to the worker, so samples
+ * never touch this thread.
  */
 
 /**
@@ -110,56 +115,122 @@ export async function captureMedia(pick = {}) {
   }
 }
 
+/** @typedef {import("../engine/messages.js").VideoSource} VideoSource */
+
 /**
- * What the worker reads, one per track (null where this browser has no way: that side
- * sends nothing). At most one camera frame waits: an older one is dropped, never queued.
- * @param {Capture} capture
- * @param {AudioContext | null} ctx
- * @returns {Promise<{video: ReadableStream<VideoFrame> | null, audio: import("../engine/messages.js").AudioSource | null}>}
+ * The ways this browser can hand the camera to the worker, best first.
+ * @param {{pageProcessor: boolean, workerProcessor: boolean, videoElementFrames: boolean}} can
+ * @returns {VideoSource["kind"][]}
  */
-export async function transferStreams(capture, ctx) {
-  return { video: videoReadable(capture.video), audio: await audioSource(capture.audio, ctx) };
+export function videoPaths(can) {
+  /** @type {VideoSource["kind"][]} */
+  const paths = [];
+  if (can.pageProcessor) paths.push("processor");
+  else if (can.workerProcessor) paths.push("track");
+  if (can.videoElementFrames) paths.push("element");
+  return paths;
+}
+
+/** What this page can do itself (the worker's processor is reported by the worker). */
+function pageCan() {
+  return {
+    pageProcessor: typeof MediaStreamTrackProcessor === "function",
+    videoElementFrames: typeof VideoFrame === "function" && typeof HTMLVideoElement.prototype.requestVideoFrameCallback === "function",
+  };
 }
 
 /**
- * The camera's frames as a stream the worker can read, or null where neither path exists.
+ * Hands the camera to the worker by the best path that works: `post` sends it (with what
+ * to transfer) and throws a `DataCloneError` where a transfer is refused, in which case
+ * the next path is tried. With no track, or no path, `post(null, [])`.
  * @param {MediaStreamTrack | null} track
- * @returns {ReadableStream<VideoFrame> | null}
+ * @param {boolean} workerProcessor the worker has `MediaStreamTrackProcessor`
+ * @param {(video: VideoSource | null, transfer: Transferable[]) => void} post
+ * @returns {VideoSource["kind"] | null} the path taken
  */
-export function videoReadable(track) {
-  if (!track) return null;
-  if (typeof MediaStreamTrackProcessor === "function") {
-    return /** @type {ReadableStream<VideoFrame>} */ (new MediaStreamTrackProcessor({ track, maxBufferSize: 1 }).readable);
+export function sendCamera(track, workerProcessor, post) {
+  if (track) {
+    for (const path of videoPaths({ ...pageCan(), workerProcessor })) {
+      if (path === "processor") {
+        const readable = /** @type {ReadableStream<VideoFrame>} */ (new MediaStreamTrackProcessor({ track, maxBufferSize: 1 }).readable);
+        post({ kind: "processor", readable }, [readable]);
+        return path;
+      }
+      if (path === "track") {
+        // A clone: the page keeps its own for the preview and to stop the camera.
+        const clone = track.clone();
+        try {
+          post({ kind: "track", track: clone }, [clone]);
+          return path;
+        } catch (e) {
+          clone.stop();
+          if (!(e instanceof DOMException && e.name === "DataCloneError")) throw e;
+          console.info(`duet: the camera track could not go to the media worker (transfer refused: ${e.message}); reading it on the page instead`);
+          continue;
+        }
+      }
+      const port = videoElementFrames(track);
+      post({ kind: "element", port }, [port]);
+      return path;
+    }
   }
-  if (typeof VideoFrame !== "function" || typeof HTMLVideoElement.prototype.requestVideoFrameCallback !== "function") return null;
-  return videoElementFrames(track);
+  post(null, []);
+  return null;
 }
 
 /**
- * Frames from a hidden `<video>` playing the camera: one `VideoFrame` per new camera frame,
- * at most one waiting (a newer frame replaces it, as the processor's `maxBufferSize: 1`
- * does). Ends when the track ends or the worker cancels.
+ * Frames from a hidden `<video>` playing the camera, for the worker: a port on which each
+ * frame the worker asks for (`"more"`) is posted as `{frame}`, transferred, so the page
+ * keeps no reference to it (a transferred `ReadableStream` would clone each frame instead
+ * and leave the original holding a camera buffer until collected; in Chromium that runs
+ * the camera's buffer pool dry within a few frames, for every page using that camera).
+ * At most one frame waits here, replaced by a newer one, as the processor's
+ * `maxBufferSize: 1` does. `{frame: null}` says the track ended; `"stop"` from the worker
+ * ends it.
  * @param {MediaStreamTrack} track
- * @returns {ReadableStream<VideoFrame>}
+ * @returns {MessagePort} the worker's end
  */
 function videoElementFrames(track) {
   const video = document.createElement("video");
   video.muted = true;
   video.playsInline = true;
   video.srcObject = new MediaStream([track]);
+  const channel = new MessageChannel();
+  const port = channel.port1;
   let done = false;
+  let wanted = false;
   /** @type {VideoFrame | null} */
   let waiting = null;
-  /** @type {((frame: VideoFrame | null) => void) | null} */
-  let wanted = null;
+  /** @param {VideoFrame} frame */
+  const give = (frame) => {
+    wanted = false;
+    try {
+      port.postMessage({ frame }, [frame]);
+    } catch (e) {
+      frame.close();
+      console.warn("duet: a camera frame could not go to the media worker", e);
+      stop();
+    }
+  };
   const stop = () => {
+    if (done) return;
     done = true;
     waiting?.close();
     waiting = null;
     video.srcObject = null;
-    wanted?.(null);
+    track.removeEventListener("ended", stop);
+    port.postMessage({ frame: null });
+    port.close();
   };
   track.addEventListener("ended", stop);
+  port.onmessage = (/** @type {MessageEvent<"more" | "stop">} */ ev) => {
+    if (ev.data === "stop") stop();
+    else if (waiting) {
+      const frame = waiting;
+      waiting = null;
+      give(frame);
+    } else wanted = true;
+  };
   const onFrame = () => {
     if (done) return;
     if (track.readyState === "ended") {
@@ -173,42 +244,17 @@ function videoElementFrames(track) {
       // No picture yet (the element is still starting): wait for the next one.
     }
     if (frame) {
-      if (wanted) {
-        wanted(frame);
-        wanted = null;
-      } else {
+      if (wanted) give(frame);
+      else {
         waiting?.close();
         waiting = frame;
       }
     }
-    video.requestVideoFrameCallback(onFrame);
+    if (!done) video.requestVideoFrameCallback(onFrame);
   };
   video.requestVideoFrameCallback(onFrame);
   void video.play().catch(() => {});
-  return new ReadableStream(
-    {
-      pull(controller) {
-        if (done) {
-          controller.close();
-          return;
-        }
-        if (waiting) {
-          controller.enqueue(waiting);
-          waiting = null;
-          return;
-        }
-        return new Promise((resolve) => {
-          wanted = (frame) => {
-            if (frame) controller.enqueue(frame);
-            else controller.close();
-            resolve(undefined);
-          };
-        });
-      },
-      cancel: stop,
-    },
-    { highWaterMark: 0 },
-  );
+  return channel.port2;
 }
 
 /** The capture worklet in use (one microphone at a time), to disconnect when replaced. @type {{source: MediaStreamAudioSourceNode, node: AudioWorkletNode} | null} */
@@ -248,7 +294,7 @@ export async function audioSource(track, ctx) {
   }
 }
 
-/** @param {import("../engine/messages.js").AudioSource | null} source @returns {Transferable[]} */
+/** @param {import("../engine/messages.js").AudioSource | null} source @returns {Transferable[]} what to transfer with it */
 export function audioTransfer(source) {
   if (!source) return [];
   return [source.kind === "stream" ? source.readable : source.port];

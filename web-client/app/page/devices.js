@@ -7,7 +7,7 @@
  * track goes to the media worker as a fresh stream, and the worker swaps only that sender.
  */
 
-import { audioConstraints, audioSource, audioTransfer, captureTrack, listDevices, videoConstraints, videoReadable } from "./capture.js";
+import { audioConstraints, audioSource, audioTransfer, captureTrack, listDevices, sendCamera, videoConstraints } from "./capture.js";
 import { encoderChoices } from "./codecs.js";
 import { state, ui } from "./state.js";
 import { mediaProblem, setToggle, show } from "./view.js";
@@ -19,9 +19,11 @@ function preview(video) {
 }
 
 /** @param {MediaStreamTrack | null} video a new camera track (or none) for the worker */
-function sendVideo(video) {
-  const readable = videoReadable(video);
-  state.engine?.post({ type: "video", video: readable, encoders: encoderChoices(state.probes, state.failed) }, readable ? [readable] : []);
+async function sendVideo(video) {
+  const engine = state.engine;
+  if (!engine) return;
+  const workerProcessor = await engine.workerTrackProcessor;
+  sendCamera(video, workerProcessor, (source, transfer) => engine.post({ type: "video", video: source, encoders: encoderChoices(state.probes, state.failed) }, transfer));
 }
 
 /** @param {MediaStreamTrack | null} audio a new microphone track (or none) for the worker */
@@ -41,7 +43,7 @@ export async function setCamera(on) {
   if (!on) {
     capture.video?.stop();
     capture.video = null;
-    sendVideo(null);
+    void sendVideo(null);
     preview(null);
     setToggle(ui.camera, false);
     return;
@@ -60,7 +62,7 @@ export async function setCamera(on) {
     return;
   }
   capture.video = track;
-  sendVideo(track);
+  void sendVideo(track);
   preview(track);
   void fillPickers();
 }
@@ -94,7 +96,7 @@ async function useCamera(pick) {
   }
   const old = capture.video;
   capture.video = track;
-  sendVideo(track);
+  void sendVideo(track);
   preview(track);
   old.stop();
   state.cameraDeviceId = track.getSettings().deviceId ?? state.cameraDeviceId;

@@ -33,6 +33,11 @@ export class Engine {
     this.nextId = 1;
     /** @type {Map<number, (value: any) => void>} */
     this.pending = new Map();
+    /** @type {(trackProcessor: boolean) => void} */
+    let told = () => {};
+    /** Whether the worker can read a transferred camera track itself (Safari), once it has said. @type {Promise<boolean>} */
+    this.workerTrackProcessor = new Promise((resolve) => (told = resolve));
+    this.told = told;
     this.worker.onmessage = (/** @type {MessageEvent<FromWorker>} */ ev) => this.receive(ev.data);
     /** The worker could not load or crashed: a new Engine (and a fresh partner element) is needed. */
     this.broken = false;
@@ -42,6 +47,7 @@ export class Engine {
       clearInterval(this.clockTimer);
       // Whatever was waiting for it will not be answered: say so instead of hanging.
       for (const resolve of this.pending.values()) resolve(null);
+      this.told(false);
       this.pending.clear();
       this.onMessage({ type: "connectFailed", message: "The page's media engine could not start (the relay may have gone away while the page loaded). Reload the page." });
     };
@@ -86,6 +92,10 @@ export class Engine {
 
   /** @param {FromWorker} msg */
   receive(msg) {
+    if (msg.type === "caps") {
+      this.told(msg.trackProcessor);
+      return;
+    }
     if (msg.type === "snapshot" || msg.type === "chatResult") {
       const resolve = this.pending.get(msg.id);
       this.pending.delete(msg.id);
