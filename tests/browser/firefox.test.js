@@ -5,65 +5,24 @@
  * Firefox has WebTransport and WebCodecs but no `MediaStreamTrackProcessor` and no track
  * generator, so this covers the other capture path (a `<video>` with
  * `requestVideoFrameCallback` for the camera, an `AudioWorklet` for the microphone) and
- * the canvas display.
- *
- * Firefox needs a sound server to run an `AudioContext` (without one, starting audio
- * closes the browser): `ensureSoundServer` starts PulseAudio with its null sink, as a
- * desktop has a real one.
+ * the canvas display. Firefox is launched by helpers.js `launchFirefox` (with a sound server, which its
+ * `AudioContext` needs).
  */
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
-import { createRequire } from "node:module";
 import path from "node:path";
-import { Person, REPO, SCREENSHOT_DIR, expectMovingPicture, launchBrowser, patient, startRelay } from "./helpers.js";
-
-// puppeteer-core lives in web-client/node_modules, with the other npm packages.
-const require = createRequire(path.join(REPO, "web-client", "package.json"));
-/** @type {import("puppeteer-core").PuppeteerNode} */
-const puppeteer = require("puppeteer-core");
+import { Person, SCREENSHOT_DIR, expectMovingPicture, launchBrowser, launchFirefox, patient, startRelay } from "./helpers.js";
 
 /** @type {import("playwright-core").Browser} */
 let chromium;
 /** @type {import("puppeteer-core").Browser} */
 let firefox;
 
-/** A PulseAudio daemon with its null sink, unless one answers already. */
-function ensureSoundServer() {
-  if (spawnSync("pactl", ["info"], { stdio: "ignore" }).status === 0) return;
-  execFileSync("pulseaudio", ["--start", "--exit-idle-time=-1"], { stdio: "ignore" });
-  const deadline = Date.now() + patient(10_000);
-  while (spawnSync("pactl", ["info"], { stdio: "ignore" }).status !== 0) {
-    if (Date.now() > deadline) throw new Error("PulseAudio did not start");
-    spawnSync("sleep", ["0.1"]);
-  }
-}
-
 before(async () => {
-  ensureSoundServer();
   chromium = await launchBrowser();
-  firefox = await puppeteer.launch({
-    browser: "firefox",
-    executablePath: process.env.DUET_FIREFOX ?? "/usr/bin/firefox-esr",
-    headless: true,
-    protocolTimeout: patient(60_000),
-    extraPrefsFirefox: {
-      // A fake camera and microphone, allowed without a prompt.
-      "media.navigator.streams.fake": true,
-      "media.navigator.permission.disabled": true,
-      "media.autoplay.default": 0,
-      // Nothing but the page under test talks to the network.
-      "app.update.enabled": false,
-      "browser.safebrowsing.malware.enabled": false,
-      "browser.safebrowsing.phishing.enabled": false,
-      "network.captive-portal-service.enabled": false,
-      "network.connectivity-service.enabled": false,
-      "datareporting.policy.dataSubmissionEnabled": false,
-      "toolkit.telemetry.enabled": false,
-    },
-  });
+  firefox = await launchFirefox();
 });
 
 after(async () => {

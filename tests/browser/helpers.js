@@ -2,18 +2,19 @@
 /**
  * @file Helpers for Duet's browser end-to-end tests: start the real relay binary on
  * ephemeral ports, launch Debian's headless Chromium with a fake camera and microphone
- * through playwright-core, drive a page as a person would (by accessible names), and wait
+ * through playwright-core (and Firefox ESR through puppeteer-core), drive a page as a person would (by accessible names), and wait
  * for things with a timeout — never a fixed sleep.
  *
  * Environment:
  *   DUET_RELAY_BIN      relay binary (default: target/release/duet-relay, else target/debug/duet-relay)
  *   DUET_CHROMIUM       browser binary (default: /usr/bin/chromium)
+ *   DUET_FIREFOX        Firefox binary (default: /usr/bin/firefox-esr)
  *   DUET_TEST_PATIENCE  multiplies every timeout (slow machines, CI under load); default 1
  *   DUET_BROWSER_EMBEDDED=1  test the page embedded in the relay binary instead of web-client/app on disk
  */
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -28,6 +29,8 @@ const FIGURES_FILE = path.join(OUTPUT_DIR, "browser-figures.json");
 const require = createRequire(path.join(REPO, "web-client", "package.json"));
 /** @type {typeof import("playwright-core")} */
 const playwright = require("playwright-core");
+/** @type {import("puppeteer-core").PuppeteerNode} */
+const puppeteer = require("puppeteer-core");
 
 export const PATIENCE = Number(process.env.DUET_TEST_PATIENCE ?? "1") || 1;
 
@@ -137,6 +140,49 @@ export async function launchBrowser(options = {}) {
     executablePath: process.env.DUET_CHROMIUM ?? "/usr/bin/chromium",
     args,
     timeout: patient(30_000),
+  });
+}
+
+/** A PulseAudio daemon with its null sink, unless one answers already. */
+function ensureSoundServer() {
+  if (spawnSync("pactl", ["info"], { stdio: "ignore" }).status === 0) return;
+  execFileSync("pulseaudio", ["--start", "--exit-idle-time=-1"], { stdio: "ignore" });
+  const deadline = Date.now() + patient(10_000);
+  while (spawnSync("pactl", ["info"], { stdio: "ignore" }).status !== 0) {
+    if (Date.now() > deadline) throw new Error("PulseAudio did not start");
+    spawnSync("sleep", ["0.1"]);
+  }
+}
+
+/**
+ * Debian's headless Firefox ESR (`DUET_FIREFOX`), driven by puppeteer-core over WebDriver
+ * BiDi, with a fake camera and microphone allowed without a prompt and nothing else talking
+ * to the network. Firefox needs a sound server to run an `AudioContext` (without one,
+ * starting audio closes the browser), so PulseAudio is started first, with its null sink,
+ * as a desktop has a real one.
+ * @param {Record<string, unknown>} [prefs] more preferences
+ * @returns {Promise<import("puppeteer-core").Browser>}
+ */
+export async function launchFirefox(prefs = {}) {
+  ensureSoundServer();
+  return puppeteer.launch({
+    browser: "firefox",
+    executablePath: process.env.DUET_FIREFOX ?? "/usr/bin/firefox-esr",
+    headless: true,
+    protocolTimeout: patient(60_000),
+    extraPrefsFirefox: {
+      "media.navigator.streams.fake": true,
+      "media.navigator.permission.disabled": true,
+      "media.autoplay.default": 0,
+      "app.update.enabled": false,
+      "browser.safebrowsing.malware.enabled": false,
+      "browser.safebrowsing.phishing.enabled": false,
+      "network.captive-portal-service.enabled": false,
+      "network.connectivity-service.enabled": false,
+      "datareporting.policy.dataSubmissionEnabled": false,
+      "toolkit.telemetry.enabled": false,
+      ...prefs,
+    },
   });
 }
 
