@@ -12,9 +12,12 @@
  * (duet-impair) in front of coturn and in front of the relay.
  *
  * Run it with scripts/bench-browser, which puts it in a network namespace of its own.
- * Options: --seconds N (window per call, default 20), --smoke (3 s windows), --no-impaired,
+ * After the clean run, two more Duet calls beside the first: A on the WebSocket fallback,
+ * and A in Firefox ESR (puppeteer-core) with B in Chromium.
+ *
+ * Options: --seconds N (window per call, default 20), --smoke (3 s windows), --no-impaired, --no-firefox,
  * --profile NAME (shaper profile, default loss1-rtt80: 1 % loss, 40 ms each way), --json PATH, --txt PATH.
- * Env: DUET_RELAY_BIN, DUET_IMPAIR_BIN, DUET_CHROMIUM, DUET_TURNSERVER, DUET_TEST_PATIENCE.
+ * Env: DUET_RELAY_BIN, DUET_IMPAIR_BIN, DUET_CHROMIUM, DUET_FIREFOX, DUET_TURNSERVER, DUET_TEST_PATIENCE.
  *
  * It fails (exit 1) only when the benchmark cannot measure: a service that does not start,
  * a call that shows no partner picture in time, a WebRTC call not crossing the TURN relay.
@@ -26,7 +29,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
-import { REPO, patient, relayBinary, startRelay } from "../helpers.js";
+import { REPO, launchFirefox, patient, relayBinary, startRelay } from "../helpers.js";
 import { direction, table, targetTable, targets } from "./figures.js";
 import { Children, TURN_PASSWORD, TURN_USER, browserPid, childPid, cpuSeconds, launchChromium, machineTicks, startCoturn, startPageServer, startShaper } from "./services.js";
 
@@ -38,7 +41,7 @@ const IDS = { A: 1, B: 2, C: 3 };
 
 /** @param {string[]} argv */
 function parseArgs(argv) {
-  const o = { seconds: 20, smoke: false, impaired: true, profile: "loss1-rtt80", json: "", txt: "" };
+  const o = { seconds: 20, smoke: false, impaired: true, firefox: true, profile: "loss1-rtt80", json: "", txt: "" };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -49,11 +52,12 @@ function parseArgs(argv) {
     if (a === "--seconds") o.seconds = Number(value());
     else if (a === "--smoke") o.smoke = true;
     else if (a === "--no-impaired") o.impaired = false;
+    else if (a === "--no-firefox") o.firefox = false;
     else if (a === "--profile") o.profile = value();
     else if (a === "--json") o.json = value();
     else if (a === "--txt") o.txt = value();
     else if (a === "-h" || a === "--help") {
-      console.log("usage: scripts/bench-browser [--seconds N] [--smoke] [--no-impaired] [--profile NAME] [--json PATH] [--txt PATH]");
+      console.log("usage: scripts/bench-browser [--seconds N] [--smoke] [--no-impaired] [--no-firefox] [--profile NAME] [--json PATH] [--txt PATH]");
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
   }
@@ -69,14 +73,16 @@ const opts = parseArgs(process.argv.slice(2));
 /** How long starting a service, a page load or a first picture may take. */
 const START_MS = patient(30_000);
 const FIRST_FRAME_MS = patient(20_000);
-/** The whole run: starts, two systems × two conditions × two windows, and slack. */
-const RUN_MS = patient(240_000) + opts.seconds * 8 * 1000;
+/** The whole run: starts, two systems × two conditions × two windows, the fallback and Firefox calls, and slack. */
+const RUN_MS = patient(300_000) + opts.seconds * 10 * 1000;
 
 // ------------------------------------------------------------------ run state
 
 const children = new Children();
 /** @type {import("playwright-core").Browser | null} */
 let browser = null;
+/** @type {import("puppeteer-core").Browser | null} */
+let firefox = null;
 /** @type {(() => void)[]} */
 const closers = [];
 /** @type {string[]} */
@@ -85,6 +91,8 @@ const notes = [];
 async function cleanup() {
   if (browser) await Promise.race([browser.close().catch(() => {}), sleep(10_000)]);
   browser = null;
+  if (firefox) await Promise.race([firefox.close().catch(() => {}), sleep(10_000)]);
+  firefox = null;
   for (const close of closers.splice(0).reverse()) {
     try {
       await close();
@@ -144,6 +152,44 @@ async function openPage(url, name, hooks = {}) {
 }
 
 /** @typedef {Awaited<ReturnType<typeof openPage>>} BenchPage */
+
+/**
+ * Opens one page in Firefox (its own browser context, the stamped camera), driven by
+ * puppeteer-core: `page` offers the few Playwright calls this benchmark makes, so the
+ * measuring code is the same for both browsers.
+ * @param {string} url @param {keyof typeof IDS} name
+ * @returns {Promise<BenchPage>}
+ */
+async function openFirefoxPage(url, name) {
+  if (!firefox) throw new Error("no Firefox");
+  const context = await firefox.createBrowserContext();
+  const page = await context.newPage();
+  page.setDefaultTimeout(START_MS);
+  await page.evaluateOnNewDocument(`window.__benchId = ${IDS[name]};\n${CAMERA}`);
+  /** @type {string[]} */
+  const problems = [];
+  page.on("pageerror", (/** @type {unknown} */ e) => problems.length < 50 && problems.push(`pageerror: ${e instanceof Error ? e.message : e}`));
+  page.on("console", (m) => {
+    if (process.env.DUET_BENCH_VERBOSE) console.error(`[${name}, Firefox] ${m.type()}: ${m.text()}`);
+    if (m.type() === "error" && problems.length < 50) problems.push(`console.error: ${m.text()}`);
+  });
+  await page.goto(url);
+  const like = {
+    /** @param {any} fn @param {any} [arg] */
+    evaluate: (fn, arg) => withTimeout(page.evaluate(fn, arg), START_MS, `${name} (Firefox): a page call`),
+    /** @param {any} fn @param {any} arg @param {{timeout: number, polling: number}} o */
+    waitForFunction: (fn, arg, o) => page.waitForFunction(fn, { timeout: o.timeout, polling: o.polling }, arg),
+    /** @param {string} selector @param {string} value */
+    fill: (selector, value) => page.locator(selector).fill(value),
+    /** @param {string} selector */
+    check: (selector) => page.locator(selector).click(),
+    /** @param {string} selector */
+    click: (selector) => page.locator(selector).click(),
+  };
+  return { name, id: IDS[name], page: /** @type {any} */ (like), problems, close: () => context.close() };
+}
+
+
 
 /**
  * @template T
@@ -377,17 +423,14 @@ async function runDuet(relayUrl, quicPort, cpuRoots) {
 }
 
 /**
- * The WebSocket fallback beside WebTransport, on the same machine in the same run: A opens
- * the page with `?transport=websocket` (as on a network that blocks UDP), B as usual; they
- * pair and the window is measured both ways. C's page is open (its camera drawing, not
- * started) as in the first Duet call, so the machine carries the same three pages.
- * Compared in the report with that call (both on WebTransport).
- * @param {string} relayUrl @param {Record<string, number[]>} cpuRoots
+ * One more Duet call, A–B, measured both ways the way the first Duet call was, for a
+ * figure beside it from the same run: A on the WebSocket fallback (`?transport=websocket`,
+ * as on a network that blocks UDP), or A in Firefox. C's page is open (its camera drawing,
+ * not started) as in the first Duet call, so the machine carries the same three pages.
+ * @param {BenchPage} A @param {BenchPage} B @param {BenchPage} C
+ * @param {Record<string, number[]>} cpuRoots
  */
-async function runFallback(relayUrl, cpuRoots) {
-  const A = await openPage(`${relayUrl}?transport=websocket`, "A");
-  const B = await openPage(relayUrl, "B");
-  const C = await openPage(relayUrl, "C");
+async function runPair(A, B, C, cpuRoots) {
   try {
     for (const p of [A, B]) {
       await p.page.fill("#name", p.name);
@@ -399,36 +442,61 @@ async function runFallback(relayUrl, cpuRoots) {
     const t0 = await pageNow(B);
     await B.page.click("#start");
     const [ab, ba] = await Promise.all([firstFrame(B, A, t0), firstFrame(A, B, t0)]);
-    const transports = await Promise.all([A, B].map((p) => p.page.evaluate(async () => (await /** @type {any} */ (window).duet.snapshot()).transport)));
-    if (transports[0] !== "websocket" || transports[1] !== "webtransport") notes.push(`the fallback call ran on ${transports.join(" and ")}, not websocket and webtransport`);
+    const how = await Promise.all([A, B].map((p) => p.page.evaluate(async () => {
+      const s = await /** @type {any} */ (window).duet.snapshot();
+      return { transport: s.transport, capture: s.capture, codec: s.send?.codec };
+    })));
     const measured = await measure(A, B, cpuRoots);
-    return { transports: { A: transports[0], B: transports[1] }, firstFrameMs: { "A→B": ab, "B→A": ba }, ...measured, pageProblems: [A, B, C].flatMap((p) => p.problems.map((x) => `${p.name}: ${x}`)) };
+    return { A: how[0], B: how[1], firstFrameMs: { "A→B": ab, "B→A": ba }, ...measured, pageProblems: [A, B, C].flatMap((p) => p.problems.map((x) => `${p.name}: ${x}`)) };
   } finally {
     for (const p of [A, B, C]) await p.close().catch(() => {});
   }
 }
 
+/** A on the WebSocket fallback, B and C as in the first Duet call. @param {string} relayUrl @param {Record<string, number[]>} cpuRoots */
+async function runFallback(relayUrl, cpuRoots) {
+  const result = await runPair(await openPage(`${relayUrl}?transport=websocket`, "A"), await openPage(relayUrl, "B"), await openPage(relayUrl, "C"), cpuRoots);
+  if (result.A.transport !== "websocket" || result.B.transport !== "webtransport") notes.push(`the fallback call ran on ${result.A.transport} and ${result.B.transport}, not websocket and webtransport`);
+  return result;
+}
+
+/** A in Firefox, B and C in Chromium, all on WebTransport. @param {string} relayUrl @param {Record<string, number[]>} cpuRoots */
+async function runFirefox(relayUrl, cpuRoots) {
+  const result = await runPair(await openFirefoxPage(relayUrl, "A"), await openPage(relayUrl, "B"), await openPage(relayUrl, "C"), cpuRoots);
+  if (result.A.transport !== "webtransport" || result.B.transport !== "webtransport") notes.push(`the Firefox call ran on ${result.A.transport} and ${result.B.transport}, not WebTransport both`);
+  return result;
+}
+
 /**
- * The fallback call against the first Duet call of the same run.
- * @param {any} webTransport the clean Duet result @param {any} fallback runFallback's result
+ * A runPair call against the first Duet call of the same run.
+ * @param {string} title @param {[string, string]} columns @param {[string, string]} dirLabels
+ * @param {any} webTransport the clean Duet result @param {any} other runPair's result
  */
-function fallbackReport(webTransport, fallback) {
+function pairReport(title, columns, dirLabels, webTransport, other) {
   /** @type {{label: string, webrtc?: number | null, duet?: number | null, digits?: number}[]} */
   const rows = [];
-  for (const dir of ["A→B", "B→A"]) {
+  for (const [i, dir] of ["A→B", "B→A"].entries()) {
     const a = webTransport.first[dir];
-    const b = fallback[dir];
-    rows.push({ label: dir === "A→B" ? "A→B (A sends over the WebSocket)" : "B→A (A receives over the WebSocket)" });
-    rows.push({ label: `  ${dir} time to first frame, ms`, webrtc: webTransport.first.firstFrameMs[dir], duet: fallback.firstFrameMs[dir], digits: 0 });
+    const b = other[dir];
+    rows.push({ label: `${dir} (${dirLabels[i]})` });
+    rows.push({ label: `  ${dir} time to first frame, ms`, webrtc: webTransport.first.firstFrameMs[dir], duet: other.firstFrameMs[dir], digits: 0 });
     rows.push({ label: `  ${dir} capture→screen p50, ms`, webrtc: a.p50, duet: b.p50 });
     rows.push({ label: `  ${dir} capture→screen p95, ms`, webrtc: a.p95, duet: b.p95 });
     rows.push({ label: `  ${dir} capture→screen max, ms`, webrtc: a.max, duet: b.max });
     rows.push({ label: `  ${dir} frames shown per second`, webrtc: a.fps, duet: b.fps });
     rows.push({ label: `  ${dir} shown that the sender never drew`, webrtc: a.neverDrawn, duet: b.neverDrawn, digits: 0 });
   }
-  rows.push({ label: "browser CPU, % of one core", webrtc: webTransport.first.cpuPercentOfOneCore.browser, duet: fallback.cpuPercentOfOneCore.browser });
-  rows.push({ label: "relay CPU, % of one core", webrtc: webTransport.first.cpuPercentOfOneCore.relay, duet: fallback.cpuPercentOfOneCore.relay });
-  return table(`The WebSocket fallback: A on WebSocket (?transport=websocket), B on WebTransport, loopback, ${opts.seconds} s, against the first Duet call above (both on WebTransport; C's page open and not started in both)`, rows, ["both WT", "A on WS"]);
+  for (const page of Object.keys(other.readsPerSecond)) {
+    rows.push({ label: `${page}'s animation frames (reads) per second`, webrtc: webTransport.first.readsPerSecond[page], duet: other.readsPerSecond[page], digits: 0 });
+  }
+  for (const [key, what] of Object.entries({ browser: "Chromium", firefox: "Firefox", relay: "relay" })) {
+    const x = webTransport.first.cpuPercentOfOneCore[key];
+    const y = other.cpuPercentOfOneCore[key];
+    if (x || y) rows.push({ label: `${what} CPU, % of one core`, webrtc: x ?? null, duet: y ?? null });
+  }
+  rows.push({ label: "whole machine busy, %", webrtc: webTransport.first.machineBusyPercent, duet: other.machineBusyPercent });
+  const sent = (/** @type {any} */ p) => `${p.transport}, ${p.codec ?? "?"}, camera via ${p.capture?.video ?? "?"}, microphone via ${p.capture?.audio ?? "?"}`;
+  return `${table(title, rows, columns)}\nA: ${sent(other.A)}; B: ${sent(other.B)}`;
 }
 
 /**
@@ -520,7 +588,7 @@ async function main() {
   closers.push(launched.cleanup);
   const bpid = browserPid();
   const relayPid = childPid(relayBinary());
-  const roots = (/** @type {number | undefined} */ shaperPid) => ({
+  const roots = (/** @type {number | undefined} */ shaperPid = undefined) => ({
     browser: [bpid],
     coturn: [coturn.proc.pid ?? 0],
     relay: relayPid ? [relayPid] : [],
@@ -551,9 +619,22 @@ async function main() {
       console.error("bench-browser: clean: Duet with one page on the WebSocket fallback");
       const fallback = await runFallback(relay.url, roots());
       results.fallback = fallback;
-      const f = fallbackReport(duet, fallback);
+      const f = pairReport(`The WebSocket fallback: A on WebSocket (?transport=websocket), B on WebTransport, loopback, ${opts.seconds} s, against the first Duet call above (both on WebTransport; C's page open and not started in both)`, ["both WT", "A on WS"], ["A sends over the WebSocket", "A receives over the WebSocket"], duet, fallback);
       console.log(`\n${f}\n`);
       text.push(f);
+      if (opts.firefox) {
+        console.error("bench-browser: clean: Duet with page A in Firefox");
+        const launchedFirefox = await launchFirefox({ "privacy.reduceTimerPrecision": false });
+        firefox = launchedFirefox;
+        const ffPid = launchedFirefox.process()?.pid;
+        const withFirefox = await runFirefox(relay.url, { ...roots(), ...(ffPid ? { firefox: [ffPid] } : {}) });
+        await Promise.race([launchedFirefox.close().catch(() => {}), sleep(10_000)]);
+        firefox = null;
+        results.firefox = withFirefox;
+        const ff = pairReport(`Firefox: A in Firefox ESR, B in Chromium, both on WebTransport, loopback, ${opts.seconds} s, against the first Duet call above (all Chromium; C's page open in Chromium)`, ["Chromium", "A Firefox"], ["Firefox sends", "Firefox receives"], duet, withFirefox);
+        console.log(`\n${ff}\n`);
+        text.push(ff);
+      }
     }
   }
   const goals = targets(results.conditions.clean, results.conditions.impaired);
@@ -561,7 +642,7 @@ async function main() {
   const goalText = targetTable(goals);
   console.log(`${goalText}\n`);
   text.push(goalText);
-  const problems = [...Object.values(results.conditions).flatMap((c) => [...c.webrtc.pageProblems, ...c.duet.pageProblems]), ...(results.fallback?.pageProblems ?? [])];
+  const problems = [...Object.values(results.conditions).flatMap((c) => [...c.webrtc.pageProblems, ...c.duet.pageProblems]), ...(results.fallback?.pageProblems ?? []), ...(results.firefox?.pageProblems ?? [])];
   // The same message from several pages (or many times) is one note, with who said it.
   const byText = new Map();
   for (const line of problems) {
