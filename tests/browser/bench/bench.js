@@ -237,6 +237,30 @@ async function engineState(p) {
 }
 
 /**
+ * The Duet page's `window.duet.snapshot()`, for the JSON (null when unreadable or too big).
+ * @param {BenchPage} p
+ */
+function duetSnapshot(p) {
+  return p.page
+    .evaluate(async () => {
+      const s = await /** @type {any} */ (window).duet?.snapshot?.();
+      const text = s ? JSON.stringify(s) : "";
+      return text && text.length < 50_000 ? JSON.parse(text) : null;
+    })
+    .catch(() => null);
+}
+
+/** Waits for a page to be in the queue, or says where it is. @param {BenchPage} p */
+async function waiting(p) {
+  try {
+    await p.page.waitForFunction(() => document.body.dataset.phase === "waiting", null, { timeout: START_MS, polling: 20 });
+  } catch (e) {
+    const where = await p.page.evaluate(() => `phase ${document.body.dataset.phase}, status "${document.getElementById("status")?.textContent}"`).catch(() => "");
+    throw new Error(`${p.name} did not reach the queue (${where}; page problems: ${p.problems.slice(0, 5).join(" | ")})\n${e}`);
+  }
+}
+
+/**
  * Waits for the first picture from `sender` seen by `receiver` at or after `from`.
  * @param {BenchPage} receiver @param {BenchPage} sender @param {number} from
  * @returns {Promise<number>} ms from `from` to that picture on screen
@@ -374,15 +398,6 @@ async function runDuet(relayUrl, quicPort, cpuRoots) {
       /** @type {HTMLButtonElement} */ (document.getElementById(bid)).click();
       return t;
     }, id);
-  /** @param {BenchPage} p */
-  const waiting = async (p) => {
-    try {
-      await p.page.waitForFunction(() => document.body.dataset.phase === "waiting", null, { timeout: START_MS, polling: 20 });
-    } catch (e) {
-      const where = await p.page.evaluate(() => `phase ${document.body.dataset.phase}, status "${document.getElementById("status")?.textContent}"`).catch(() => "");
-      throw new Error(`${p.name} did not reach the queue (${where}; page problems: ${p.problems.slice(0, 5).join(" | ")})\n${e}`);
-    }
-  };
   try {
     for (const p of [A, B, C]) {
       await p.page.fill("#name", p.name);
@@ -401,15 +416,7 @@ async function runDuet(relayUrl, quicPort, cpuRoots) {
     const t1 = await press(A, "next");
     const [ac, ca] = await Promise.all([firstFrame(C, A, t1), firstFrame(A, C, t1)]);
     const nextWindow = await measure(A, C, cpuRoots);
-    const snap = (/** @type {BenchPage} */ p) =>
-      p.page
-        .evaluate(async () => {
-          const s = await /** @type {any} */ (window).duet?.snapshot?.();
-          const text = s ? JSON.stringify(s) : "";
-          return text && text.length < 50_000 ? JSON.parse(text) : null;
-        })
-        .catch(() => null);
-    const [snapshot, snapshotC] = await Promise.all([snap(A), snap(C)]);
+    const [snapshot, snapshotC] = await Promise.all([duetSnapshot(A), duetSnapshot(C)]);
     return {
       first: { firstFrameMs: { "A→B": ab, "B→A": ba }, ...firstWindow },
       next: { firstFrameMs: { "A→C": ac, "C→A": ca }, ...nextWindow, steps: nextSteps(t1, snapshot, snapshotC) },
@@ -438,7 +445,7 @@ async function runPair(A, B, C, cpuRoots) {
       await p.page.evaluate(() => /** @type {any} */ (window).__bench.watch("#partner-video"));
     }
     await A.page.click("#start");
-    await A.page.waitForFunction(() => document.body.dataset.phase === "waiting", null, { timeout: START_MS, polling: 20 });
+    await waiting(A);
     const t0 = await pageNow(B);
     await B.page.click("#start");
     const [ab, ba] = await Promise.all([firstFrame(B, A, t0), firstFrame(A, B, t0)]);
@@ -447,7 +454,8 @@ async function runPair(A, B, C, cpuRoots) {
       return { transport: s.transport, capture: s.capture, codec: s.send?.codec };
     })));
     const measured = await measure(A, B, cpuRoots);
-    return { A: how[0], B: how[1], firstFrameMs: { "A→B": ab, "B→A": ba }, ...measured, pageProblems: [A, B, C].flatMap((p) => p.problems.map((x) => `${p.name}: ${x}`)) };
+    const [snapshotA, snapshotB] = await Promise.all([duetSnapshot(A), duetSnapshot(B)]);
+    return { A: how[0], B: how[1], firstFrameMs: { "A→B": ab, "B→A": ba }, ...measured, snapshotA, snapshotB, pageProblems: [A, B, C].flatMap((p) => p.problems.map((x) => `${p.name}: ${x}`)) };
   } finally {
     for (const p of [A, B, C]) await p.close().catch(() => {});
   }
