@@ -2,8 +2,9 @@
 /**
  * @file Helpers for Duet's browser end-to-end tests: start the real relay binary on
  * ephemeral ports, launch Debian's headless Chromium with a fake camera and microphone
- * through playwright-core (and Firefox ESR through puppeteer-core), drive a page as a person would (by accessible names), and wait
- * for things with a timeout — never a fixed sleep.
+ * through playwright-core (and Firefox ESR through puppeteer-core), drive a page as a
+ * person would (by accessible names), and wait for things with a timeout — never a fixed
+ * sleep.
  *
  * Environment:
  *   DUET_RELAY_BIN      relay binary (default: target/release/duet-relay, else target/debug/duet-relay)

@@ -189,8 +189,6 @@ async function openFirefoxPage(url, name) {
   return { name, id: IDS[name], page: /** @type {any} */ (like), problems, close: () => context.close() };
 }
 
-
-
 /**
  * @template T
  * @param {Promise<T>} promise @param {number} ms @param {string} what
@@ -449,13 +447,11 @@ async function runPair(A, B, C, cpuRoots) {
     const t0 = await pageNow(B);
     await B.page.click("#start");
     const [ab, ba] = await Promise.all([firstFrame(B, A, t0), firstFrame(A, B, t0)]);
-    const how = await Promise.all([A, B].map((p) => p.page.evaluate(async () => {
-      const s = await /** @type {any} */ (window).duet.snapshot();
-      return { transport: s.transport, capture: s.capture, codec: s.send?.codec };
-    })));
     const measured = await measure(A, B, cpuRoots);
     const [snapshotA, snapshotB] = await Promise.all([duetSnapshot(A), duetSnapshot(B)]);
-    return { A: how[0], B: how[1], firstFrameMs: { "A→B": ab, "B→A": ba }, ...measured, snapshotA, snapshotB, pageProblems: [A, B, C].flatMap((p) => p.problems.map((x) => `${p.name}: ${x}`)) };
+    /** What the page ran on, from its snapshot. @param {any} snap */
+    const how = (snap) => ({ transport: snap?.transport ?? null, capture: snap?.capture ?? null, codec: snap?.send?.codec ?? null });
+    return { A: how(snapshotA), B: how(snapshotB), firstFrameMs: { "A→B": ab, "B→A": ba }, ...measured, snapshotA, snapshotB, pageProblems: [A, B, C].flatMap((p) => p.problems.map((x) => `${p.name}: ${x}`)) };
   } finally {
     for (const p of [A, B, C]) await p.close().catch(() => {});
   }

@@ -4,11 +4,10 @@
  * `VideoSource`, `AudioSource`) as the streams of `VideoFrame` and `AudioData` the senders
  * read.
  *
- * Video: the page's processor stream arrives ready; frames from the page's `<video>`
- * (Firefox) come over a port, one per request, so none waits in between; a transferred
- * camera track (Safari, whose `MediaStreamTrackProcessor` lives in workers only) is read
- * here with the worker's own processor, at most one frame waiting, and stopped when the
- * sender is done with it.
+ * Video: a stream the page made (its processor's, or from its `<video>`) arrives ready;
+ * a transferred camera track (Safari, whose `MediaStreamTrackProcessor` lives in workers
+ * only) is read here with the worker's own processor, at most one frame waiting, and
+ * stopped when the sender is done with it.
  *
  * Audio: where the browser has `MediaStreamTrackProcessor` the page sent that stream
  * itself; elsewhere (Firefox, Safari) it sent the port of its capture worklet
@@ -27,8 +26,7 @@ export function hasTrackProcessor() {
  * @returns {ReadableStream<VideoFrame>}
  */
 export function videoStream(source) {
-  if (source.kind === "processor") return source.readable;
-  if (source.kind === "element") return portFrames(source.port);
+  if (source.kind !== "track") return source.readable;
   const track = source.track;
   /** @type {ReadableStreamDefaultReader<VideoFrame>} */
   let reader;
@@ -50,52 +48,6 @@ export function videoStream(source) {
       async cancel() {
         track.stop();
         await reader.cancel().catch(() => {});
-      },
-    },
-    { highWaterMark: 0 },
-  );
-}
-
-/**
- * The frames the page posts on `port` (page/capture.js `videoElementFrames`), asked for
- * one at a time as the sender reads.
- * @param {MessagePort} port
- * @returns {ReadableStream<VideoFrame>}
- */
-function portFrames(port) {
-  /** @type {(() => void) | null} */
-  let arrived = null;
-  let ended = false;
-  return new ReadableStream(
-    {
-      start(controller) {
-        port.onmessage = (/** @type {MessageEvent<{frame: VideoFrame | null}>} */ ev) => {
-          const { frame } = ev.data;
-          if (ended) {
-            frame?.close();
-            return;
-          }
-          if (frame) controller.enqueue(frame);
-          else {
-            ended = true;
-            port.close();
-            controller.close();
-          }
-          arrived?.();
-          arrived = null;
-        };
-      },
-      pull() {
-        if (ended) return;
-        port.postMessage("more");
-        return new Promise((resolve) => {
-          arrived = () => resolve(undefined);
-        });
-      },
-      cancel() {
-        ended = true;
-        port.postMessage("stop");
-        port.close();
       },
     },
     { highWaterMark: 0 },

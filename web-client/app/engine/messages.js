@@ -30,13 +30,12 @@
  */
 
 /**
- * Where the worker reads the camera: the stream of the page's `MediaStreamTrackProcessor`
- * (Chromium, `processor`); a port on which the page posts frames from a hidden `<video>`,
- * one per `"more"` the worker sends (Firefox, `element`; page/capture.js); or the camera
- * track itself, transferred, for the worker's own processor (Safari, which has
- * `MediaStreamTrackProcessor` in workers only). The worker stops a transferred track, and
- * sends `"stop"` on the port, when it is done with it.
- * @typedef {{kind: "processor", readable: ReadableStream<VideoFrame>} | {kind: "element", port: MessagePort} | {kind: "track", track: MediaStreamTrack}} VideoSource
+ * Where the worker reads the camera: a stream of frames the page made (with the page's
+ * `MediaStreamTrackProcessor` in Chromium, `processor`; from a hidden `<video>` in Firefox,
+ * `element`), or the camera track itself, transferred, for the worker's own processor
+ * (Safari, which has `MediaStreamTrackProcessor` in workers only). The worker stops a
+ * transferred track when it is done with it.
+ * @typedef {{kind: "processor" | "element", readable: ReadableStream<VideoFrame>} | {kind: "track", track: MediaStreamTrack}} VideoSource
  */
 
 /**

@@ -9,8 +9,7 @@
  *   the worker makes the processor (engine/capture-streams.js). Where the transfer is
  *   refused (`DataCloneError`), the next path is taken.
  * - Otherwise (Firefox): the camera plays in a hidden `<video>` and each new frame
- *   (`requestVideoFrameCallback`) becomes a `VideoFrame`, transferred to the worker over a
- *   port when it asks for one.
+ *   (`requestVideoFrameCallback`) becomes a `VideoFrame` in a stream that is transferred.
  * The microphone goes through the page's processor where there is one, else through an
  * `AudioWorklet` (engine/audio-capture.js) whose port is handed to the worker, so samples
  * never touch this thread.
@@ -169,8 +168,8 @@ export function sendCamera(track, workerProcessor, post) {
           continue;
         }
       }
-      const port = videoElementFrames(track);
-      post({ kind: "element", port }, [port]);
+      const readable = videoElementFrames(track);
+      post({ kind: "element", readable }, [readable]);
       return path;
     }
   }
@@ -179,58 +178,33 @@ export function sendCamera(track, workerProcessor, post) {
 }
 
 /**
- * Frames from a hidden `<video>` playing the camera, for the worker: a port on which each
- * frame the worker asks for (`"more"`) is posted as `{frame}`, transferred, so the page
- * keeps no reference to it (a transferred `ReadableStream` would clone each frame instead
- * and leave the original holding a camera buffer until collected; in Chromium that runs
- * the camera's buffer pool dry within a few frames, for every page using that camera).
- * At most one frame waits here, replaced by a newer one, as the processor's
- * `maxBufferSize: 1` does. `{frame: null}` says the track ended; `"stop"` from the worker
- * ends it.
+ * Frames from a hidden `<video>` playing the camera: one `VideoFrame` per new camera frame,
+ * at most one waiting (a newer frame replaces it, as the processor's `maxBufferSize: 1`
+ * does). Ends when the track ends or the worker cancels. (In Chromium, whose page always
+ * has the processor, this path would starve the camera: a transferred stream clones each
+ * frame, and the originals hold camera buffers until collected. Frames posted one by one
+ * over a port avoid that, but made Firefox's page hang for a minute in 3 of 9 test runs.)
  * @param {MediaStreamTrack} track
- * @returns {MessagePort} the worker's end
+ * @returns {ReadableStream<VideoFrame>}
  */
 function videoElementFrames(track) {
   const video = document.createElement("video");
   video.muted = true;
   video.playsInline = true;
   video.srcObject = new MediaStream([track]);
-  const channel = new MessageChannel();
-  const port = channel.port1;
   let done = false;
-  let wanted = false;
   /** @type {VideoFrame | null} */
   let waiting = null;
-  /** @param {VideoFrame} frame */
-  const give = (frame) => {
-    wanted = false;
-    try {
-      port.postMessage({ frame }, [frame]);
-    } catch (e) {
-      frame.close();
-      console.warn("duet: a camera frame could not go to the media worker", e);
-      stop();
-    }
-  };
+  /** @type {((frame: VideoFrame | null) => void) | null} */
+  let wanted = null;
   const stop = () => {
-    if (done) return;
     done = true;
     waiting?.close();
     waiting = null;
     video.srcObject = null;
-    track.removeEventListener("ended", stop);
-    port.postMessage({ frame: null });
-    port.close();
+    wanted?.(null);
   };
   track.addEventListener("ended", stop);
-  port.onmessage = (/** @type {MessageEvent<"more" | "stop">} */ ev) => {
-    if (ev.data === "stop") stop();
-    else if (waiting) {
-      const frame = waiting;
-      waiting = null;
-      give(frame);
-    } else wanted = true;
-  };
   const onFrame = () => {
     if (done) return;
     if (track.readyState === "ended") {
@@ -244,17 +218,42 @@ function videoElementFrames(track) {
       // No picture yet (the element is still starting): wait for the next one.
     }
     if (frame) {
-      if (wanted) give(frame);
-      else {
+      if (wanted) {
+        wanted(frame);
+        wanted = null;
+      } else {
         waiting?.close();
         waiting = frame;
       }
     }
-    if (!done) video.requestVideoFrameCallback(onFrame);
+    video.requestVideoFrameCallback(onFrame);
   };
   video.requestVideoFrameCallback(onFrame);
   void video.play().catch(() => {});
-  return channel.port2;
+  return new ReadableStream(
+    {
+      pull(controller) {
+        if (done) {
+          controller.close();
+          return;
+        }
+        if (waiting) {
+          controller.enqueue(waiting);
+          waiting = null;
+          return;
+        }
+        return new Promise((resolve) => {
+          wanted = (frame) => {
+            if (frame) controller.enqueue(frame);
+            else controller.close();
+            resolve(undefined);
+          };
+        });
+      },
+      cancel: stop,
+    },
+    { highWaterMark: 0 },
+  );
 }
 
 /** The capture worklet in use (one microphone at a time), to disconnect when replaced. @type {{source: MediaStreamAudioSourceNode, node: AudioWorkletNode} | null} */
