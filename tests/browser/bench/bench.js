@@ -165,7 +165,7 @@ async function openFirefoxPage(url, name) {
   const context = await firefox.createBrowserContext();
   const page = await context.newPage();
   page.setDefaultTimeout(START_MS);
-  await page.evaluateOnNewDocument(`window.__benchId = ${IDS[name]};\n${CAMERA}`);
+  await page.evaluateOnNewDocument(`window.__benchId = ${IDS[name]}; window.__benchWorkerReader = true;\n${CAMERA}`);
   /** @type {string[]} */
   const problems = [];
   page.on("pageerror", (/** @type {unknown} */ e) => problems.length < 50 && problems.push(`pageerror: ${e instanceof Error ? e.message : e}`));

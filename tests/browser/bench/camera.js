@@ -15,6 +15,14 @@
  * All pages of one browser share one clock (`performance.timeOrigin + performance.now()`),
  * so capture-to-screen delay is the read time minus the stamp's time.
  *
+ * Firefox pages (`window.__benchWorkerReader`) are read in the media worker instead, at the
+ * moment it paints each picture into the partner canvas (`putImageData`, the only way
+ * Duet's worker paints there): Firefox snapshots a canvas a worker paints by blocking the
+ * page's main thread until the worker answers, and that answer never came while a call ran
+ * (the page and worker both froze for Firefox's 10 s snapshot timeout, every few seconds;
+ * measured: B saw A's picture with a 10.9 s gap when A's page read its canvas, 154 ms when
+ * it did not). A picture is seen there up to one display frame before it is on screen.
+ *
  * The page id comes from `window.__benchId`, set by an init script added before this one.
  */
 (() => {
@@ -181,6 +189,11 @@
     const scale = RW / COLS;
     const lums = [];
     for (let i = 0; i < COLS * ROWS; i++) lums.push(sample(data, Math.floor((i % COLS) * scale + scale / 2), Math.floor(Math.floor(i / COLS) * scale + scale / 2)));
+    consider(at, lums);
+  }
+
+  /** One picture seen at `at` (ms), as the 80 block luminances of its top rows. */
+  function consider(at, lums) {
     const bits = lums.map((l) => (l > 128 ? 1 : 0));
     const stamp = decode(bits);
     if (stamp) {
@@ -212,13 +225,72 @@
     if (!watching) return;
     if (ticks.length < MAX_LOG * 2) ticks.push(now());
     try {
-      readOnce();
+      if (!WORKER_READER) readOnce();
     } catch (e) {
       if (errors.length < 100) errors.push([now(), String(e)]);
     }
     requestAnimationFrame(tick);
   }
 
+  // ------------------------------------------------------------------ reader in the worker (Firefox)
+
+  /**
+   * Runs first in Duet's media worker: after each `putImageData` into a canvas, the block
+   * luminances of the picture put there go to the page (the same 4×4 samples at the same
+   * block centres as `readOnce`, at the picture's own resolution).
+   */
+  function workerHook(cols, rows, blocksHigh) {
+    const proto = OffscreenCanvasRenderingContext2D.prototype;
+    const put = proto.putImageData;
+    proto.putImageData = function (img, ...rest) {
+      put.call(this, img, ...rest);
+      const at = performance.timeOrigin + performance.now();
+      const { width: w, height: h, data } = img;
+      if (w < cols * 4 || h < blocksHigh * 4) return;
+      const lums = [];
+      for (let i = 0; i < cols * rows; i++) {
+        const cx = Math.floor(((i % cols) + 0.5) * (w / cols));
+        const cy = Math.floor((Math.floor(i / cols) + 0.5) * (h / blocksHigh));
+        let sum = 0;
+        for (let dy = -2; dy < 2; dy++) {
+          for (let dx = -2; dx < 2; dx++) {
+            const j = ((cy + dy) * w + cx + dx) * 4;
+            sum += (data[j] * 2 + data[j + 1] * 5 + data[j + 2]) / 8;
+          }
+        }
+        lums.push(sum / 16);
+      }
+      self.postMessage({ __benchLums: lums, at });
+    };
+  }
+
+  const WORKER_READER = !!window.__benchWorkerReader;
+  if (WORKER_READER) {
+    const PageWorker = window.Worker;
+    window.Worker = class extends PageWorker {
+      constructor(url, options) {
+        if (options?.name !== "duet-media") {
+          super(url, options);
+          return;
+        }
+        // The hook runs, then the real worker module (imported by its absolute address, so its
+        // own imports resolve as before).
+        const source = `(${workerHook})(${COLS}, ${ROWS}, ${H / BLOCK});\nawait import(${JSON.stringify(String(new URL(url, location.href)))});\n`;
+        super(URL.createObjectURL(new Blob([source], { type: "text/javascript" })), options);
+        // Added before the app sets onmessage, so the app never sees these.
+        this.addEventListener("message", (e) => {
+          if (!e.data?.__benchLums) return;
+          e.stopImmediatePropagation();
+          if (!watching) return;
+          try {
+            consider(e.data.at, e.data.__benchLums);
+          } catch (err) {
+            if (errors.length < 100) errors.push([now(), String(err)]);
+          }
+        });
+      }
+    };
+  }
   window.__bench = {
     id: ID,
     now,
