@@ -20,8 +20,8 @@
  * Duet's worker paints there): Firefox snapshots a canvas a worker paints by blocking the
  * page's main thread until the worker answers, and that answer never came while a call ran
  * (the page and worker both froze for Firefox's 10 s snapshot timeout, every few seconds;
- * measured: B saw A's picture with a 10.9 s gap when A's page read its canvas, 154 ms when
- * it did not). A picture is seen there up to one display frame before it is on screen.
+ * measured: 9–10 s stalls of A's page, and gaps of up to 10.9 s in its pictures at B, when
+ * A's page read its canvas; a longest gap of 154 ms when it did not). A picture is seen there up to one display frame before it is on screen.
  *
  * The page id comes from `window.__benchId`, set by an init script added before this one.
  */
@@ -168,11 +168,12 @@
   let last = "";
   let watching = null;
 
-  function sample(data, cx, cy) {
+  /** Mean luminance of the 4×4 pixels around (cx, cy) in RGBA `data` `width` pixels wide. */
+  function sample(data, width, cx, cy) {
     let sum = 0;
     for (let dy = -2; dy < 2; dy++) {
       for (let dx = -2; dx < 2; dx++) {
-        const i = ((cy + dy) * RW + cx + dx) * 4;
+        const i = ((cy + dy) * width + cx + dx) * 4;
         sum += (data[i] * 2 + data[i + 1] * 5 + data[i + 2]) / 8;
       }
     }
@@ -188,7 +189,7 @@
     const { data } = rd.getImageData(0, 0, RW, ROWS * (RH / (H / BLOCK)));
     const scale = RW / COLS;
     const lums = [];
-    for (let i = 0; i < COLS * ROWS; i++) lums.push(sample(data, Math.floor((i % COLS) * scale + scale / 2), Math.floor(Math.floor(i / COLS) * scale + scale / 2)));
+    for (let i = 0; i < COLS * ROWS; i++) lums.push(sample(data, RW, Math.floor((i % COLS) * scale + scale / 2), Math.floor(Math.floor(i / COLS) * scale + scale / 2)));
     consider(at, lums);
   }
 
@@ -235,9 +236,9 @@
   // ------------------------------------------------------------------ reader in the worker (Firefox)
 
   /**
-   * Runs first in Duet's media worker: after each `putImageData` into a canvas, the block
-   * luminances of the picture put there go to the page (the same 4×4 samples at the same
-   * block centres as `readOnce`, at the picture's own resolution).
+   * Runs first in Duet's media worker (with `sample` beside it): after each `putImageData`
+   * into a canvas, the block luminances of the picture put there go to the page (the same
+   * samples at the same block centres as `readOnce`, at the picture's own resolution).
    */
   function workerHook(cols, rows, blocksHigh) {
     const proto = OffscreenCanvasRenderingContext2D.prototype;
@@ -248,18 +249,7 @@
       const { width: w, height: h, data } = img;
       if (w < cols * 4 || h < blocksHigh * 4) return;
       const lums = [];
-      for (let i = 0; i < cols * rows; i++) {
-        const cx = Math.floor(((i % cols) + 0.5) * (w / cols));
-        const cy = Math.floor((Math.floor(i / cols) + 0.5) * (h / blocksHigh));
-        let sum = 0;
-        for (let dy = -2; dy < 2; dy++) {
-          for (let dx = -2; dx < 2; dx++) {
-            const j = ((cy + dy) * w + cx + dx) * 4;
-            sum += (data[j] * 2 + data[j + 1] * 5 + data[j + 2]) / 8;
-          }
-        }
-        lums.push(sum / 16);
-      }
+      for (let i = 0; i < cols * rows; i++) lums.push(sample(data, w, Math.floor(((i % cols) + 0.5) * (w / cols)), Math.floor((Math.floor(i / cols) + 0.5) * (h / blocksHigh))));
       self.postMessage({ __benchLums: lums, at });
     };
   }
@@ -275,7 +265,7 @@
         }
         // The hook runs, then the real worker module (imported by its absolute address, so its
         // own imports resolve as before).
-        const source = `(${workerHook})(${COLS}, ${ROWS}, ${H / BLOCK});\nawait import(${JSON.stringify(String(new URL(url, location.href)))});\n`;
+        const source = `const sample = ${sample};\n(${workerHook})(${COLS}, ${ROWS}, ${H / BLOCK});\nawait import(${JSON.stringify(String(new URL(url, location.href)))});\n`;
         super(URL.createObjectURL(new Blob([source], { type: "text/javascript" })), options);
         // Added before the app sets onmessage, so the app never sees these.
         this.addEventListener("message", (e) => {
