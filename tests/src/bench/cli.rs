@@ -12,7 +12,7 @@ use super::load::MediaSpec;
 use super::procfs::Machine;
 use super::report::{targets_table, Table, Target};
 use super::{handover, matching, process, resume, sessions, soak, BenchError, Common};
-use crate::impair::Profile;
+use crate::impair::{AddressChange, Profile};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -180,9 +180,17 @@ pub enum Scenario {
         media: MediaArgs,
         #[arg(long, default_value_t = 10)]
         pairs: usize,
-        /// Seconds between handovers.
+        /// Seconds between handovers (`train` has its own: every 20–60 s).
         #[arg(long, default_value_t = 5.0)]
         every: f64,
+        /// What each handover changes toward the relay: `port` (a NAT rebinding: quinn
+        /// keeps its path state) or `ip` (another network: a new path, validated afresh).
+        #[arg(long, default_value = "port")]
+        change: AddressChange,
+        /// The network the moving end hands over to: cellular, cellular-walk (a rate that
+        /// swings between 0.3 and 10 Mbit/s) or train (long fades, a new cell every 20–60 s).
+        #[arg(long, default_value = "cellular")]
+        network: String,
     },
     /// Pairs in a call while one end of each loses its network for longer than the idle
     /// timeout and comes back with its resume token: media back after the network returns,
@@ -367,7 +375,7 @@ async fn forward_outcome(
             name: name.to_string(),
             profile: Profile::named(name).map_err(|e| BenchError::Setup(e.to_string()))?,
             both: false,
-            handover_every: None,
+            handovers: None,
         }),
         None => None,
     };
@@ -482,10 +490,13 @@ pub async fn run(scenario: &Scenario) -> Result<Outcome, BenchError> {
             media,
             pairs,
             every,
+            change,
+            network,
         } => {
             let c = common(a)?;
             let load = media.load(*pairs, 30.0);
-            let r = handover::run(&c, &load, Duration::from_secs_f64(every.max(0.5))).await?;
+            let every = Duration::from_secs_f64(every.max(0.5));
+            let r = handover::run(&c, &load, every, *change, network).await?;
             Ok(report_outcome("handover", &r, handover::tables(&r)))
         }
         Scenario::Resume {
@@ -616,7 +627,18 @@ async fn smoke(a: &CommonArgs) -> Result<Outcome, BenchError> {
     ));
     json["impaired"] = json!({ "profiles": rows });
 
-    let h = handover::run(&c, &tiny(1, 2.5), Duration::from_secs(1)).await?;
+    let h = handover::run(
+        &c,
+        &tiny(1, 2.5),
+        Duration::from_secs(1),
+        AddressChange::Ip,
+        "cellular-walk",
+    )
+    .await?;
+    check(
+        h.handovers > 0,
+        "handover: a handover with a new address happened",
+    )?;
     check(h.media.frames_delivered > 0, "handover: media delivered")?;
     tables.extend(handover::tables(&h));
     json["handover"] = serde_json::to_value(&h).unwrap_or(Value::Null);

@@ -45,8 +45,9 @@ pub struct Shaping {
     pub name: String,
     pub profile: Profile,
     pub both: bool,
-    /// With periodic handovers: the period, for per-handover gap windows.
-    pub handover_every: Option<Duration>,
+    /// With handovers: when they happen, counted from the shaper's start, for
+    /// per-handover gap windows.
+    pub handovers: Option<Vec<Duration>>,
 }
 
 /// One forwarder under one load: what the tables and the JSON show. In a floor run the
@@ -306,21 +307,16 @@ pub async fn drive(
     };
     match prepared {
         Prepared::Quic(setup) => {
-            let every = shaping.and_then(|s| s.handover_every);
+            let handovers = shaping.and_then(|s| s.handovers.as_ref());
             for (i, (client, slot)) in setup
                 .clients
                 .into_iter()
                 .zip(setup.slots.iter())
                 .enumerate()
             {
-                let gaps = match (every, setup.origins.get(i / 2).copied().flatten()) {
-                    (Some(every), Some(origin)) => {
-                        // Enough windows for every handover until the receivers stop.
-                        let n = ((origin.elapsed() + warmup + seconds).as_secs_f64()
-                            / every.as_secs_f64())
-                        .ceil() as usize
-                            + 2;
-                        Some(GapWindows::new(origin + every, every, n))
+                let gaps = match (handovers, setup.origins.get(i / 2).copied().flatten()) {
+                    (Some(times), Some(origin)) => {
+                        Some(GapWindows::new(times.iter().map(|t| origin + *t).collect()))
                     }
                     _ => None,
                 };
@@ -680,7 +676,7 @@ pub async fn impaired(
             name: name.clone(),
             profile,
             both,
-            handover_every: None,
+            handovers: None,
         };
         eprintln!(
             "impaired: {} pairs through `{name}` for {:.0} s…",

@@ -1,23 +1,32 @@
 //! `handover`: pairs in a call while one end of each changes networks over and over
-//! (Wi-Fi ↔ cellular through the shaper: a 300 ms blackout, a new source port toward the
-//! relay, the other network's profile). For each handover, each side's media gap is the
-//! longest time without a whole frame from the partner around it. The session survived if
-//! its connection never ended; the pairing survived if nobody was re-matched, left or
-//! reported reconnecting.
+//! (Wi-Fi ↔ cellular through the shaper: a 300 ms blackout, a new source port or a new
+//! source address toward the relay, the other network's profile). The other network is
+//! `cellular` (a fixed 3 Mbit/s), `cellular-walk` (a rate that swings between 0.3 and
+//! 10 Mbit/s), or the moving end rides a `train` (long fades, a new cell and address every
+//! 20–60 s). For each handover, each side's media gap is the longest time without a whole
+//! frame from the partner around it. The session survived if its connection never ended;
+//! the pairing survived if nobody was re-matched, left or reported reconnecting.
 
 use super::forward::{drive, Forwarder, LoadOptions, PathRun, Shaping};
 use super::process::RelayProcess;
-use super::report::{num, Table};
+use super::report::{num, targets_table, Table, Target};
 use super::stats::{exact_summary, Summary};
 use super::{BenchError, Common};
-use crate::impair::Profile;
+use crate::impair::{AddressChange, Profile, Timeline};
 use serde::Serialize;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HandoverReport {
     pub pairs: usize,
+    /// Seconds between handovers (the mean, for `train`).
     pub handover_every_s: f64,
+    /// What each handover changes: `port` or `ip`.
+    pub change: AddressChange,
+    /// The network moved to: `cellular`, `cellular-walk` or `train`.
+    pub network: String,
+    /// The other network's one-way delay, for the targets.
+    pub network_one_way_ms: f64,
     pub handovers: usize,
     /// Gap seen by the end that changed networks (media from its partner).
     pub gap_ms_moving_side: Summary,
@@ -30,8 +39,92 @@ pub struct HandoverReport {
     pub rematches: u64,
     pub peer_left: u64,
     pub peer_reconnecting: u64,
+    pub targets: Vec<Target>,
     #[serde(flatten)]
     pub media: PathRun,
+}
+
+/// The targets for this run: every call and pairing kept, no re-match, and each
+/// side's media back within the blackout plus two round trips of the new path; on the
+/// time-varying networks also whole frames delivered and capture-to-arrival delay.
+fn targets(r: &HandoverReport) -> Vec<Target> {
+    let rtt = 2.0 * r.network_one_way_ms;
+    let blackout = crate::impair::HANDOVER_BLACKOUT.as_secs_f64() * 1000.0;
+    let kept = |n: usize, of: usize| (of > 0).then(|| 100.0 * n as f64 / of as f64);
+    let mut t = vec![
+        Target::at_least(
+            "calls kept, %",
+            100.0,
+            kept(r.sessions_survived, r.sessions),
+        ),
+        Target::at_least(
+            "pairings kept, %",
+            100.0,
+            kept(r.pairings_survived, r.pairs),
+        ),
+        Target::at_most("re-matches", 0.0, Some(r.rematches as f64)),
+        Target::at_most(
+            format!("media gap p95, ms (blackout {blackout:.0} + 2 × RTT {rtt:.0})"),
+            blackout + 2.0 * rtt,
+            r.gap_ms_all.p95,
+        ),
+    ];
+    if r.network != "cellular" {
+        t.push(Target::at_least(
+            "whole video frames delivered, %",
+            97.0,
+            r.media.delivered_ratio.map(|d| d * 100.0),
+        ));
+        t.push(Target::at_most(
+            format!(
+                "capture → arrival p95, ms (one way {:.0} + 100)",
+                r.network_one_way_ms
+            ),
+            r.network_one_way_ms + 100.0,
+            r.media.latency_ms_p95,
+        ));
+    }
+    t
+}
+
+/// The networks a handover may move to.
+pub const NETWORKS: [&str; 3] = ["cellular", "cellular-walk", "train"];
+
+/// What the moving end's shaper runs: its profile (with the handover timeline) and a name.
+fn moving_profile(
+    network: &str,
+    every: Duration,
+    change: AddressChange,
+) -> Result<(Profile, String), BenchError> {
+    let (profile, name) = match network {
+        "cellular" => (
+            Profile::wifi().with_periodic_handover(every),
+            format!("wifi ↔ cellular every {:.1} s", every.as_secs_f64()),
+        ),
+        "cellular-walk" => {
+            let timeline =
+                Timeline::periodic_handover(every, Profile::wifi(), Profile::cellular_walk());
+            (
+                Profile::wifi().with_timeline(timeline),
+                format!("wifi ↔ cellular-walk every {:.1} s", every.as_secs_f64()),
+            )
+        }
+        "train" => (
+            Profile::train(),
+            "train (a new cell every 20–60 s)".to_owned(),
+        ),
+        other => {
+            return Err(BenchError::Setup(format!(
+                "unknown network {other:?}; known: {}",
+                NETWORKS.join(", ")
+            )))
+        }
+    };
+    let timeline = profile.timeline.clone().with_change(change);
+    Ok((
+        profile.with_timeline(timeline),
+        format!("{name}, new {change}"),
+    ))
 }
 
 /// Runs the `handover` scenario.
@@ -39,15 +132,31 @@ pub async fn run(
     common: &Common,
     load: &LoadOptions,
     every: Duration,
+    change: AddressChange,
+    network: &str,
 ) -> Result<HandoverReport, BenchError> {
+    let (profile, name) = moving_profile(network, every, change)?;
+    // Every handover up to a little past the end (setup takes a few seconds more).
+    let horizon = Duration::from_secs_f64(load.warmup + load.seconds + 60.0);
+    let times = profile.timeline.handover_times(horizon);
+    let mean_every = match (times.first(), times.last()) {
+        (Some(a), Some(b)) if times.len() > 1 => (*b - *a) / (times.len() as u32 - 1),
+        _ => every,
+    };
+    let one_way_ms = match network {
+        "train" => profile.delay,
+        _ => Profile::cellular().delay,
+    }
+    .as_secs_f64()
+        * 1000.0;
     let shaping = Shaping {
-        name: format!("wifi ↔ cellular every {:.1} s", every.as_secs_f64()),
-        profile: Profile::wifi().with_periodic_handover(every),
+        name: name.clone(),
+        profile,
         both: false,
-        handover_every: Some(every),
+        handovers: Some(times),
     };
     eprintln!(
-        "handover: {} pairs, a handover every {every:?}, for {:.0} s…",
+        "handover: {} pairs, {name}, for {:.0} s…",
         load.pairs,
         load.warmup + load.seconds
     );
@@ -61,19 +170,12 @@ pub async fn run(
         let (a, b) = (&p.shaped, &p.partner);
         // A handover counts once media had time to come back before sending stopped.
         let windows = |r: &super::load::RecvReport| -> Vec<f64> {
-            let Some(g) = r.gaps.as_ref() else {
-                return Vec::new();
-            };
-            let settle = (g.every / 2).min(Duration::from_secs(2));
-            g.max_gap
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| {
-                    g.until
-                        .is_some_and(|u| g.first + g.every * *k as u32 + settle <= u)
-                })
-                .filter_map(|(_, gap)| gap.map(|d| d.as_secs_f64() * 1000.0))
-                .collect()
+            r.gaps.as_ref().map_or_else(Vec::new, |g| {
+                g.complete()
+                    .iter()
+                    .map(|d| d.as_secs_f64() * 1000.0)
+                    .collect()
+            })
         };
         let (wa, wb) = (windows(a), windows(b));
         handovers += wa.len().max(wb.len());
@@ -91,9 +193,12 @@ pub async fn run(
     }
     drop(relay);
     let all: Vec<f64> = moving.iter().chain(partner.iter()).copied().collect();
-    Ok(HandoverReport {
+    let mut report = HandoverReport {
         pairs: load.pairs,
-        handover_every_s: every.as_secs_f64(),
+        handover_every_s: mean_every.as_secs_f64(),
+        change,
+        network: network.to_owned(),
+        network_one_way_ms: one_way_ms,
         handovers,
         gap_ms_moving_side: exact_summary(&moving),
         gap_ms_partner_side: exact_summary(&partner),
@@ -104,15 +209,18 @@ pub async fn run(
         rematches,
         peer_left: left,
         peer_reconnecting: reconnecting,
+        targets: Vec::new(),
         media,
-    })
+    };
+    report.targets = targets(&report);
+    Ok(report)
 }
 
 pub fn tables(r: &HandoverReport) -> Vec<Table> {
     let mut gaps = Table::new(
         format!(
-            "Handover: {} pairs, one end of each moving Wi-Fi ↔ cellular every {:.1} s ({} handovers)",
-            r.pairs, r.handover_every_s, r.handovers
+            "Handover: {} pairs, one end of each moving ({}), a new {} each time, every {:.1} s on average ({} handovers)",
+            r.pairs, r.network, r.change, r.handover_every_s, r.handovers
         ),
         &["media gap seen by", "count", "p50 ms", "p95 ms", "max ms"],
     );
@@ -152,5 +260,5 @@ pub fn tables(r: &HandoverReport) -> Vec<Table> {
         r.peer_reconnecting.to_string(),
         super::report::pct(r.media.delivered_ratio),
     ]);
-    vec![gaps, survival]
+    vec![gaps, survival, targets_table(&r.targets)]
 }

@@ -394,39 +394,57 @@ impl FrameTracker {
 /// window in which they started.
 #[derive(Debug, Clone)]
 pub struct GapWindows {
-    /// When handover 1 happens; handover k is at `first + (k - 1) × every`.
-    pub first: Instant,
-    pub every: Duration,
+    /// When each handover happens, in order: window k runs from `times[k]` to the next.
+    pub times: Vec<Instant>,
     /// A gap belongs to a handover if it starts at most this long before it.
     pub lead: Duration,
+    /// How long media needs after a handover to have come back: a handover closer than
+    /// this to the end of sending is not complete.
+    pub settle: Duration,
     pub max_gap: Vec<Option<Duration>>,
     /// When media stopped being sent: handovers too close to it are not complete.
     pub until: Option<Instant>,
 }
 
 impl GapWindows {
-    pub fn new(first: Instant, every: Duration, count: usize) -> Self {
+    /// Windows for handovers at `times` (sorted here; at most [`MAX_GAP_WINDOWS`] kept).
+    pub fn new(mut times: Vec<Instant>) -> Self {
+        times.sort();
+        times.truncate(MAX_GAP_WINDOWS);
+        let closest = times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .min()
+            .unwrap_or(Duration::from_secs(4));
         Self {
-            first,
-            every,
+            max_gap: vec![None; times.len()],
+            times,
             lead: Duration::from_millis(250),
-            max_gap: vec![None; count.min(MAX_GAP_WINDOWS)],
+            settle: (closest / 2).min(Duration::from_secs(2)),
             until: None,
         }
     }
 
     /// Files a silence from `from` to `to`.
     pub fn record(&mut self, from: Instant, to: Instant) {
-        let Some(since) = (from + self.lead).checked_duration_since(self.first) else {
+        let k = self.times.partition_point(|t| *t <= from + self.lead);
+        let Some(slot) = k.checked_sub(1).and_then(|k| self.max_gap.get_mut(k)) else {
             return; // before the first handover
         };
-        let k = (since.as_secs_f64() / self.every.as_secs_f64().max(1e-3)) as usize;
-        if let Some(slot) = self.max_gap.get_mut(k) {
-            let gap = to - from;
-            if slot.is_none_or(|g| gap > g) {
-                *slot = Some(gap);
-            }
+        let gap = to - from;
+        if slot.is_none_or(|g| gap > g) {
+            *slot = Some(gap);
         }
+    }
+
+    /// The longest gap of each handover that media had time to come back from.
+    pub fn complete(&self) -> Vec<Duration> {
+        self.times
+            .iter()
+            .zip(&self.max_gap)
+            .filter(|(t, _)| self.until.is_some_and(|u| **t + self.settle <= u))
+            .filter_map(|(_, gap)| *gap)
+            .collect()
     }
 }
 
@@ -717,17 +735,20 @@ mod tests {
     fn gaps_are_filed_under_their_handover() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        let mut g = GapWindows::new(t0 + s, s, 3);
-        g.record(t0, t0 + Duration::from_millis(20)); // before the first handover
-        g.record(t0 + s, t0 + s + Duration::from_millis(400));
-        g.record(
-            t0 + s * 2 - Duration::from_millis(100),
-            t0 + s * 2 + Duration::from_millis(50),
+        let ms = Duration::from_millis;
+        let mut g = GapWindows::new(vec![t0 + s * 3, t0 + s, t0 + s * 2]);
+        assert_eq!(g.settle, ms(500));
+        g.record(t0, t0 + ms(20)); // before the first handover
+        g.record(t0 + s, t0 + s + ms(400));
+        g.record(t0 + s * 2 - ms(100), t0 + s * 2 + ms(50)); // just before handover 2
+        g.record(t0 + s * 9, t0 + s * 9 + ms(70)); // after the last: filed under it
+        assert_eq!(g.max_gap, vec![Some(ms(400)), Some(ms(150)), Some(ms(70))]);
+        g.until = Some(t0 + s * 3 + ms(100));
+        assert_eq!(
+            g.complete(),
+            vec![ms(400), ms(150)],
+            "the last had no time to settle"
         );
-        g.record(t0 + s * 9, t0 + s * 10); // beyond the windows kept
-        assert_eq!(g.max_gap[0], Some(Duration::from_millis(400)));
-        assert_eq!(g.max_gap[1], Some(Duration::from_millis(150)));
-        assert_eq!(g.max_gap[2], None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::profile::{Profile, UnknownProfile};
+use super::profile::{AddressChange, Profile, UnknownProfile};
 use super::shaper::{Shaper, ShaperConfig, ShaperError};
 use super::stats::ShaperStats;
 
@@ -31,7 +31,9 @@ pub struct ImpairArgs {
     /// The relay's QUIC address.
     #[arg(long, env = "DUET_IMPAIR_UPSTREAM", value_name = "ADDR")]
     pub upstream: SocketAddr,
-    /// Network profile for both directions: lan, wifi, cellular, lossy, congested or handover.
+    /// Network profile for both directions: lan, wifi, cellular, lossy, congested,
+    /// handover, loss1-rtt80, cellular-walk (a rate that swings between 0.3 and 10 Mbit/s)
+    /// or train (the same with long fades and an address change every 20–60 s).
     #[arg(long, env = "DUET_IMPAIR_PROFILE", default_value = "lan", value_parser = parse_profile_name)]
     pub profile: String,
     /// Seed of every random decision: the same seed replays the same drops.
@@ -44,6 +46,10 @@ pub struct ImpairArgs {
     /// own timeline: each handover is a blackout, a rebinding and the other profile.
     #[arg(long, value_name = "SECONDS", value_parser = parse_period)]
     pub handover_every: Option<Duration>,
+    /// What each `--handover-every` handover changes: `port` (a new source port, as a NAT
+    /// rebinding) or `ip` (a new source address, 127.0.0.2 and on: another network).
+    #[arg(long, default_value = "port", requires = "handover_every")]
+    pub change: AddressChange,
 }
 
 impl ImpairArgs {
@@ -52,6 +58,7 @@ impl ImpairArgs {
         let mut profile = Profile::named(&self.profile)?;
         if let Some(every) = self.handover_every {
             profile = profile.with_periodic_handover(every);
+            profile.timeline = profile.timeline.with_change(self.change);
         }
         Ok(ShaperConfig::new(self.listen, self.upstream, profile).with_seed(self.seed))
     }
@@ -93,7 +100,11 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let shaper = Shaper::start(args.config()?).await?;
     let handovers = match args.handover_every {
-        Some(every) => format!(" handover-every {}s", every.as_secs_f64()),
+        Some(every) => format!(
+            " handover-every {}s change {}",
+            every.as_secs_f64(),
+            args.change
+        ),
         None => String::new(),
     };
     writeln!(
@@ -171,7 +182,37 @@ mod tests {
             Some(Duration::from_secs(60))
         );
         assert!(
-            matches!(&config.up.timeline.steps[0].step, Step::Handover { to, .. } if **to == Profile::wifi())
+            matches!(&config.up.timeline.steps[0].step, Step::Handover { to, change: AddressChange::Port, .. } if **to == Profile::wifi())
+        );
+        let ip = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:4433",
+            "--handover-every",
+            "5",
+            "--change",
+            "ip",
+        ])?;
+        let steps = ip.config()?.up.timeline.steps;
+        assert!(steps.iter().all(|s| matches!(
+            s.step,
+            Step::Handover {
+                change: AddressChange::Ip,
+                ..
+            }
+        )));
+        assert!(
+            parse(&[
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "127.0.0.1:4433",
+                "--change",
+                "ip"
+            ])
+            .is_err(),
+            "--change needs --handover-every"
         );
         Ok(())
     }

@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::model::{GilbertElliottState, JitterProcess, Pacer};
-use super::profile::{clamp_probability, Profile, MAX_DELAY};
+use super::profile::{clamp_probability, Profile, RateLimit, MAX_DELAY, WALK_QUEUE_BYTES};
 use super::stats::{DirectionStats, DropReason};
 
 /// Bytes of IPv4 and UDP header the rate limiter adds to each datagram, so that a rate means
@@ -179,6 +179,9 @@ pub struct Link<T> {
     /// which is what keeps jitter and profile changes from reordering.
     last_release: Option<Instant>,
     blackout: Blackout,
+    /// When the profile's capacity trace started: the first packet after the profile
+    /// took effect.
+    capacity_origin: Option<Instant>,
     line: BinaryHeap<Reverse<Queued<T>>>,
     next_seq: u64,
     queued_bytes: u64,
@@ -195,6 +198,7 @@ impl<T: Copy> Link<T> {
             jitter: JitterProcess::default(),
             last_release: None,
             blackout: Blackout::Off,
+            capacity_origin: None,
             line: BinaryHeap::new(),
             next_seq: 0,
             queued_bytes: 0,
@@ -209,8 +213,28 @@ impl<T: Copy> Link<T> {
     /// Replaces the impairments from now on. Packets already queued keep their release
     /// times, and the random streams, the burst state and the rate limiter's backlog carry
     /// over, as they would when a real link changes its conditions.
+    /// A capacity trace in the new profile starts from the next packet.
     pub fn set_profile(&mut self, profile: Profile) {
         self.profile = profile;
+        self.capacity_origin = None;
+    }
+
+    /// The bottleneck at `now`: the profile's rate limit, with its rate taken from the
+    /// capacity trace if the profile has one.
+    pub fn rate_at(&mut self, now: Instant) -> Option<RateLimit> {
+        match &self.profile.capacity {
+            Some(trace) => {
+                let origin = *self.capacity_origin.get_or_insert(now);
+                Some(RateLimit {
+                    bits_per_second: trace.rate_at(now.saturating_duration_since(origin)),
+                    queue_bytes: self
+                        .profile
+                        .rate
+                        .map_or(WALK_QUEUE_BYTES, |rate| rate.queue_bytes),
+                })
+            }
+            None => self.profile.rate,
+        }
     }
 
     /// Restarts every random stream from `seed`.
@@ -310,11 +334,19 @@ impl<T: Copy> Link<T> {
         if self.line.len() >= MAX_QUEUED_PACKETS || self.queued_bytes + len > MAX_QUEUED_BYTES {
             return FULL;
         }
-        let departure = match &self.profile.rate {
-            Some(limit) => match self.pacer.admit(now, len + WIRE_OVERHEAD_BYTES, limit) {
-                Some(departure) => departure,
-                None => return FULL,
-            },
+        let wire = len + WIRE_OVERHEAD_BYTES;
+        let admitted = match (&self.profile.capacity, &self.profile.rate) {
+            (Some(trace), rate) => {
+                let origin = *self.capacity_origin.get_or_insert(now);
+                let queue = rate.map_or(WALK_QUEUE_BYTES, |rate| rate.queue_bytes);
+                Some(self.pacer.admit_traced(now, wire, queue, trace, origin))
+            }
+            (None, Some(limit)) => Some(self.pacer.admit(now, wire, limit)),
+            (None, None) => None,
+        };
+        let departure = match admitted {
+            Some(Some(departure)) => departure,
+            Some(None) => return FULL,
             None => now,
         };
         let jitter = self.jitter.offset(
@@ -597,6 +629,53 @@ mod tests {
         assert!(
             worst >= 40 * MS,
             "a saturated queue shows as delay: {worst:?}"
+        );
+    }
+
+    #[test]
+    fn a_capacity_trace_sets_the_rate_piece_by_piece_and_restarts_with_a_new_profile() {
+        use crate::impair::CapacityTrace;
+        use std::sync::Arc;
+        // 1 s at 2 Mbit/s, then 1 s at 0.5 Mbit/s, offered 4 Mbit/s of 1 000-byte packets.
+        let trace = CapacityTrace {
+            step: Duration::from_secs(1),
+            rates: Arc::from([2_000_000u64, 500_000]),
+        };
+        let profile = Profile::lan().with_capacity(trace);
+        let mut link: Link<u64> = Link::new(profile.clone(), 9);
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let mut per_second = [0u64; 2];
+        for i in 0..1000u64 {
+            let now = start + Duration::from_millis(2 * i);
+            link.offer(now, i, &[0u8; 1000 - WIRE_OVERHEAD_BYTES as usize]);
+            link.pop_ready(now, &mut out, usize::MAX);
+            for _ in out.drain(..) {
+                per_second[usize::from(now >= start + Duration::from_secs(1))] += 1;
+            }
+        }
+        // 2 Mbit/s is 250 packets a second, 0.5 Mbit/s is 62.5; the queue (37.5 kB) holds
+        // what the first second left over, and drains at the lower rate.
+        assert!((240..=260).contains(&per_second[0]), "{per_second:?}");
+        assert!((55..=75).contains(&per_second[1]), "{per_second:?}");
+        let queued = link.stats().queued_bytes;
+        assert!(
+            queued <= WALK_QUEUE_BYTES + 1000,
+            "the queue is bounded: {queued}"
+        );
+        assert_eq!(
+            link.rate_at(start + Duration::from_millis(1500)),
+            Some(RateLimit {
+                bits_per_second: 500_000,
+                queue_bytes: WALK_QUEUE_BYTES
+            })
+        );
+        link.set_profile(profile);
+        let later = start + Duration::from_secs(7);
+        assert_eq!(
+            link.rate_at(later).map(|r| r.bits_per_second),
+            Some(2_000_000),
+            "a new profile starts its trace"
         );
     }
 

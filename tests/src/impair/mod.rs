@@ -10,7 +10,9 @@
 //! The crate is split the way `quinn-proto` and `quinn` are:
 //!
 //! * [`profile`]: what a network does, as plain data, with the named profiles
-//!   (`lan`, `wifi`, `cellular`, `lossy`, `congested`, `handover`) and scripted timelines;
+//!   (`lan`, `wifi`, `cellular`, `lossy`, `congested`, `handover`, `cellular-walk`,
+//!   `train`) and scripted timelines;
+//! * [`capacity`]: time-varying link rates (seeded random walks, mahimahi trace files);
 //! * [`model`] and [`link`]: the decisions, with no I/O and the time passed in, so every
 //!   impairment is tested packet by packet and deterministically;
 //! * [`shaper`]: the thin tokio layer (sockets, flows, timers) and its control handle;
@@ -31,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod capacity;
 pub mod cli;
 pub mod link;
 pub mod model;
@@ -38,12 +41,13 @@ pub mod profile;
 pub mod shaper;
 pub mod stats;
 
+pub use capacity::{CapacityTrace, TraceError, Walk};
 pub use link::{
     Blackout, Fate, Link, Verdict, MAX_QUEUED_BYTES, MAX_QUEUED_PACKETS, WIRE_OVERHEAD_BYTES,
 };
 pub use profile::{
-    GilbertElliott, Profile, RateLimit, Reorder, Step, TimedStep, Timeline, UnknownProfile,
-    HANDOVER_AT, HANDOVER_BLACKOUT, PROFILE_NAMES,
+    AddressChange, GilbertElliott, Profile, RateLimit, Reorder, Step, TimedStep, Timeline,
+    UnknownProfile, HANDOVER_AT, HANDOVER_BLACKOUT, PROFILE_NAMES,
 };
 pub use shaper::{
     Direction, Shaper, ShaperConfig, ShaperError, ShaperHandle, FLOW_IDLE_TIMEOUT, MAX_FLOWS,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use super::capacity::CapacityTrace;
 use super::profile::{clamp_probability, GilbertElliott, RateLimit};
 
 /// Slowest rate a [`RateLimit`] is taken to mean. Below 1 kB/s one full-size datagram takes
@@ -76,6 +77,32 @@ impl Pacer {
         }
         let sending = u128::from(wire_bytes) * 8 * NANOS_PER_SECOND / u128::from(rate);
         let sending = Duration::from_nanos(u64::try_from(sending).ok()?);
+        let done = start.checked_add(sending)?;
+        self.free_at = Some(done);
+        Some(done)
+    }
+
+    /// [`admit`](Self::admit) on a link whose rate follows `trace`, started at `origin`:
+    /// the backlog and the packet's sending time are worked out over the trace's pieces,
+    /// so what is queued when the rate falls drains at the new rate.
+    pub fn admit_traced(
+        &mut self,
+        now: Instant,
+        wire_bytes: u64,
+        queue_bytes: u64,
+        trace: &CapacityTrace,
+        origin: Instant,
+    ) -> Option<Instant> {
+        let start = match self.free_at {
+            Some(free_at) if free_at > now => free_at,
+            _ => now,
+        };
+        let since = |t: Instant| t.saturating_duration_since(origin);
+        let backlog = trace.bits_between(since(now), since(start)) / 8;
+        if backlog > 0 && backlog.saturating_add(u128::from(wire_bytes)) > u128::from(queue_bytes) {
+            return None;
+        }
+        let sending = trace.time_to_carry(since(start), u128::from(wire_bytes) * 8);
         let done = start.checked_add(sending)?;
         self.free_at = Some(done);
         Some(done)

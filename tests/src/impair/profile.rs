@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::capacity::{CapacityTrace, Walk};
+
 /// Longest one-way delay, jitter or reordering hold-back a profile may ask for; longer
 /// values are cut to this. A minute of one-way delay is an outage, not a network, and the
 /// cap keeps every `Instant + Duration` the shaper computes far from overflowing.
@@ -27,7 +29,7 @@ pub const HANDOVER_BLACKOUT: Duration = Duration::from_millis(300);
 pub const HANDOVER_AT: Duration = Duration::from_secs(10);
 
 /// The names [`Profile::named`] knows, in the order a help text lists them.
-pub const PROFILE_NAMES: [&str; 7] = [
+pub const PROFILE_NAMES: [&str; 9] = [
     "lan",
     "wifi",
     "cellular",
@@ -35,7 +37,48 @@ pub const PROFILE_NAMES: [&str; 7] = [
     "congested",
     "handover",
     "loss1-rtt80",
+    "cellular-walk",
+    "train",
 ];
+
+/// Queue of the time-varying profiles' bottleneck: 100 ms at 3 Mbit/s, as `cellular`'s.
+/// Real radio buffers are sized in bytes, so at a fade's low rate the same queue holds
+/// seconds: that is the bufferbloat a sender must back off from.
+pub const WALK_QUEUE_BYTES: u64 = 37_500;
+
+/// What a handover does to the address the relay sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AddressChange {
+    /// A new source port on the same address: what a NAT rebinding looks like, and what
+    /// quinn treats as the same path (it keeps its RTT and congestion state).
+    #[default]
+    Port,
+    /// A new source address (and port): a phone moving to another network. quinn
+    /// validates the new path and starts its RTT estimate and congestion control afresh.
+    Ip,
+}
+
+impl FromStr for AddressChange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "port" => Ok(Self::Port),
+            "ip" => Ok(Self::Ip),
+            other => Err(format!("{other:?} is neither `ip` nor `port`")),
+        }
+    }
+}
+
+impl fmt::Display for AddressChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Port => "port",
+            Self::Ip => "ip",
+        })
+    }
+}
 
 /// Bursty loss after Gilbert and Elliott: the link is either *good* or *bad*, moves between
 /// the two with the given per-packet probabilities, and loses packets at a different rate in
@@ -130,11 +173,13 @@ pub enum Step {
     Rebind,
     /// Replace the profile of both directions.
     Switch(Box<Profile>),
-    /// Change networks: a blackout of the given length, then a rebinding, then the new
-    /// profile on both directions, as a phone moving from Wi-Fi to cellular sees it.
+    /// Change networks: a blackout of the given length, then a new source port (or
+    /// address, with [`AddressChange::Ip`]), then the new profile on both directions, as a
+    /// phone moving from Wi-Fi to cellular sees it.
     Handover {
         blackout: Duration,
         to: Box<Profile>,
+        change: AddressChange,
     },
 }
 
@@ -183,6 +228,7 @@ impl Timeline {
             Step::Handover {
                 blackout: HANDOVER_BLACKOUT,
                 to: Box::new(to),
+                change: AddressChange::Port,
             },
         )
     }
@@ -199,6 +245,7 @@ impl Timeline {
                 Step::Handover {
                     blackout: HANDOVER_BLACKOUT,
                     to: Box::new(other),
+                    change: AddressChange::Port,
                 },
             )
             .at(
@@ -206,9 +253,47 @@ impl Timeline {
                 Step::Handover {
                     blackout: HANDOVER_BLACKOUT,
                     to: Box::new(home),
+                    change: AddressChange::Port,
                 },
             )
             .repeating(every.saturating_mul(2))
+    }
+
+    /// The same timeline with every handover changing the address this way.
+    pub fn with_change(mut self, change: AddressChange) -> Self {
+        for TimedStep { step, .. } in &mut self.steps {
+            if let Step::Handover { change: c, .. } = step {
+                *c = change;
+            }
+        }
+        self
+    }
+
+    /// When the handovers happen, counted from the start, up to `until` (repetitions
+    /// included), in order.
+    pub fn handover_times(&self, until: Duration) -> Vec<Duration> {
+        let mut at: Vec<Duration> = self
+            .steps
+            .iter()
+            .filter(|s| matches!(s.step, Step::Handover { .. }))
+            .map(|s| s.at)
+            .collect();
+        at.sort();
+        let mut times = Vec::new();
+        let period = self.repeat_every.filter(|p| !p.is_zero() && !at.is_empty());
+        let mut cycle = Duration::ZERO;
+        loop {
+            for &t in &at {
+                match cycle.checked_add(t) {
+                    Some(t) if t <= until => times.push(t),
+                    _ => return times,
+                }
+            }
+            match period.and_then(|p| cycle.checked_add(p)) {
+                Some(next) if next <= until => cycle = next,
+                _ => return times,
+            }
+        }
     }
 }
 
@@ -238,6 +323,10 @@ pub struct Profile {
     /// and the delay on its own, as a duplicate on a real path does.
     pub duplicate: f64,
     pub rate: Option<RateLimit>,
+    /// A rate that changes over time, from the moment the profile takes effect. It
+    /// replaces `rate`'s bits per second; `rate`'s queue (or [`WALK_QUEUE_BYTES`]
+    /// without one) still bounds what waits.
+    pub capacity: Option<CapacityTrace>,
     pub reorder: Option<Reorder>,
     /// Seed for this direction's random draws, overriding the shaper's seed.
     pub seed: Option<u64>,
@@ -306,6 +395,56 @@ impl Profile {
         Self::wifi().with_timeline(Timeline::handover_at(HANDOVER_AT, Self::cellular()))
     }
 
+    /// [`cellular`](Self::cellular)'s delay, jitter and bursty loss on a link whose rate
+    /// follows a seeded random walk between 0.3 and 10 Mbit/s with about two deep fades
+    /// a minute ([`Walk::cellular`]), and a byte-sized queue ([`WALK_QUEUE_BYTES`]).
+    pub fn cellular_walk() -> Self {
+        Self::cellular_walk_seeded(1)
+    }
+
+    /// [`cellular_walk`](Self::cellular_walk) with its trace drawn from `seed`.
+    pub fn cellular_walk_seeded(seed: u64) -> Self {
+        Self::cellular()
+            .with_rate(RateLimit {
+                bits_per_second: Walk::cellular().start_bps,
+                queue_bytes: WALK_QUEUE_BYTES,
+            })
+            .with_capacity(CapacityTrace::random_walk(&Walk::cellular(), seed))
+    }
+
+    /// A phone on a train: the cellular link's delay and loss, a rate that swings harder
+    /// with long deep fades ([`Walk::train`]), and a handover to the next cell every 20 to
+    /// 60 s (seeded), each a blackout and a new address with a fresh trace.
+    pub fn train() -> Self {
+        let link = |seed: u64| {
+            Self::cellular()
+                .with_rate(RateLimit {
+                    bits_per_second: Walk::train().start_bps,
+                    queue_bytes: WALK_QUEUE_BYTES,
+                })
+                .with_capacity(CapacityTrace::random_walk(&Walk::train(), seed))
+        };
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0x7261_696e);
+        let period = Duration::from_secs(600);
+        let mut timeline = Timeline::none();
+        let mut at = Duration::ZERO;
+        for cell in 1u64.. {
+            at += Duration::from_secs(rand::Rng::random_range(&mut rng, 20..=60));
+            if at >= period {
+                break;
+            }
+            timeline = timeline.at(
+                at,
+                Step::Handover {
+                    blackout: HANDOVER_BLACKOUT,
+                    to: Box::new(link(100 + cell)),
+                    change: AddressChange::Ip,
+                },
+            );
+        }
+        link(100).with_timeline(timeline.repeating(period))
+    }
+
     /// The profile called `name`, one of [`PROFILE_NAMES`].
     pub fn named(name: &str) -> Result<Self, UnknownProfile> {
         match name {
@@ -316,6 +455,8 @@ impl Profile {
             "congested" => Ok(Self::congested()),
             "handover" => Ok(Self::handover()),
             "loss1-rtt80" => Ok(Self::loss1_rtt80()),
+            "cellular-walk" => Ok(Self::cellular_walk()),
+            "train" => Ok(Self::train()),
             other => Err(UnknownProfile(other.to_owned())),
         }
     }
@@ -347,6 +488,11 @@ impl Profile {
 
     pub fn with_rate(mut self, rate: RateLimit) -> Self {
         self.rate = Some(rate);
+        self
+    }
+
+    pub fn with_capacity(mut self, trace: CapacityTrace) -> Self {
+        self.capacity = Some(trace);
         self
     }
 
@@ -471,7 +617,8 @@ mod tests {
                 at: HANDOVER_AT,
                 step: Step::Handover {
                     blackout: HANDOVER_BLACKOUT,
-                    to: Box::new(cellular)
+                    to: Box::new(cellular),
+                    change: AddressChange::Port,
                 }
             }]
         );
@@ -516,6 +663,87 @@ mod tests {
         assert!(
             matches!(&from_cellular.steps[0].step, Step::Handover { to, .. } if **to == Profile::wifi())
         );
+    }
+
+    #[test]
+    fn time_varying_profiles_walk_the_rate_and_a_train_changes_address(
+    ) -> Result<(), UnknownProfile> {
+        let walk = Profile::named("cellular-walk")?;
+        let cellular = Profile::cellular();
+        assert_eq!(
+            (walk.delay, walk.jitter, walk.burst_loss),
+            (cellular.delay, cellular.jitter, cellular.burst_loss)
+        );
+        let trace = walk.capacity.clone().expect("a capacity trace");
+        let (lo, hi, _) = trace.range();
+        assert!(
+            lo < 300_000 && hi <= 10_000_000,
+            "fades below the walk's floor: {lo}–{hi}"
+        );
+        assert_eq!(walk.rate.map(|r| r.queue_bytes), Some(WALK_QUEUE_BYTES));
+        assert!(walk.timeline.is_empty());
+
+        let train = Profile::named("train")?;
+        let times = train.timeline.handover_times(Duration::from_secs(600));
+        assert!(
+            times.len() >= 600 / 60 - 1 && times.len() <= 600 / 20,
+            "{times:?}"
+        );
+        let mut last = Duration::ZERO;
+        for t in &times {
+            let gap = *t - last;
+            assert!(
+                gap >= Duration::from_secs(20) && gap <= Duration::from_secs(60),
+                "{times:?}"
+            );
+            last = *t;
+        }
+        let mut traces = vec![train.capacity.clone()];
+        for step in &train.timeline.steps {
+            match &step.step {
+                Step::Handover { change, to, .. } => {
+                    assert_eq!(*change, AddressChange::Ip);
+                    assert!(
+                        to.timeline.is_empty(),
+                        "the next cell does not start a timeline"
+                    );
+                    traces.push(to.capacity.clone());
+                }
+                other => panic!("unexpected step {other:?}"),
+            }
+        }
+        let distinct = traces
+            .iter()
+            .enumerate()
+            .all(|(i, a)| traces[..i].iter().all(|b| a != b));
+        assert!(distinct, "each cell has its own trace");
+        Ok(())
+    }
+
+    #[test]
+    fn handover_times_follow_repetitions_and_with_change_sets_every_handover() {
+        let every = Duration::from_secs(5);
+        let timeline = Timeline::periodic_handover(every, Profile::wifi(), Profile::cellular())
+            .with_change(AddressChange::Ip);
+        let secs: Vec<u64> = timeline
+            .handover_times(Duration::from_secs(21))
+            .iter()
+            .map(Duration::as_secs)
+            .collect();
+        assert_eq!(secs, vec![5, 10, 15, 20]);
+        assert!(timeline.steps.iter().all(|s| matches!(
+            s.step,
+            Step::Handover {
+                change: AddressChange::Ip,
+                ..
+            }
+        )));
+        assert!(Timeline::none()
+            .handover_times(Duration::from_secs(60))
+            .is_empty());
+        assert_eq!("ip".parse(), Ok(AddressChange::Ip));
+        assert_eq!("port".parse(), Ok(AddressChange::Port));
+        assert!("wifi".parse::<AddressChange>().is_err());
     }
 
     #[test]

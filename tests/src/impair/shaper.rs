@@ -29,7 +29,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::link::{derive_seed, Blackout, Link};
-use super::profile::{Profile, Step, TimedStep, Timeline, HANDOVER_BLACKOUT};
+use super::profile::{AddressChange, Profile, Step, TimedStep, Timeline, HANDOVER_BLACKOUT};
 use super::stats::ShaperStats;
 
 /// Most client flows at once. Each costs a socket (a file descriptor) and a reader task;
@@ -138,6 +138,8 @@ pub enum ShaperError {
         #[source]
         source: io::Error,
     },
+    #[error("no other local address toward {upstream}: address changes need an IPv4 loopback upstream (127.0.0.0/8 is all local)")]
+    NoOtherAddress { upstream: SocketAddr },
     #[error("cannot open a socket toward the upstream {upstream}")]
     Upstream {
         upstream: SocketAddr,
@@ -180,7 +182,7 @@ impl Shaper {
             listen,
             local_addr,
             upstream: config.upstream,
-            upstream_bind: bind_address_toward(config.upstream),
+            upstream_bind: Mutex::new(bind_address_toward(config.upstream)),
             up: Mutex::new(Link::new(config.up, up_seed)),
             down: Mutex::new(DownState {
                 link: Link::new(config.down, down_seed),
@@ -189,6 +191,7 @@ impl Shaper {
             down_wake: Notify::new(),
             flows: Mutex::new(HashMap::new()),
             rebinds: AtomicU64::new(0),
+            address_changes: AtomicU64::new(0),
             handovers: AtomicU64::new(0),
             started: Instant::now(),
             runtime,
@@ -260,7 +263,19 @@ impl ShaperHandle {
     /// Moves every flow to a new source port toward the upstream, as a NAT rebinding does:
     /// the old sockets are closed, so replies to them are lost. Returns how many flows moved.
     pub fn rebind(&self) -> Result<usize, ShaperError> {
-        self.inner.rebind()
+        self.inner.rebind(AddressChange::Port)
+    }
+
+    /// Moves every flow to the next local address (`127.0.0.2`, `127.0.0.3`, … for a
+    /// loopback upstream) and a new port, as a phone joining another network does.
+    /// Returns how many flows moved.
+    pub fn change_address(&self) -> Result<usize, ShaperError> {
+        self.inner.rebind(AddressChange::Ip)
+    }
+
+    /// The local address flows toward the upstream are bound to now.
+    pub fn source_ip(&self) -> IpAddr {
+        lock(&self.inner.upstream_bind).ip()
     }
 
     /// Changes networks to [`Profile::cellular`]; see [`handover_to`](Self::handover_to).
@@ -272,7 +287,18 @@ impl ShaperHandle {
     /// rebinding, then `to` on both directions. Returns once traffic flows again. If this
     /// future is dropped half-way, the blackout still ends shortly after.
     pub async fn handover_to(&self, to: Profile) -> Result<(), ShaperError> {
-        self.inner.handover(HANDOVER_BLACKOUT, to).await
+        self.inner
+            .handover(HANDOVER_BLACKOUT, to, AddressChange::Port)
+            .await
+    }
+
+    /// [`handover_to`](Self::handover_to), with the address changing as `change` says.
+    pub async fn handover_with(
+        &self,
+        to: Profile,
+        change: AddressChange,
+    ) -> Result<(), ShaperError> {
+        self.inner.handover(HANDOVER_BLACKOUT, to, change).await
     }
 
     /// Stops every task and closes every socket, and returns once they are closed.
@@ -297,13 +323,15 @@ struct Inner {
     upstream: SocketAddr,
     /// Local address for flow sockets: loopback for a loopback upstream, so the shaper
     /// never listens on a public interface unasked; otherwise any address of the family.
-    upstream_bind: SocketAddr,
+    /// An address change moves it to the next loopback address.
+    upstream_bind: Mutex<SocketAddr>,
     up: Mutex<Link<SocketAddr>>,
     down: Mutex<DownState>,
     /// Told when a flow reader queued a packet due before anything else in the down link.
     down_wake: Notify,
     flows: Mutex<HashMap<SocketAddr, Flow>>,
     rebinds: AtomicU64,
+    address_changes: AtomicU64,
     handovers: AtomicU64,
     started: Instant,
     /// Lets `rebind` open sockets and spawn readers from any thread.
@@ -350,6 +378,20 @@ fn bind_address_toward(upstream: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, 0)
 }
 
+/// The loopback address after `ip` (127.0.0.1 → 127.0.0.2 → … → 127.0.0.254 → 127.0.0.1),
+/// or `None` when `ip` is not IPv4 loopback: only there are other local addresses certain
+/// to exist (IPv6 has one loopback address).
+fn next_loopback(ip: IpAddr) -> Option<IpAddr> {
+    match ip {
+        IpAddr::V4(v4) if v4.is_loopback() => {
+            let last = v4.octets()[3];
+            let next = if last >= 254 { 1 } else { last + 1 };
+            Some(Ipv4Addr::new(127, 0, 0, next).into())
+        }
+        _ => None,
+    }
+}
+
 /// A non-blocking UDP socket bound to `addr`, with kernel buffers of (at most) `buffer`.
 fn udp_socket(addr: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -391,6 +433,8 @@ impl Inner {
             down: lock(&self.down).link.stats(),
             flows: lock(&self.flows).len() as u64,
             rebinds: self.rebinds.load(Relaxed),
+            address_changes: self.address_changes.load(Relaxed),
+            source_ip: Some(lock(&self.upstream_bind).ip()),
             handovers: self.handovers.load(Relaxed),
         }
     }
@@ -432,6 +476,7 @@ impl Inner {
         self: &Arc<Self>,
         blackout: Duration,
         to: Profile,
+        change: AddressChange,
     ) -> Result<(), ShaperError> {
         self.blackout_for(blackout.saturating_add(HANDOVER_GRACE));
         let end = Instant::now()
@@ -440,14 +485,22 @@ impl Inner {
         tokio::time::sleep_until(end).await;
         // The new network comes up with its new address and its own conditions at once, so
         // nothing slips through on the old port or with the old profile in between.
-        let rebound = self.rebind();
+        let rebound = self.rebind(change);
         self.set_profiles(to);
         self.set_blackout(Blackout::Off);
         self.handovers.fetch_add(1, Relaxed);
         rebound.map(|_| ())
     }
 
-    fn rebind(self: &Arc<Self>) -> Result<usize, ShaperError> {
+    fn rebind(self: &Arc<Self>, change: AddressChange) -> Result<usize, ShaperError> {
+        if change == AddressChange::Ip {
+            let mut bind = lock(&self.upstream_bind);
+            let next = next_loopback(bind.ip()).ok_or(ShaperError::NoOtherAddress {
+                upstream: self.upstream,
+            })?;
+            *bind = SocketAddr::new(next, 0);
+            self.address_changes.fetch_add(1, Relaxed);
+        }
         let mut flows = lock(&self.flows);
         let mut moved = 0;
         for (client, flow) in flows.iter_mut() {
@@ -471,7 +524,8 @@ impl Inner {
             upstream: self.upstream,
             source,
         };
-        let socket = udp_socket(self.upstream_bind, FLOW_SOCKET_BUFFER).map_err(error)?;
+        let bind = *lock(&self.upstream_bind);
+        let socket = udp_socket(bind, FLOW_SOCKET_BUFFER).map_err(error)?;
         // Connected, so the kernel only hands this socket datagrams from the upstream.
         socket.connect(self.upstream).map_err(error)?;
         let _runtime = self.runtime.enter();
@@ -748,12 +802,16 @@ async fn perform(inner: &Arc<Inner>, step: &Step) {
             inner.blackout_for(*duration);
             Ok(())
         }
-        Step::Rebind => inner.rebind().map(|_| ()),
+        Step::Rebind => inner.rebind(AddressChange::Port).map(|_| ()),
         Step::Switch(profile) => {
             inner.set_profiles(Profile::clone(profile));
             Ok(())
         }
-        Step::Handover { blackout, to } => inner.handover(*blackout, Profile::clone(to)).await,
+        Step::Handover {
+            blackout,
+            to,
+            change,
+        } => inner.handover(*blackout, Profile::clone(to), *change).await,
     };
     if let Err(error) = result {
         tracing::warn!(?step, error = %error, "timeline step failed");

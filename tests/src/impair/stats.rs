@@ -84,4 +84,8 @@ pub struct ShaperStats {
     pub rebinds: u64,
     /// Handovers completed.
     pub handovers: u64,
+    /// Rebindings that moved to a new local address ([`AddressChange::Ip`](super::AddressChange)).
+    pub address_changes: u64,
+    /// The local address flows are bound to now: the address the upstream sees.
+    pub source_ip: Option<std::net::IpAddr>,
 }
