@@ -263,12 +263,27 @@ impl Client {
     /// the relay follows after validating the new path. Only for clients connected with
     /// `ConnectOptions::mobile`. Returns the new local address.
     pub async fn migrate(&self) -> Result<SocketAddr, ClientError> {
-        let hop = self.mobile.as_ref().ok_or_else(|| {
-            ClientError::Connect("this client was not connected with `mobile` set".into())
-        })?;
+        let hop = self.hop()?;
         hop.migrate()
             .await
             .map_err(|e| ClientError::Connect(format!("migrate: {e}")))
+    }
+
+    /// Moves the call to a new UDP socket bound to `local`, as a phone app does when the
+    /// OS reports a new network with its own address: the relay sees a new IP and port,
+    /// validates the path and follows it. Only for clients connected with
+    /// `ConnectOptions::mobile`. Returns the new local address.
+    pub async fn migrate_to(&self, local: std::net::IpAddr) -> Result<SocketAddr, ClientError> {
+        let hop = self.hop()?;
+        hop.migrate_to(local)
+            .await
+            .map_err(|e| ClientError::Connect(format!("migrate to {local}: {e}")))
+    }
+
+    fn hop(&self) -> Result<&mobile::MobileSocket, ClientError> {
+        self.mobile.as_ref().ok_or_else(|| {
+            ClientError::Connect("this client was not connected with `mobile` set".into())
+        })
     }
 
     /// Connects on a shared endpoint (see [`ClientEndpoint`]).

@@ -6,14 +6,16 @@
 //! the hop carries the packets to the relay from an *outer* socket. [`MobileSocket::migrate`]
 //! opens a new outer socket and drops the old one, so the relay sees the same connection
 //! arrive from a new address and port; quinn on the relay validates the new path and
-//! follows it (nothing in the relay is keyed by address). On a phone the new outer socket
-//! would be bound to the new network's interface.
+//! follows it (nothing in the relay is keyed by address). [`MobileSocket::migrate_to`]
+//! binds the new outer socket to a given local address, as a phone binds to the new
+//! network's interface: the relay then sees a new IP, which quinn treats as a new path
+//! (validated, with fresh RTT and congestion state), not as a NAT rebinding.
 //!
 //! Cost: one extra loopback hop per packet on the client, no extra copy beyond the
 //! kernel's. Bounded: one buffer, no queue (a packet that cannot be sent is dropped, as
 //! the network would).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -24,11 +26,15 @@ const MAX_PACKET: usize = 65_535;
 
 type MigrateReply = oneshot::Sender<std::io::Result<SocketAddr>>;
 
+/// A move: where to bind the new outer socket (`None`: the same kind of address as
+/// before), and where to say how it went.
+type Migrate = (Option<IpAddr>, MigrateReply);
+
 /// The in-process hop. Dropping it stops the hop (and with it the connection's path).
 #[derive(Debug)]
 pub struct MobileSocket {
     inner_addr: SocketAddr,
-    migrate_tx: mpsc::Sender<MigrateReply>,
+    migrate_tx: mpsc::Sender<Migrate>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -40,11 +46,17 @@ fn unspecified_for(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-async fn outer_socket(upstream: SocketAddr) -> std::io::Result<UdpSocket> {
-    let bind = if upstream.ip().is_loopback() {
-        SocketAddr::new(upstream.ip(), 0)
-    } else {
-        unspecified_for(upstream)
+async fn outer_socket(upstream: SocketAddr, local: Option<IpAddr>) -> std::io::Result<UdpSocket> {
+    let bind = match local {
+        Some(ip) if ip.is_ipv4() != upstream.is_ipv4() => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{ip} cannot reach {upstream} (another address family)"),
+            ))
+        }
+        Some(ip) => SocketAddr::new(ip, 0),
+        None if upstream.ip().is_loopback() => SocketAddr::new(upstream.ip(), 0),
+        None => unspecified_for(upstream),
     };
     UdpSocket::bind(bind).await
 }
@@ -59,7 +71,7 @@ impl MobileSocket {
         };
         let inner = UdpSocket::bind(loopback).await?;
         let inner_addr = inner.local_addr()?;
-        let outer = outer_socket(upstream).await?;
+        let outer = outer_socket(upstream, None).await?;
         let (migrate_tx, migrate_rx) = mpsc::channel(4);
         let task = tokio::spawn(run(Arc::new(inner), outer, upstream, migrate_rx));
         Ok(Self {
@@ -74,11 +86,26 @@ impl MobileSocket {
         self.inner_addr
     }
 
-    /// Moves to a new outer socket. Returns the new source address the relay will see.
+    /// Moves to a new outer socket on the same local address (a new port). Returns the
+    /// new source address the relay will see.
     pub async fn migrate(&self) -> std::io::Result<SocketAddr> {
+        self.send_migrate(None).await
+    }
+
+    /// Moves to a new outer socket bound to `local` (a new network's address). Returns
+    /// the new source address the relay will see. The old socket stays in use when
+    /// `local` cannot be bound.
+    pub async fn migrate_to(&self, local: IpAddr) -> std::io::Result<SocketAddr> {
+        self.send_migrate(Some(local)).await
+    }
+
+    async fn send_migrate(&self, local: Option<IpAddr>) -> std::io::Result<SocketAddr> {
         let (tx, rx) = oneshot::channel();
         let gone = || std::io::Error::other("the mobile socket has stopped");
-        self.migrate_tx.send(tx).await.map_err(|_| gone())?;
+        self.migrate_tx
+            .send((local, tx))
+            .await
+            .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 }
@@ -93,7 +120,7 @@ async fn run(
     inner: Arc<UdpSocket>,
     mut outer: UdpSocket,
     upstream: SocketAddr,
-    mut migrate_rx: mpsc::Receiver<MigrateReply>,
+    mut migrate_rx: mpsc::Receiver<Migrate>,
 ) {
     let mut from_app = vec![0u8; MAX_PACKET];
     let mut from_net = vec![0u8; MAX_PACKET];
@@ -117,8 +144,8 @@ async fn run(
                 }
             }
             cmd = migrate_rx.recv() => {
-                let Some(reply) = cmd else { return };
-                let result = match outer_socket(upstream).await {
+                let Some((local, reply)) = cmd else { return };
+                let result = match outer_socket(upstream, local).await {
                     Ok(new) => {
                         let addr = new.local_addr();
                         outer = new; // the old socket closes here: its packets are gone
@@ -170,5 +197,52 @@ mod tests {
             sources[0], sources[1],
             "the upstream sees a new source address"
         );
+    }
+
+    #[tokio::test]
+    async fn migrating_to_another_local_address_changes_the_source_ip() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let hop = MobileSocket::start(server.local_addr().expect("addr"))
+            .await
+            .expect("hop");
+        let app = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let mut buf = [0u8; 64];
+        let mut seen = Vec::new();
+        for (round, ip) in [[127, 0, 0, 2], [127, 0, 0, 3]].into_iter().enumerate() {
+            let moved = hop.migrate_to(IpAddr::from(ip)).await.expect("migrates");
+            assert_eq!(moved.ip(), IpAddr::from(ip));
+            app.send_to(&[round as u8], hop.local_addr())
+                .await
+                .expect("send");
+            let (n, src) =
+                tokio::time::timeout(Duration::from_secs(10), server.recv_from(&mut buf))
+                    .await
+                    .expect("in time")
+                    .expect("recv");
+            assert_eq!((&buf[..n], src), (&[round as u8][..], moved));
+            server.send_to(b"back", src).await.expect("reply");
+            let (n, _) = tokio::time::timeout(Duration::from_secs(10), app.recv_from(&mut buf))
+                .await
+                .expect("in time")
+                .expect("recv");
+            assert_eq!(&buf[..n], b"back");
+            seen.push(src.ip());
+        }
+        assert_eq!(
+            seen,
+            [IpAddr::from([127, 0, 0, 2]), IpAddr::from([127, 0, 0, 3])]
+        );
+        // An address of the other family is refused, and the call stays where it was.
+        let err = hop
+            .migrate_to(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]))
+            .await
+            .expect_err("IPv6 cannot reach an IPv4 relay");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        app.send_to(&[9], hop.local_addr()).await.expect("send");
+        let (_, src) = tokio::time::timeout(Duration::from_secs(10), server.recv_from(&mut buf))
+            .await
+            .expect("in time")
+            .expect("recv");
+        assert_eq!(src.ip(), IpAddr::from([127, 0, 0, 3]));
     }
 }

@@ -1,7 +1,8 @@
 //! Calls survive network changes with the same partner: NAT rebinding (QUIC migration,
 //! followed by the relay with nothing keyed by address), and a lost connection resumed with
 //! the token from `Welcome` within the grace period. After the grace period the partner is
-//! re-queued; a forged or reused token is refused.
+//! re-queued; a forged or reused token is refused. A phone that moves to a new IP address
+//! (a new path for quinn, not a rebinding) keeps its call too.
 
 use duet_client::Client;
 use duet_proto::*;
@@ -132,6 +133,83 @@ async fn a_client_that_moves_to_a_new_socket_keeps_the_call() {
         y.video_frames_received > 0 && x.video_frames_received > 0,
         "{x:?} {y:?}"
     );
+}
+
+/// Sends `n` datagrams from `from` and counts how many reach `to` within the patience
+/// (no resending: the count is what arrived of what was sent).
+async fn arrivals(from: &Client, to: &Client, match_id: u64, first_seq: u32, n: u32) -> u32 {
+    for seq in first_seq..first_seq + n {
+        from.send_datagram(&media_datagram(match_id, seq, b"after the move"))
+            .expect("send");
+    }
+    let mut got = 0;
+    while got < n {
+        match tokio::time::timeout(Duration::from_secs(5), to.recv_datagram()).await {
+            Ok(Ok(_)) => got += 1,
+            _ => break,
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_phone_that_moves_to_a_new_ip_address_keeps_the_call() {
+    let relay = TestRelay::default().await;
+    let mut a = relay.client("Stays", &[]).await;
+    let mut opts = relay.opts();
+    opts.mobile = true;
+    let mut b = within("connect", Client::connect(&opts))
+        .await
+        .expect("connects");
+    within("hello", b.hello("Phone", &[], None))
+        .await
+        .expect("welcome");
+    let m = matched(&mut a).await.match_id;
+    matched(&mut b).await;
+    media_flows(&a, &b, m, 1).await;
+    for (round, ip) in [[127, 0, 0, 2], [127, 0, 0, 3], [127, 0, 0, 2]]
+        .into_iter()
+        .enumerate()
+    {
+        let round = round as u32;
+        let moved = within("migrate", b.migrate_to(std::net::IpAddr::from(ip)))
+            .await
+            .expect("migrates");
+        assert_eq!(moved.ip(), std::net::IpAddr::from(ip));
+        // The first packets from the new address carry the path to the relay (which
+        // validates it); after that, nothing sent either way is lost on loopback.
+        media_flows(&b, &a, m, 100 * round + 10).await;
+        assert_eq!(
+            arrivals(&b, &a, m, 100 * round + 20, 20).await,
+            20,
+            "phone to partner, move {round}"
+        );
+        assert_eq!(
+            arrivals(&a, &b, m, 100 * round + 50, 20).await,
+            20,
+            "partner to phone, move {round}"
+        );
+    }
+    while let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_millis(1), a.recv()).await {
+        no_rematch_or_leave(&msg, m);
+    }
+    while let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_millis(1), b.recv()).await {
+        no_rematch_or_leave(&msg, m);
+    }
+    let s = relay.status().await;
+    assert_eq!(
+        (
+            s["matches_made"].clone(),
+            s["pairs"].clone(),
+            s["sessions"].clone()
+        ),
+        (1.into(), 1.into(), 2.into())
+    );
+    // A client that was not connected as mobile cannot move.
+    assert!(a
+        .migrate_to(std::net::IpAddr::from([127, 0, 0, 2]))
+        .await
+        .is_err());
 }
 
 #[tokio::test]
