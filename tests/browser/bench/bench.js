@@ -136,6 +136,7 @@ async function openPage(url, name, hooks = {}) {
   /** @type {string[]} */
   const problems = [];
   page.on("pageerror", (e) => problems.length < 50 && problems.push(`pageerror: ${e.message}`));
+  page.on("crash", () => problems.push("the page crashed"));
   page.on("console", (m) => {
     if (process.env.DUET_BENCH_VERBOSE) console.error(`[${name}] ${m.type()}: ${m.text()} @ ${JSON.stringify(m.location())}`);
     if (m.type() === "error" && problems.length < 50) problems.push(`console.error: ${m.text()}`);
@@ -169,6 +170,8 @@ async function openFirefoxPage(url, name) {
   /** @type {string[]} */
   const problems = [];
   page.on("pageerror", (/** @type {unknown} */ e) => problems.length < 50 && problems.push(`pageerror: ${e instanceof Error ? e.message : e}`));
+  page.on("error", (/** @type {unknown} */ e) => problems.push(`the page crashed: ${e instanceof Error ? e.message : e}`));
+  page.on("close", () => problems.push("the page closed"));
   page.on("console", (m) => {
     if (process.env.DUET_BENCH_VERBOSE) console.error(`[${name}, Firefox] ${m.type()}: ${m.text()}`);
     if (m.type() === "error" && problems.length < 50) problems.push(`console.error: ${m.text()}`);
@@ -253,7 +256,9 @@ async function waiting(p) {
   try {
     await p.page.waitForFunction(() => document.body.dataset.phase === "waiting", null, { timeout: START_MS, polling: 20 });
   } catch (e) {
-    const where = await p.page.evaluate(() => `phase ${document.body.dataset.phase}, status "${document.getElementById("status")?.textContent}"`).catch(() => "");
+    const where = await p.page
+      .evaluate(() => `phase ${document.body.dataset.phase}, status "${document.getElementById("status")?.textContent}"`)
+      .catch((/** @type {unknown} */ e) => `the page did not answer: ${e instanceof Error ? e.message : e}`);
     throw new Error(`${p.name} did not reach the queue (${where}; page problems: ${p.problems.slice(0, 5).join(" | ")})\n${e}`);
   }
 }
