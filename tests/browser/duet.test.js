@@ -427,6 +427,47 @@ describe("duet in the browser", () => {
     });
   });
 
+  // A phone that moves from Wi-Fi to cellular gets a new IP address, not only a new port:
+  // the shaper moves Ana's flow to 127.0.0.2, then .3, … every few seconds (with a short
+  // blackout and the other network's delay and loss). Chromium's connection does not know;
+  // the relay sees a new path, which quinn validates before following it. The call must go
+  // on with the same pairing and no new session, and each side's picture must keep coming.
+  test("a new IP address mid-call (another network): the relay follows Chromium's connection, no reconnect, same pairing", async () => {
+    await withRelay(async (relay, people) => {
+      const shaper = await startImpair(relay.quic, "lan", 11, ["--handover-every", "4", "--change", "ip", "--stats-every", "0.25"]);
+      try {
+        const { ana, sam, matchId } = await callThroughProxy(people, relay, shaper);
+        /** @type {Set<string>} */
+        const seen = new Set();
+        for (let round = 0; round < 3; round++) {
+          const from = shaper.stats()?.address_changes ?? 0;
+          const deadline = Date.now() + patient(20_000);
+          while ((shaper.stats()?.address_changes ?? 0) <= from) {
+            assert.ok(Date.now() < deadline, `the shaper made no address change within 20 s:\n${shaper.log().slice(-2000)}`);
+            await new Promise((resolve) => setTimeout(resolve, 50)); // a poll interval
+          }
+          seen.add(shaper.stats().source_ip);
+          const s0 = (await sam.snapshot()).receive.video.framesDecoded;
+          const a0 = (await ana.snapshot()).receive.video.framesDecoded;
+          await sam.until((s) => s.receive.video.framesDecoded > s0 + 15, `Ana's video after address change ${round + 1}`);
+          await ana.until((s) => s.receive.video.framesDecoded > a0 + 15, `Sam's video after address change ${round + 1}`);
+        }
+        assert.ok(seen.size >= 2 && [...seen].every((ip) => ip !== "127.0.0.1"), `the relay saw Ana from new addresses: ${[...seen].join(", ")}`);
+        for (const p of [ana, sam]) {
+          const s = await p.snapshot();
+          assert.equal(s.phase, "paired");
+          assert.equal(s.matchId, matchId, "the same pairing throughout");
+        }
+        const status = await (await fetch(`${relay.url}status`)).json();
+        recordFigure("ip_change_mid_call", { address_changes: shaper.stats().address_changes, addresses: [...seen], sessions_opened: status.sessions_opened, resumes: status.resumes ?? null });
+        assert.equal(status.matches_made, 1, "nobody was re-matched");
+        assert.equal(status.sessions_opened, 2, "no reconnect: still the first two sessions");
+      } finally {
+        shaper.close();
+      }
+    });
+  });
+
   // Hand the page a fingerprint that is not the relay's, as a stale or tampered one would be.
   const WRONG_FINGERPRINT = "00".repeat(32);
   /** @param {import("playwright-core").Page} page */

@@ -596,13 +596,26 @@ export function impairBinary() {
 /**
  * Starts the seeded shaper between a page and the relay's QUIC port.
  * @param {string} upstream host:port of the relay's QUIC endpoint
- * @param {string} profile a named profile (lan, wifi, cellular, lossy, congested, handover)
+ * @param {string} profile a named profile (lan, wifi, cellular, lossy, congested, handover, …)
  * @param {number} seed
- * @returns {Promise<{port: number, log: () => string, close: () => void}>}
+ * @param {string[]} [extra] more `duet-impair` arguments (`--handover-every 4 --change ip`)
+ * @returns {Promise<{port: number, log: () => string, stats: () => any, close: () => void}>}
+ *   `stats()` is the newest `stats` line's figures (null before the first; pass
+ *   `--stats-every` for them)
  */
-export async function startImpair(upstream, profile, seed) {
-  const proc = spawn(impairBinary(), ["--listen", "127.0.0.1:0", "--upstream", upstream, "--profile", profile, "--seed", String(seed)], { stdio: ["ignore", "pipe", "pipe"] });
+export async function startImpair(upstream, profile, seed, extra = []) {
+  const proc = spawn(impairBinary(), ["--listen", "127.0.0.1:0", "--upstream", upstream, "--profile", profile, "--seed", String(seed), ...extra], { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
+  /** @type {any} */
+  let latest = null;
+  let pending = "";
+  proc.stdout.on("data", (/** @type {Buffer} */ d) => {
+    pending += d.toString();
+    const lines = pending.split("\n");
+    pending = lines.pop() ?? "";
+    if (pending.length > 100_000) pending = "";
+    for (const line of lines) if (line.startsWith("stats ")) latest = JSON.parse(line.slice("stats ".length));
+  });
   const port = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`duet-impair printed no listening line:\n${out}`)), patient(10_000));
     const onData = (/** @type {Buffer} */ d) => {
@@ -618,5 +631,5 @@ export async function startImpair(upstream, profile, seed) {
     proc.stderr.on("data", onData);
     proc.once("exit", (code) => reject(new Error(`duet-impair exited (${code}):\n${out}`)));
   });
-  return { port: /** @type {number} */ (port), log: () => out, close: () => proc.kill("SIGTERM") };
+  return { port: /** @type {number} */ (port), log: () => out, stats: () => latest, close: () => proc.kill("SIGTERM") };
 }
