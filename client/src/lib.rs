@@ -7,6 +7,7 @@
 
 pub mod call;
 pub mod mobile;
+pub mod quality;
 pub mod synth;
 
 use bytes::Bytes;

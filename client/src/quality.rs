@@ -1,0 +1,407 @@
+//! The native sender's bitrate control: what a receiver measures about incoming media for
+//! its `ReceiverReport` ([`ReceiveMeter`]), and the sender's controller that follows the
+//! partner's reports and the transport's send-rate estimate ([`BitrateController`]).
+//!
+//! The same rules as the web client's `web-client/app/wire/quality.js`, so a native client
+//! and a browser back off and recover alike: additive increase, multiplicative decrease on
+//! loss or a standing queue (a mild queue counts when seen twice in a row, a receiver short
+//! of CPU stamps some arrivals late and must not read as congestion), fast recovery to just
+//! under a rate backed off from in the last 10 s, and never above 85 % of what the
+//! transport estimates it can send. Pure: time is passed in (milliseconds on any monotonic
+//! clock), and the unit tests below drive it without sockets.
+
+use duet_proto::{MediaHeader, ReceiverReport, Track};
+use std::collections::VecDeque;
+
+/// Video bitrate bounds, kbit/s (the web client's).
+pub const MIN_VIDEO_KBPS: u32 = 150;
+pub const MAX_VIDEO_KBPS: u32 = 2500;
+pub const START_VIDEO_KBPS: u32 = 800;
+/// Loss the partner may report before we back off, and the loss that backs off hard.
+const BACKOFF_LOSS_PERMILLE: u16 = 30;
+const HEAVY_LOSS_PERMILLE: u16 = 100;
+/// Standing queue that backs off (seen twice), and the queue that backs off hard at once.
+pub const BACKOFF_QUEUE_MS: u16 = 60;
+pub const HEAVY_QUEUE_MS: u16 = 200;
+/// At most one decrease per this long; clean time after a decrease before increasing.
+const DECREASE_HOLDOFF_MS: f64 = 1000.0;
+const INCREASE_HOLDOFF_MS: f64 = 2000.0;
+/// A rate backed off from is remembered this long, at most this many of them.
+const RECOVERY_MEMORY_MS: f64 = 10_000.0;
+const MAX_BACKOFFS_REMEMBERED: usize = 16;
+/// Fast recovery climbs to this share of the remembered rate, by this much a report.
+const RECOVERY_SHARE: f64 = 0.85;
+const RECOVERY_GROWTH: f64 = 1.25;
+/// Increase per clean report: 5 %, at least this many kbit/s.
+const MIN_INCREASE_KBPS: f64 = 20.0;
+/// Video keeps under this share of the transport's estimate (audio and overhead ride on it).
+const ESTIMATE_SHARE: f64 = 0.85;
+/// Receivers report about this often.
+pub const REPORT_INTERVAL_MS: u64 = 1000;
+/// Intervals whose lowest transit make the base delay: 10 s, long enough to see an empty queue.
+const QUEUE_BASE_INTERVALS: usize = 10;
+
+/// Picks the video encoder's target bitrate, kbit/s.
+#[derive(Debug, Clone)]
+pub struct BitrateController {
+    min: f64,
+    max: f64,
+    start: f64,
+    target: f64,
+    last_decrease_ms: f64,
+    estimate_kbps: Option<f64>,
+    /// Rates backed off from, with when (the fast-recovery ceiling).
+    backed_off_from: VecDeque<(f64, f64)>,
+    queue_seen: bool,
+    /// The network held the rate back at the last decision.
+    pub limited: bool,
+}
+
+impl Default for BitrateController {
+    fn default() -> Self {
+        Self::new(MIN_VIDEO_KBPS, MAX_VIDEO_KBPS, START_VIDEO_KBPS)
+    }
+}
+
+impl BitrateController {
+    pub fn new(min_kbps: u32, max_kbps: u32, start_kbps: u32) -> Self {
+        let (min, max) = (f64::from(min_kbps), f64::from(max_kbps.max(min_kbps)));
+        let start = f64::from(start_kbps).clamp(min, max);
+        Self {
+            min,
+            max,
+            start,
+            target: start,
+            last_decrease_ms: f64::NEG_INFINITY,
+            estimate_kbps: None,
+            backed_off_from: VecDeque::new(),
+            queue_seen: false,
+            limited: false,
+        }
+    }
+
+    /// The current target, kbit/s.
+    pub fn target_kbps(&self) -> u32 {
+        self.target as u32
+    }
+
+    /// A new partner: start again from the starting rate (their path is not ours).
+    pub fn reset(&mut self) {
+        *self = Self {
+            target: self.start,
+            ..Self::new(self.min as u32, self.max as u32, self.start as u32)
+        };
+    }
+
+    fn clamp(&self, kbps: f64) -> f64 {
+        kbps.clamp(self.min, self.max).round()
+    }
+
+    fn remember_backoff(&mut self, now_ms: f64) {
+        self.backed_off_from.push_back((now_ms, self.target));
+        if self.backed_off_from.len() > MAX_BACKOFFS_REMEMBERED {
+            self.backed_off_from.pop_front();
+        }
+        self.last_decrease_ms = now_ms;
+    }
+
+    fn recovery_ceiling(&mut self, now_ms: f64) -> Option<f64> {
+        if now_ms - self.last_decrease_ms > RECOVERY_MEMORY_MS {
+            self.backed_off_from.clear();
+        }
+        self.backed_off_from.iter().map(|b| b.1).reduce(f64::max)
+    }
+
+    /// The partner's receiver report about our media. Returns the new target.
+    pub fn on_peer_report(&mut self, report: &ReceiverReport, now_ms: f64) -> u32 {
+        let (loss, queue) = (report.loss_permille, report.queue_delay_ms);
+        let queued = queue >= BACKOFF_QUEUE_MS;
+        let queue_counts = queue >= HEAVY_QUEUE_MS || (queued && self.queue_seen);
+        self.queue_seen = queued;
+        if loss >= BACKOFF_LOSS_PERMILLE || queue_counts {
+            self.limited = true;
+            if now_ms - self.last_decrease_ms >= DECREASE_HOLDOFF_MS {
+                let heavy = loss >= HEAVY_LOSS_PERMILLE || queue >= HEAVY_QUEUE_MS;
+                self.remember_backoff(now_ms);
+                self.target = self.clamp(self.target * if heavy { 0.6 } else { 0.85 });
+            }
+        } else if loss <= BACKOFF_LOSS_PERMILLE / 2
+            && queue < BACKOFF_QUEUE_MS / 2
+            && now_ms - self.last_decrease_ms >= INCREASE_HOLDOFF_MS
+        {
+            self.limited = self
+                .estimate_kbps
+                .is_some_and(|e| self.target >= e * ESTIMATE_SHARE && self.target < self.max);
+            let recover_to = self
+                .recovery_ceiling(now_ms)
+                .map_or(0.0, |c| c * RECOVERY_SHARE);
+            let mut next = self.target + (self.target * 0.05).max(MIN_INCREASE_KBPS);
+            if self.target < recover_to {
+                next = next.max(recover_to.min(self.target * RECOVERY_GROWTH));
+            }
+            if let Some(e) = self.estimate_kbps {
+                next = next.min(self.target.max(e * ESTIMATE_SHARE));
+            }
+            self.target = self.clamp(next);
+        }
+        self.target_kbps()
+    }
+
+    /// The transport's estimate of what it can send for the whole session, kbit/s (for
+    /// QUIC, the congestion window over the smoothed RTT). Returns the new target.
+    pub fn on_send_estimate(&mut self, kbps: f64, now_ms: f64) -> u32 {
+        if !kbps.is_finite() || kbps <= 0.0 {
+            return self.target_kbps();
+        }
+        let previous = self.estimate_kbps.replace(kbps);
+        let ceiling = kbps * ESTIMATE_SHARE;
+        if self.target > ceiling
+            && (previous.is_none_or(|p| kbps < p)
+                || now_ms - self.last_decrease_ms >= DECREASE_HOLDOFF_MS)
+        {
+            self.remember_backoff(now_ms);
+            self.target = self.clamp(ceiling);
+            self.limited = true;
+        }
+        self.target_kbps()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TrackCount {
+    highest: i64,
+    /// The highest sequence number at the last report (the first seen, less one, at first).
+    at_report: i64,
+    received: u64,
+}
+
+/// Measures incoming media for `ReceiverReport`: loss from sequence gaps per track, jitter
+/// and the standing queue from audio's capture stamps against arrival, and the bitrate.
+/// Reset on a new pairing.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiveMeter {
+    tracks: [Option<TrackCount>; 3],
+    bytes: u64,
+    jitter_ms: f64,
+    last_transit_ms: Option<f64>,
+    interval_start_ms: Option<f64>,
+    min_transits: VecDeque<f64>,
+    interval_min_transit: Option<f64>,
+}
+
+impl ReceiveMeter {
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// One datagram arrived at `arrival_ms` (wall clock, the epoch of `capture_us`).
+    pub fn on_datagram(&mut self, h: &MediaHeader, size: usize, arrival_ms: f64) {
+        self.interval_start_ms.get_or_insert(arrival_ms);
+        self.bytes += size as u64;
+        let slot = &mut self.tracks[match h.track {
+            Track::Audio => 0,
+            Track::Video => 1,
+            _ => 2,
+        }];
+        let seq = i64::from(h.seq);
+        match slot {
+            None => {
+                *slot = Some(TrackCount {
+                    highest: seq,
+                    at_report: seq - 1,
+                    received: 1,
+                })
+            }
+            Some(t) => {
+                t.received += 1;
+                t.highest = t.highest.max(seq);
+            }
+        }
+        if h.track != Track::Audio {
+            return; // a video frame's datagrams share a stamp: audio keeps a steady rhythm
+        }
+        let transit = arrival_ms - h.capture_us as f64 / 1000.0;
+        self.interval_min_transit = Some(
+            self.interval_min_transit
+                .map_or(transit, |m| m.min(transit)),
+        );
+        if let Some(last) = self.last_transit_ms {
+            self.jitter_ms += ((transit - last).abs() - self.jitter_ms) / 16.0;
+        }
+        self.last_transit_ms = Some(transit);
+    }
+
+    /// The report for the interval since the last one, and starts a new interval.
+    pub fn report(&mut self, match_id: u64, now_ms: f64, frames_decoded: u32) -> ReceiverReport {
+        let (mut expected, mut received) = (0u64, 0u64);
+        for t in self.tracks.iter_mut().flatten() {
+            expected += (t.highest - t.at_report).max(0) as u64;
+            received += t.received;
+            t.at_report = t.highest;
+            t.received = 0;
+        }
+        let lost = expected.saturating_sub(received);
+        let loss_permille = (lost * 1000)
+            .checked_div(expected)
+            .map_or(0, |l| l.min(1000) as u16);
+        let elapsed = self
+            .interval_start_ms
+            .map_or(REPORT_INTERVAL_MS as f64, |s| (now_ms - s).max(1.0));
+        let bitrate_kbps = (self.bytes as f64 * 8.0 / elapsed)
+            .round()
+            .min(f64::from(u32::MAX)) as u32;
+        self.bytes = 0;
+        self.interval_start_ms = Some(now_ms);
+        let interval_min = self.interval_min_transit.take();
+        if let Some(m) = interval_min {
+            self.min_transits.push_back(m);
+            if self.min_transits.len() > QUEUE_BASE_INTERVALS {
+                self.min_transits.pop_front();
+            }
+        }
+        let base = self.min_transits.iter().copied().reduce(f64::min);
+        let queue = match (base, interval_min) {
+            (Some(b), Some(m)) => (m - b).max(0.0),
+            _ => 0.0,
+        };
+        ReceiverReport {
+            match_id,
+            loss_permille,
+            jitter_ms: self.jitter_ms.round().min(f64::from(u16::MAX)) as u16,
+            frames_decoded,
+            bitrate_kbps,
+            queue_delay_ms: queue.round().min(f64::from(u16::MAX)) as u16,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(loss: u16, queue: u16) -> ReceiverReport {
+        ReceiverReport {
+            match_id: 1,
+            loss_permille: loss,
+            jitter_ms: 0,
+            frames_decoded: 0,
+            bitrate_kbps: 0,
+            queue_delay_ms: queue,
+        }
+    }
+
+    #[test]
+    fn loss_backs_off_at_once_and_clean_reports_creep_back_after_a_holdoff() {
+        let mut c = BitrateController::default();
+        assert_eq!(c.on_peer_report(&report(50, 0), 0.0), 680); // 800 × 0.85
+        assert_eq!(
+            c.on_peer_report(&report(50, 0), 500.0),
+            680,
+            "one decrease a second"
+        );
+        assert_eq!(c.on_peer_report(&report(150, 0), 1000.0), 408); // heavy: × 0.6
+        assert_eq!(
+            c.on_peer_report(&report(0, 0), 2000.0),
+            408,
+            "clean, but within the holdoff"
+        );
+        // Fast recovery toward 85 % of the highest rate backed off from (800): × 1.25.
+        assert_eq!(c.on_peer_report(&report(0, 0), 3000.0), 510);
+        assert_eq!(c.on_peer_report(&report(0, 0), 4000.0), 638);
+        assert_eq!(c.on_peer_report(&report(0, 0), 5000.0), 680);
+        // Past the ceiling: 5 % a report.
+        assert_eq!(c.on_peer_report(&report(0, 0), 6000.0), 714);
+        assert!(
+            !c.limited,
+            "clean reports and no estimate: nothing holds the rate back"
+        );
+    }
+
+    #[test]
+    fn a_mild_queue_counts_twice_in_a_row_a_deep_one_at_once() {
+        let mut c = BitrateController::default();
+        assert_eq!(
+            c.on_peer_report(&report(0, 80), 0.0),
+            800,
+            "one mild report may be a busy receiver"
+        );
+        assert_eq!(c.on_peer_report(&report(0, 80), 1000.0), 680);
+        let mut c = BitrateController::default();
+        assert_eq!(c.on_peer_report(&report(0, 250), 0.0), 480);
+    }
+
+    #[test]
+    fn the_send_estimate_caps_the_target_and_the_climb() {
+        let mut c = BitrateController::default();
+        assert_eq!(c.on_send_estimate(600.0, 0.0), 510);
+        assert_eq!(
+            c.on_peer_report(&report(0, 0), 5000.0),
+            510,
+            "no climb past 85 % of the estimate"
+        );
+        assert_eq!(c.on_send_estimate(4000.0, 6000.0), 510);
+        assert_eq!(
+            c.on_peer_report(&report(0, 0), 7000.0),
+            638,
+            "fast recovery toward 85 % of 800"
+        );
+        assert_eq!(c.on_send_estimate(f64::NAN, 7000.0), 638);
+        assert_eq!(BitrateController::new(150, 2500, 100).target_kbps(), 150);
+        c.reset();
+        assert_eq!(c.target_kbps(), 800);
+    }
+
+    fn header(track: Track, seq: u32, capture_ms: u64) -> MediaHeader {
+        MediaHeader {
+            match_id: 1,
+            track,
+            seq,
+            frame: seq,
+            frag_index: 0,
+            frag_count: 1,
+            keyframe: false,
+            capture_us: capture_ms * 1000,
+            ref_frame: seq,
+        }
+    }
+
+    #[test]
+    fn the_meter_counts_loss_per_track_and_the_standing_queue_above_the_base() {
+        let mut m = ReceiveMeter::default();
+        // Interval 1: audio 0..10 every 20 ms, 20 ms in transit; video 0..10 with 3 lost.
+        for seq in 0..10u32 {
+            m.on_datagram(
+                &header(Track::Audio, seq, u64::from(seq) * 20),
+                100,
+                f64::from(seq * 20 + 20),
+            );
+            if ![3, 4, 7].contains(&seq) {
+                m.on_datagram(
+                    &header(Track::Video, seq, u64::from(seq) * 20),
+                    1000,
+                    f64::from(seq * 20 + 20),
+                );
+            }
+        }
+        let r = m.report(1, 1000.0, 5);
+        // 20 expected (the first of each track counts as the start), 17 arrived.
+        assert_eq!(
+            (r.loss_permille, r.queue_delay_ms, r.frames_decoded),
+            (150, 0, 5)
+        );
+        // Over 980 ms: from the first arrival (at 20 ms) to the report.
+        assert_eq!(r.bitrate_kbps, 65);
+        // Interval 2: every audio packet 70 ms in transit: a standing queue of 50 ms.
+        for seq in 10..20u32 {
+            m.on_datagram(
+                &header(Track::Audio, seq, 1000 + u64::from(seq) * 20),
+                100,
+                f64::from(1000 + seq * 20 + 70),
+            );
+        }
+        let r = m.report(1, 2000.0, 5);
+        assert_eq!((r.loss_permille, r.queue_delay_ms), (0, 50));
+        m.reset();
+        assert_eq!(m.report(1, 3000.0, 0).loss_permille, 0);
+    }
+}
