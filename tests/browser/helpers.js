@@ -15,9 +15,10 @@
  */
 
 import assert from "node:assert/strict";
-import { execFileSync, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -147,10 +148,19 @@ export async function launchBrowser(options = {}) {
 /** A PulseAudio daemon with its null sink, unless one answers already. */
 function ensureSoundServer() {
   if (spawnSync("pactl", ["info"], { stdio: "ignore" }).status === 0) return;
-  execFileSync("pulseaudio", ["--start", "--exit-idle-time=-1"], { stdio: "ignore" });
+  // A server of our own in a fresh runtime directory: the default one may hold the pid file
+  // of a server that is gone (killed with the benchmark's PID namespace, say), and then
+  // `pulseaudio --start` takes another process with that pid for it and starts nothing.
+  // Firefox and pactl, started from here, inherit where it is.
+  const dir = mkdtempSync(path.join(tmpdir(), "duet-pulse-"));
+  process.env.PULSE_RUNTIME_PATH = dir;
+  const started = spawnSync("pulseaudio", ["--start", "--exit-idle-time=-1", `--log-target=file:${path.join(dir, "log")}`], { encoding: "utf8" });
   const deadline = Date.now() + patient(10_000);
   while (spawnSync("pactl", ["info"], { stdio: "ignore" }).status !== 0) {
-    if (Date.now() > deadline) throw new Error("PulseAudio did not start");
+    if (Date.now() > deadline) {
+      const log = existsSync(path.join(dir, "log")) ? readFileSync(path.join(dir, "log"), "utf8") : started.stderr;
+      throw new Error(`PulseAudio did not start (exit ${started.status}): ${(log ?? "").trim().slice(-600)}`);
+    }
     spawnSync("sleep", ["0.1"]);
   }
 }

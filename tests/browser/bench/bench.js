@@ -31,7 +31,7 @@ import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { REPO, launchFirefox, patient, relayBinary, startRelay } from "../helpers.js";
 import { direction, table, targetTable, targets } from "./figures.js";
-import { Children, TURN_PASSWORD, TURN_USER, browserPid, childPid, cpuSeconds, launchChromium, machineTicks, startCoturn, startPageServer, startShaper } from "./services.js";
+import { Children, TURN_PASSWORD, TURN_USER, browserPid, childPid, cpuSeconds, launchChromium, machineTicks, processStates, startCoturn, startPageServer, startShaper } from "./services.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CAMERA = readFileSync(path.join(HERE, "camera.js"), "utf8");
@@ -439,8 +439,9 @@ async function runDuet(relayUrl, quicPort, cpuRoots) {
  * not started) as in the first Duet call, so the machine carries the same three pages.
  * @param {BenchPage} A @param {BenchPage} B @param {BenchPage} C
  * @param {Record<string, number[]>} cpuRoots
+ * @param {() => string} [diagnose] more to say on a failure, read before the pages close
  */
-async function runPair(A, B, C, cpuRoots) {
+async function runPair(A, B, C, cpuRoots, diagnose) {
   try {
     for (const p of [A, B]) {
       await p.page.fill("#name", p.name);
@@ -457,6 +458,9 @@ async function runPair(A, B, C, cpuRoots) {
     /** What the page ran on, from its snapshot. @param {any} snap */
     const how = (snap) => ({ transport: snap?.transport ?? null, capture: snap?.capture ?? null, codec: snap?.send?.codec ?? null });
     return { A: how(snapshotA), B: how(snapshotB), firstFrameMs: { "A→B": ab, "B→A": ba }, ...measured, snapshotA, snapshotB, pageProblems: [A, B, C].flatMap((p) => p.problems.map((x) => `${p.name}: ${x}`)) };
+  } catch (e) {
+    if (!diagnose) throw e;
+    throw new Error(`${e instanceof Error ? e.message : e}\n${diagnose()}`);
   } finally {
     for (const p of [A, B, C]) await p.close().catch(() => {});
   }
@@ -469,9 +473,12 @@ async function runFallback(relayUrl, cpuRoots) {
   return result;
 }
 
-/** A in Firefox, B and C in Chromium, all on WebTransport. @param {string} relayUrl @param {Record<string, number[]>} cpuRoots */
-async function runFirefox(relayUrl, cpuRoots) {
-  const result = await runPair(await openFirefoxPage(relayUrl, "A"), await openPage(relayUrl, "B"), await openPage(relayUrl, "C"), cpuRoots);
+/**
+ * A in Firefox, B and C in Chromium, all on WebTransport.
+ * @param {string} relayUrl @param {Record<string, number[]>} cpuRoots @param {() => string} diagnose
+ */
+async function runFirefox(relayUrl, cpuRoots, diagnose) {
+  const result = await runPair(await openFirefoxPage(relayUrl, "A"), await openPage(relayUrl, "B"), await openPage(relayUrl, "C"), cpuRoots, diagnose);
   if (result.A.transport !== "webtransport" || result.B.transport !== "webtransport") notes.push(`the Firefox call ran on ${result.A.transport} and ${result.B.transport}, not WebTransport both`);
   return result;
 }
@@ -636,13 +643,36 @@ async function main() {
         const launchedFirefox = await launchFirefox({ "privacy.reduceTimerPrecision": false });
         firefox = launchedFirefox;
         const ffPid = launchedFirefox.process()?.pid;
-        const withFirefox = await runFirefox(relay.url, { ...roots(), ...(ffPid ? { firefox: [ffPid] } : {}) });
+        // Firefox's own messages, kept for a failure message (its last lines say what it did).
+        /** @type {string[]} */
+        const ffLog = [];
+        launchedFirefox.process()?.stderr?.on("data", (/** @type {Buffer} */ d) => {
+          for (const line of d.toString().split("\n")) if (line.trim()) ffLog.push(line.slice(0, 300));
+          ffLog.splice(0, Math.max(0, ffLog.length - 40));
+        });
+        const diagnose = () => `Firefox's processes:\n  ${(ffPid ? processStates(ffPid) : ["(no pid)"]).join("\n  ")}\nFirefox's last messages:\n  ${ffLog.slice(-20).join("\n  ") || "(none)"}`;
+        /** @type {any} */
+        let withFirefox;
+        try {
+          withFirefox = await runFirefox(relay.url, { ...roots(), ...(ffPid ? { firefox: [ffPid] } : {}) }, diagnose);
+        } catch (e) {
+          const why = e instanceof Error ? e.message : String(e);
+          // A smoke run checks that the benchmark works: a Firefox page that stops answering
+          // is reported in full (the call is checked by tests/browser/firefox.test.js), and the
+          // rest of the run goes on. A measuring run stops, as it would with no figures.
+          if (!opts.smoke) throw new Error(why);
+          console.error(`bench-browser: the Firefox call was NOT MEASURED: ${why}`);
+          notes.push(`the Firefox call was not measured: ${why.split("\n")[0]}`);
+          results.firefox = { failed: why };
+        }
         await Promise.race([launchedFirefox.close().catch(() => {}), sleep(10_000)]);
         firefox = null;
-        results.firefox = withFirefox;
-        const ff = pairReport(`Firefox: A in Firefox ESR, B in Chromium, both on WebTransport, loopback, ${opts.seconds} s, against the first Duet call above (all Chromium; C's page open in Chromium)`, ["Chromium", "A Firefox"], ["Firefox sends", "Firefox receives"], duet, withFirefox);
-        console.log(`\n${ff}\n`);
-        text.push(ff);
+        if (withFirefox) results.firefox = withFirefox;
+        const ff = withFirefox && pairReport(`Firefox: A in Firefox ESR, B in Chromium, both on WebTransport, loopback, ${opts.seconds} s, against the first Duet call above (all Chromium; C's page open in Chromium)`, ["Chromium", "A Firefox"], ["Firefox sends", "Firefox receives"], duet, withFirefox);
+        if (ff) {
+          console.log(`\n${ff}\n`);
+          text.push(ff);
+        }
       }
     }
   }

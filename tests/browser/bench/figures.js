@@ -28,7 +28,7 @@ function quantileSorted(xs, q) {
  */
 
 /**
- * @param {{shown: number[][], broken: number[][]}} received the receiver's `take()` (entries
+ * @param {{shown: number[][], broken: [number, ...unknown[]][]}} received the receiver's `take()` (entries
  *   [at, sender, seq, t, delay] and [at])
  * @param {number[][]} drawn the sender's draw log ([seq, t])
  * @param {number} sender the sender's page id

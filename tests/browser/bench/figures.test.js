@@ -26,6 +26,7 @@ test("counts only the sender's pictures inside the window, and their delays", ()
 
 test("a readable stamp the sender never drew, and an unreadable picture, both count as never drawn", () => {
   const drawn = [[1, 10]];
+  /** @type {{shown: number[][], broken: [number, unknown][]}} the unreadable pictures' luminances do not matter here */
   const received = { shown: [seen(1000, 2, 1, 10, 5), seen(1010, 2, 7, 70, 5)], broken: [[1020, []], [5000, []]] };
   assert.equal(direction(received, drawn, 2, 0, 2000).neverDrawn, 2);
 });

@@ -313,6 +313,50 @@ export function cpuSeconds(roots) {
   return out;
 }
 
+/**
+ * Where a process tree stands, for a failure message when a browser stops answering: per
+ * process its name, its main thread's state and kernel wait channel, its CPU so far, and
+ * how many of its threads are running (R) or in an uninterruptible wait (D).
+ * @param {number} root
+ * @returns {string[]}
+ */
+export function processStates(root) {
+  const table = processTable();
+  const out = [];
+  const stack = [root];
+  const seen = new Set();
+  while (stack.length && out.length < 30) {
+    const pid = /** @type {number} */ (stack.pop());
+    if (seen.has(pid) || !table.has(pid)) continue;
+    seen.add(pid);
+    const p = /** @type {{ppid: number, ticks: number, comm: string}} */ (table.get(pid));
+    const read = (/** @type {string} */ f) => {
+      try {
+        return readFileSync(f, "utf8").trim();
+      } catch {
+        return "?";
+      }
+    };
+    const state = (/** @type {string} */ stat) => stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
+    let running = 0;
+    let blocked = 0;
+    let threads = 0;
+    try {
+      for (const tid of readdirSync(`/proc/${pid}/task`)) {
+        threads++;
+        const st = state(read(`/proc/${pid}/task/${tid}/stat`));
+        running += Number(st === "R");
+        blocked += Number(st === "D");
+      }
+    } catch {
+      // It exited.
+    }
+    out.push(`${pid} ${p.comm}: main ${state(read(`/proc/${pid}/stat`))} in ${read(`/proc/${pid}/wchan`) || "-"}, ${(p.ticks / CLOCK_TICKS_PER_S).toFixed(1)} s CPU, ${threads} threads (${running} R, ${blocked} D)`);
+    for (const [kid, k] of table) if (k.ppid === pid) stack.push(kid);
+  }
+  return out;
+}
+
 /** The browser's root pid: our child process running Chromium. */
 export function browserPid() {
   for (const [pid, p] of processTable()) {
