@@ -5,7 +5,8 @@
 //! The same rules as the web client's `web-client/app/wire/quality.js`, so a native client
 //! and a browser back off and recover alike: additive increase, multiplicative decrease on
 //! loss or a standing queue (a mild queue counts when seen twice in a row, a receiver short
-//! of CPU stamps some arrivals late and must not read as congestion), fast recovery to just
+//! of CPU stamps some arrivals late and must not read as congestion; loss on an empty queue
+//! counts when seen twice in a row, as a handover's blackout loses a burst once), fast recovery to just
 //! under a rate backed off from in the last 10 s, and never above 85 % of what the
 //! transport estimates it can send. Pure: time is passed in (milliseconds on any monotonic
 //! clock), and the unit tests below drive it without sockets.
@@ -53,6 +54,8 @@ pub struct BitrateController {
     /// Rates backed off from, with when (the fast-recovery ceiling).
     backed_off_from: VecDeque<(f64, f64)>,
     queue_seen: bool,
+    /// The last report showed loss (a second one in a row backs off).
+    loss_seen: bool,
     /// The network held the rate back at the last decision.
     pub limited: bool,
 }
@@ -76,6 +79,7 @@ impl BitrateController {
             estimate_kbps: None,
             backed_off_from: VecDeque::new(),
             queue_seen: false,
+            loss_seen: false,
             limited: false,
         }
     }
@@ -118,13 +122,21 @@ impl BitrateController {
         let queued = queue >= BACKOFF_QUEUE_MS;
         let queue_counts = queue >= HEAVY_QUEUE_MS || (queued && self.queue_seen);
         self.queue_seen = queued;
-        if loss >= BACKOFF_LOSS_PERMILLE || queue_counts {
+        // Loss with a queue building is congestion at once. Loss alone counts when it comes
+        // again in the next report: one burst on an empty queue is a handover's blackout or
+        // a radio fade, which says nothing about the rate the path carries.
+        let lossy = loss >= BACKOFF_LOSS_PERMILLE;
+        let loss_counts = lossy && (self.loss_seen || queue >= BACKOFF_QUEUE_MS / 2);
+        self.loss_seen = lossy;
+        if loss_counts || queue_counts {
             self.limited = true;
             if now_ms - self.last_decrease_ms >= DECREASE_HOLDOFF_MS {
                 let heavy = loss >= HEAVY_LOSS_PERMILLE || queue >= HEAVY_QUEUE_MS;
                 self.remember_backoff(now_ms);
                 self.target = self.clamp(self.target * if heavy { 0.6 } else { 0.85 });
             }
+        } else if lossy {
+            self.limited = true; // held, not cut: see above
         } else if loss <= BACKOFF_LOSS_PERMILLE / 2
             && queue < BACKOFF_QUEUE_MS / 2
             && now_ms - self.last_decrease_ms >= INCREASE_HOLDOFF_MS
@@ -291,9 +303,10 @@ mod tests {
     }
 
     #[test]
-    fn loss_backs_off_at_once_and_clean_reports_creep_back_after_a_holdoff() {
+    fn loss_backs_off_and_clean_reports_creep_back_after_a_holdoff() {
         let mut c = BitrateController::default();
-        assert_eq!(c.on_peer_report(&report(50, 0), 0.0), 680); // 800 × 0.85
+        // Loss with a queue building: at once.
+        assert_eq!(c.on_peer_report(&report(50, 40), 0.0), 680); // 800 × 0.85
         assert_eq!(
             c.on_peer_report(&report(50, 0), 500.0),
             680,
@@ -315,6 +328,22 @@ mod tests {
             !c.limited,
             "clean reports and no estimate: nothing holds the rate back"
         );
+    }
+
+    #[test]
+    fn a_burst_of_loss_on_an_empty_queue_holds_the_rate_and_loss_again_backs_off() {
+        let mut c = BitrateController::default();
+        // A handover's 300 ms blackout: 30 % of a report's packets, no queue.
+        assert_eq!(c.on_peer_report(&report(300, 0), 0.0), 800);
+        assert!(c.limited);
+        assert_eq!(
+            c.on_peer_report(&report(0, 0), 1000.0),
+            840,
+            "clean: climbs again"
+        );
+        // Loss report after report (a policer, a lossy radio): the second one backs off.
+        assert_eq!(c.on_peer_report(&report(50, 0), 2000.0), 840);
+        assert_eq!(c.on_peer_report(&report(50, 0), 3000.0), 714);
     }
 
     #[test]

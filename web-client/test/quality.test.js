@@ -18,18 +18,28 @@ test("quality classes: good, fair, poor, unknown", () => {
   assert.equal(classifyQuality({ rttMs: null, lossPermille: 5 }), "good");
 });
 
-test("loss reports lower the bitrate at once, heavy loss harder, at most once a second", () => {
+test("loss with a queue lowers the bitrate at once, heavy loss harder, at most once a second", () => {
   const c = new BitrateController({ start: 1000 });
-  assert.equal(c.onPeerReport({ loss_permille: 50 }, 0), 850);
+  assert.equal(c.onPeerReport({ loss_permille: 50, queue_delay_ms: 40 }, 0), 850);
   assert.equal(c.onPeerReport({ loss_permille: 50 }, 500), 850, "holdoff");
   assert.equal(c.onPeerReport({ loss_permille: 200 }, 1000), 510);
   for (let t = 2000; t < 30_000; t += 1000) c.onPeerReport({ loss_permille: 500 }, t);
   assert.equal(c.target, MIN_VIDEO_KBPS, "never below the floor");
 });
 
+test("a burst of loss on an empty queue (a handover's blackout) holds the rate; loss again backs off", () => {
+  const c = new BitrateController({ start: 800 });
+  assert.equal(c.onPeerReport({ loss_permille: 300, queue_delay_ms: 0 }, 0), 800);
+  assert.ok(c.limited);
+  assert.equal(c.onPeerReport({ loss_permille: 0, queue_delay_ms: 0 }, 1000), 840, "clean: climbs again");
+  // Loss report after report (a policer, a lossy radio): the second one backs off.
+  assert.equal(c.onPeerReport({ loss_permille: 50, queue_delay_ms: 0 }, 2000), 840);
+  assert.equal(c.onPeerReport({ loss_permille: 50, queue_delay_ms: 0 }, 3000), 714);
+});
+
 test("clean reports raise the bitrate slowly, only after a quiet spell, up to the ceiling", () => {
   const c = new BitrateController({ start: 1000 });
-  c.onPeerReport({ loss_permille: 50 }, 0); // 850
+  c.onPeerReport({ loss_permille: 50, queue_delay_ms: 40 }, 0); // 850
   assert.equal(c.onPeerReport({ loss_permille: 0 }, 1000), 850, "too soon after a decrease");
   assert.equal(c.onPeerReport({ loss_permille: 0 }, 3000), 893);
   const before = c.target;

@@ -7,7 +7,8 @@
  *
  * The controller is additive-increase / multiplicative-decrease, like the congestion
  * controllers it sits on top of: it backs off at once and hard when the partner reports
- * loss or the estimate falls below what we send, and creeps up slowly while the reports
+ * loss with a queue building, loss in two reports in a row (one burst on an empty queue is
+ * a handover's blackout, not congestion), or the estimate falls below what we send, and creeps up slowly while the reports
  * are clean, so a call settles just under what the path carries instead of oscillating.
  *
  * It must not collapse on a busy machine: a receiver starved of CPU stamps arrivals late,
@@ -92,6 +93,8 @@ export class BitrateController {
     this.backedOffFrom = [];
     /** The last report showed a mild queue (a second one in a row backs off). */
     this.queueSeen = false;
+    /** The last report showed loss (a second one in a row backs off, on an empty queue too). */
+    this.lossSeen = false;
   }
 
   /** The highest rate we backed off from lately, or null. @param {number} nowMs */
@@ -120,6 +123,7 @@ export class BitrateController {
     this.limited = false;
     this.backedOffFrom = [];
     this.queueSeen = false;
+    this.lossSeen = false;
   }
 
   /** @param {number} kbps */
@@ -142,9 +146,17 @@ export class BitrateController {
     // A mild queue in one report alone may be a receiver that was short of CPU; twice is a queue.
     const queueCounts = queue >= HEAVY_QUEUE_MS || (queued && this.queueSeen);
     this.queueSeen = queued;
-    if (loss >= BACKOFF_LOSS_PERMILLE || queueCounts) {
+    // Loss with a queue building is congestion at once. Loss alone counts when it comes again
+    // in the next report: one burst on an empty queue is a handover's blackout or a radio
+    // fade, which says nothing about the rate the path carries.
+    const lossy = loss >= BACKOFF_LOSS_PERMILLE;
+    const lossCounts = lossy && (this.lossSeen || queue >= BACKOFF_QUEUE_MS / 2);
+    this.lossSeen = lossy;
+    if (lossCounts || queueCounts) {
       this.limited = true;
       if (nowMs - this.lastDecreaseMs >= DECREASE_HOLDOFF_MS) this.decrease(loss >= HEAVY_LOSS_PERMILLE || queue >= HEAVY_QUEUE_MS ? 0.6 : 0.85, nowMs);
+    } else if (lossy) {
+      this.limited = true; // held, not cut: see above
     } else if (loss <= BACKOFF_LOSS_PERMILLE / 2 && queue < BACKOFF_QUEUE_MS / 2 && nowMs - this.lastDecreaseMs >= INCREASE_HOLDOFF_MS) {
       this.limited = this.estimateKbps !== null && this.target >= this.estimateKbps * 0.85 && this.target < this.max;
       const ceiling = this.recoveryCeiling(nowMs);
