@@ -6,6 +6,7 @@
 //! duet-bench smoke --json smoke.json
 //! ```
 
+use super::adaptation::{self, Adaptation};
 use super::chart::{Chart, Scale, Series};
 use super::forward::{self, ForwardRun, LoadOptions, PathRun, Shaping};
 use super::load::MediaSpec;
@@ -88,6 +89,7 @@ impl MediaArgs {
             audio_pps: self.audio_pps,
             audio_bytes: self.audio_bytes,
             keyframe_every: Duration::from_secs(2),
+            adaptive: false,
         }
     }
 
@@ -171,6 +173,10 @@ pub enum Scenario {
         /// profile once).
         #[arg(long)]
         shape_both: bool,
+        /// Senders adapt their video as the apps do (from --video-kbps, up to 2,500 kbit/s,
+        /// following the partner's reports and the send estimate) instead of a fixed rate.
+        #[arg(long)]
+        adaptive: bool,
     },
     /// Pairs in a call while one end of each hands over between Wi-Fi and cellular.
     Handover {
@@ -191,6 +197,11 @@ pub enum Scenario {
         /// swings between 0.3 and 10 Mbit/s) or train (long fades, a new cell every 20–60 s).
         #[arg(long, default_value = "cellular")]
         network: String,
+        /// Send video at --video-kbps throughout instead of adapting (by default each
+        /// sender starts there and follows its partner's reports and its send estimate, up
+        /// to 2,500 kbit/s, as the apps do).
+        #[arg(long)]
+        fixed_rate: bool,
     },
     /// Pairs in a call while one end of each loses its network for longer than the idle
     /// timeout and comes back with its resume token: media back after the network returns,
@@ -453,32 +464,49 @@ pub async fn run(scenario: &Scenario) -> Result<Outcome, BenchError> {
             pairs,
             profiles,
             shape_both,
+            adaptive,
         } => {
             let c = common(a)?;
-            let load = media.load(*pairs, 10.0);
-            let (rows, targets) = forward::impaired(&c, profiles, &load, *shape_both).await?;
-            let labelled: Vec<(String, &PathRun)> = rows
+            let mut load = media.load(*pairs, 10.0);
+            load.media.adaptive = *adaptive;
+            let run = forward::impaired(&c, profiles, &load, *shape_both).await?;
+            let labelled: Vec<(String, &PathRun)> = run
+                .rows
                 .iter()
                 .map(|r| (r.profile.clone().unwrap_or_default(), r))
                 .collect();
-            let tables = vec![
-                forward::media_table(
-                    &format!(
-                        "Impaired networks: {} pairs, {} through the profile, one-way latency end to end",
-                        load.pairs,
-                        if *shape_both { "both ends" } else { "one end of each pair" }
-                    ),
-                    "profile",
-                    &labelled,
+            let mut tables = vec![forward::media_table(
+                &format!(
+                    "Impaired networks: {} pairs, {} through the profile, one-way latency end to end{}",
+                    load.pairs,
+                    if *shape_both { "both ends" } else { "one end of each pair" },
+                    if *adaptive { ", adaptive senders" } else { "" }
                 ),
-                targets_table(&targets),
-            ];
+                "profile",
+                &labelled,
+            )];
+            if !run.adaptation.is_empty() {
+                let rows: Vec<(String, &Adaptation)> =
+                    run.adaptation.iter().map(|(n, a)| (n.clone(), a)).collect();
+                tables.push(adaptation::table(
+                    &rows,
+                    load.media.video_kbps,
+                    load.media.max_kbps(),
+                ));
+            }
+            tables.push(targets_table(&run.targets));
             let charts = vec![latency_chart(
                 "latency-by-profile.svg",
                 &format!("One-way latency per network profile ({} pairs)", load.pairs),
                 &labelled,
             )];
-            let json = json!({ "scenario": "impaired", "profiles": rows, "targets": targets });
+            let json = json!({
+                "scenario": "impaired",
+                "adaptive": adaptive,
+                "profiles": run.rows,
+                "adaptation": run.adaptation,
+                "targets": run.targets,
+            });
             Ok(Outcome {
                 tables,
                 json,
@@ -492,9 +520,11 @@ pub async fn run(scenario: &Scenario) -> Result<Outcome, BenchError> {
             every,
             change,
             network,
+            fixed_rate,
         } => {
             let c = common(a)?;
-            let load = media.load(*pairs, 30.0);
+            let mut load = media.load(*pairs, 30.0);
+            load.media.adaptive = !fixed_rate;
             let every = Duration::from_secs_f64(every.max(0.5));
             let r = handover::run(&c, &load, every, *change, network).await?;
             Ok(report_outcome("handover", &r, handover::tables(&r)))
@@ -610,8 +640,9 @@ async fn smoke(a: &CommonArgs) -> Result<Outcome, BenchError> {
     tables.push(sessions::table(&s));
     json["sessions"] = serde_json::to_value(&s).unwrap_or(Value::Null);
 
-    let (rows, _) =
-        forward::impaired(&c, &["lan".into(), "cellular".into()], &tiny(1, 1.0), false).await?;
+    let rows = forward::impaired(&c, &["lan".into(), "cellular".into()], &tiny(1, 1.0), false)
+        .await?
+        .rows;
     check(
         rows.iter().all(delivered),
         "impaired: media delivered through every profile",
@@ -627,9 +658,11 @@ async fn smoke(a: &CommonArgs) -> Result<Outcome, BenchError> {
     ));
     json["impaired"] = json!({ "profiles": rows });
 
+    let mut adaptive = tiny(1, 2.5);
+    adaptive.media.adaptive = true;
     let h = handover::run(
         &c,
-        &tiny(1, 2.5),
+        &adaptive,
         Duration::from_secs(1),
         AddressChange::Ip,
         "cellular-walk",
@@ -640,6 +673,12 @@ async fn smoke(a: &CommonArgs) -> Result<Outcome, BenchError> {
         "handover: a handover with a new address happened",
     )?;
     check(h.media.frames_delivered > 0, "handover: media delivered")?;
+    check(
+        h.adaptation
+            .as_ref()
+            .is_some_and(|a| a.mean_target_kbps.is_some()),
+        "handover: the adaptive sender's rate was sampled",
+    )?;
     tables.extend(handover::tables(&h));
     json["handover"] = serde_json::to_value(&h).unwrap_or(Value::Null);
 

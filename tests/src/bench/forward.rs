@@ -6,16 +6,18 @@
 //! starts the sender and the receive tasks, samples the forwarder's CPU and counters at the
 //! start and end of the measured window, drains in-flight media, and returns a [`PathRun`].
 
+use super::adaptation::{self, Adaptation};
 use super::load::{self, GapWindows, MediaSpec, RecvReport, SendReport, Slot, Transport, Window};
 use super::process::{FloorProcess, RelayProcess};
 use super::procfs::{self, CpuSample};
 use super::report::{num, pct, Table, Target};
 use super::stats::{ratio, round3, round_sig, LatencyHistogram};
 use super::{BenchError, Common};
-use crate::impair::{Profile, Shaper, ShaperConfig, ShaperHandle};
+use crate::impair::{Direction, Profile, Shaper, ShaperConfig, ShaperHandle};
 use duet_client::{Client, ClientEndpoint};
 use duet_proto::ServerMsg;
 use serde::Serialize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -105,6 +107,26 @@ pub struct PathRun {
 pub struct PairReports {
     pub shaped: RecvReport,
     pub partner: RecvReport,
+    /// With shaping and an adaptive sender: the shaped end's sending against its link's
+    /// capacity, sampled every [`RATE_SAMPLE_EVERY`] over the window.
+    pub rates: Vec<RateSample>,
+}
+
+/// How often [`RateSample`]s are taken.
+pub const RATE_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// One look at a shaped sender: counters since its start, and its link now.
+#[derive(Debug, Clone, Copy)]
+pub struct RateSample {
+    /// Since the pair's shaper started (the clock its handover times use).
+    pub at: Duration,
+    /// Media datagram bytes sent so far, all of it and video alone.
+    pub bytes: u64,
+    pub video_bytes: u64,
+    /// The sender's video target, kbit/s.
+    pub target_kbps: u32,
+    /// The uplink's bottleneck, bit/s (`None`: no limit on this network).
+    pub capacity_bps: Option<u64>,
 }
 
 /// The forwarder a run goes through.
@@ -326,6 +348,7 @@ pub async fn drive(
                     window,
                     gaps,
                     t_end,
+                    load.media.controller(),
                     stop_rx.clone(),
                 )));
             }
@@ -354,7 +377,36 @@ pub async fn drive(
 
     tokio::time::sleep_until(t_start).await;
     let a = sample(&mut fwd).await?;
-    tokio::time::sleep_until(t_end).await;
+    // The shaped ends' sending against their links (each pair's shaped end is its first
+    // slot, and with one shaper per pair the shapers line up with the pairs).
+    let watched: Vec<(usize, Instant, &ShaperHandle)> = match (&_keep, load.media.adaptive) {
+        (Some((shapers, _)), true) if shaping.is_some_and(|s| !s.both) => shapers
+            .iter()
+            .enumerate()
+            .filter_map(|(p, sh)| Some((p * 2, origins.get(p).copied().flatten()?, sh)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut rates: Vec<Vec<RateSample>> = vec![Vec::new(); origins.len()];
+    if watched.is_empty() {
+        tokio::time::sleep_until(t_end).await;
+    } else {
+        let mut tick = tokio::time::interval_at(t_start, RATE_SAMPLE_EVERY);
+        while Instant::now() < t_end {
+            tick.tick().await;
+            for &(i, origin, shaper) in &watched {
+                let slot = &slots[i];
+                rates[i / 2].push(RateSample {
+                    at: Instant::now().saturating_duration_since(origin),
+                    bytes: slot.bytes_sent.load(Relaxed),
+                    video_bytes: slot.video_bytes_sent.load(Relaxed),
+                    target_kbps: slot.video_kbps.load(Relaxed),
+                    capacity_bps: shaper.capacity(Direction::Up),
+                });
+            }
+        }
+    }
+    drop(watched);
     let b = sample(&mut fwd).await?;
     let pid = match &fwd {
         Forwarder::Relay(r) => r.pid_str(),
@@ -465,9 +517,13 @@ pub async fn drive(
 
     let mut pairs = Vec::new();
     let mut it = reports.into_iter();
-    for _ in 0..origins.len() {
+    for rates in rates {
         if let (Some(shaped), Some(partner)) = (it.next(), it.next()) {
-            pairs.push(PairReports { shaped, partner });
+            pairs.push(PairReports {
+                shaped,
+                partner,
+                rates,
+            });
         }
     }
     Ok((run, pairs))
@@ -661,17 +717,35 @@ pub fn forward_tables(runs: &[ForwardRun]) -> Vec<Table> {
 }
 
 /// `impaired`: the relay through each profile, one row each.
+/// What [`impaired`] measured: a row per profile, and for adaptive senders on a profile
+/// whose capacity is limited, how they followed it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImpairedRun {
+    pub rows: Vec<PathRun>,
+    pub adaptation: Vec<(String, Adaptation)>,
+    pub targets: Vec<Target>,
+}
+
+/// Longer than any run through a profile: its timeline is read this far.
+const MAX_PROFILE_RUN: Duration = Duration::from_secs(3600);
+
 pub async fn impaired(
     common: &Common,
     profiles: &[String],
     load: &LoadOptions,
     both: bool,
-) -> Result<(Vec<PathRun>, Vec<Target>), BenchError> {
-    let mut rows = Vec::new();
-    let mut targets = Vec::new();
+) -> Result<ImpairedRun, BenchError> {
+    let mut out = ImpairedRun {
+        rows: Vec::new(),
+        adaptation: Vec::new(),
+        targets: Vec::new(),
+    };
     for name in profiles {
         let profile = Profile::named(name).map_err(|e| BenchError::Setup(e.to_string()))?;
-        let one_way = profile.delay;
+        let one_way_ms = profile.delay.as_secs_f64() * 1000.0;
+        // A profile with its own handovers (`train`): when the new cells came, on the
+        // samples' clock, for the settle figures.
+        let handovers = profile.timeline.handover_times(MAX_PROFILE_RUN);
         let shaping = Shaping {
             name: name.clone(),
             profile,
@@ -683,24 +757,50 @@ pub async fn impaired(
             load.pairs, load.seconds
         );
         let relay = RelayProcess::start(&common.relay_options(load.pairs * 2 + 16))?;
-        let (run, _) = drive(Forwarder::Relay(&relay), common, load, Some(&shaping)).await?;
-        if name == "cellular" {
-            targets.push(Target::at_least(
-                "cellular delivered ratio",
-                0.97,
-                run.delivered_ratio,
-            ));
-            let legs = if both { 2.0 } else { 1.0 };
-            let limit = one_way.as_secs_f64() * 1000.0 * legs + 60.0;
-            targets.push(Target::at_most(
-                "cellular latency p95 ms (profile delay + 60)",
-                limit,
-                run.latency_ms_p95,
-            ));
+        let (run, pairs) = drive(Forwarder::Relay(&relay), common, load, Some(&shaping)).await?;
+        let legs = if both { 2.0 } else { 1.0 };
+        match name.as_str() {
+            "cellular" => {
+                out.targets.push(Target::at_least(
+                    "cellular delivered ratio",
+                    0.97,
+                    run.delivered_ratio,
+                ));
+                out.targets.push(Target::at_most(
+                    "cellular latency p95 ms (profile delay + 60)",
+                    one_way_ms * legs + 60.0,
+                    run.latency_ms_p95,
+                ));
+            }
+            // A link whose rate walks: the targets hold for senders that adapt.
+            "cellular-walk" if load.media.adaptive => {
+                out.targets.push(Target::at_least(
+                    "cellular-walk delivered ratio",
+                    0.97,
+                    run.delivered_ratio,
+                ));
+                out.targets.push(Target::at_most(
+                    "cellular-walk latency p95 ms (profile delay + 100)",
+                    one_way_ms * legs + 100.0,
+                    run.latency_ms_p95,
+                ));
+            }
+            _ => {}
         }
-        rows.push(run);
+        let rates: Vec<_> = pairs.into_iter().map(|p| p.rates).collect();
+        if rates
+            .iter()
+            .any(|r| r.iter().any(|s| s.capacity_bps.is_some()))
+        {
+            let a = adaptation::analyse(&rates, &handovers, load.media.max_kbps());
+            if name == "cellular-walk" {
+                out.targets.push(adaptation::above_capacity_target(&a));
+            }
+            out.adaptation.push((name.clone(), a));
+        }
+        out.rows.push(run);
     }
-    Ok((rows, targets))
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -6,7 +6,12 @@
 //! 20–60 s). For each handover, each side's media gap is the longest time without a whole
 //! frame from the partner around it. The session survived if its connection never ended;
 //! the pairing survived if nobody was re-matched, left or reported reconnecting.
+//!
+//! Senders adapt by default (`duet_client::quality`, the rules the web client uses): the
+//! report then says how long the moving end's video took to settle at what each new path
+//! carries, and the longest time it sent more than its link's capacity.
 
+use super::adaptation::{self, Adaptation};
 use super::forward::{drive, Forwarder, LoadOptions, PathRun, Shaping};
 use super::process::RelayProcess;
 use super::report::{num, targets_table, Table, Target};
@@ -39,6 +44,13 @@ pub struct HandoverReport {
     pub rematches: u64,
     pub peer_left: u64,
     pub peer_reconnecting: u64,
+    /// Whether senders adapted their video rate (otherwise fixed at the spec's).
+    pub adaptive: bool,
+    /// The video rate senders start at, and the highest they may reach, kbit/s.
+    pub video_start_kbps: u32,
+    pub video_max_kbps: u32,
+    /// With adaptive senders: how the moving ends followed their links.
+    pub adaptation: Option<Adaptation>,
     pub targets: Vec<Target>,
     #[serde(flatten)]
     pub media: PathRun,
@@ -83,6 +95,9 @@ fn targets(r: &HandoverReport) -> Vec<Target> {
             r.network_one_way_ms + 100.0,
             r.media.latency_ms_p95,
         ));
+    }
+    if let Some(a) = r.adaptation.as_ref().filter(|_| r.network != "cellular") {
+        t.push(adaptation::above_capacity_target(a));
     }
     t
 }
@@ -153,7 +168,7 @@ pub async fn run(
         name: name.clone(),
         profile,
         both: false,
-        handovers: Some(times),
+        handovers: Some(times.clone()),
     };
     eprintln!(
         "handover: {} pairs, {name}, for {:.0} s…",
@@ -192,6 +207,10 @@ pub async fn run(
         );
     }
     drop(relay);
+    let adaptation = load.media.adaptive.then(|| {
+        let rates: Vec<_> = pairs.iter().map(|p| p.rates.clone()).collect();
+        adaptation::analyse(&rates, &times, load.media.max_kbps())
+    });
     let all: Vec<f64> = moving.iter().chain(partner.iter()).copied().collect();
     let mut report = HandoverReport {
         pairs: load.pairs,
@@ -209,6 +228,10 @@ pub async fn run(
         rematches,
         peer_left: left,
         peer_reconnecting: reconnecting,
+        adaptive: load.media.adaptive,
+        video_start_kbps: load.media.video_kbps,
+        video_max_kbps: load.media.max_kbps(),
+        adaptation,
         targets: Vec::new(),
         media,
     };
@@ -260,5 +283,14 @@ pub fn tables(r: &HandoverReport) -> Vec<Table> {
         r.peer_reconnecting.to_string(),
         super::report::pct(r.media.delivered_ratio),
     ]);
-    vec![gaps, survival, targets_table(&r.targets)]
+    let mut tables = vec![gaps, survival];
+    if let Some(a) = &r.adaptation {
+        tables.push(adaptation::table(
+            &[(r.network.clone(), a)],
+            r.video_start_kbps,
+            r.video_max_kbps,
+        ));
+    }
+    tables.push(targets_table(&r.targets));
+    tables
 }

@@ -19,14 +19,21 @@
 //!
 //! The same sender and receive tracking drive the floor (plain UDP) transport, so the two
 //! carry byte-for-byte the same load.
+//!
+//! With [`MediaSpec::adaptive`] each session's video follows its partner's receiver
+//! reports and its connection's send estimate, as the apps' senders do: the receive task
+//! meters the partner's media and reports it every second ([`duet_client::quality`]), runs
+//! the session's own [`BitrateController`] on the partner's reports about it, and leaves
+//! the target in the session's [`Slot`], where the sender sizes the next frame from it.
 
 use super::stats::LatencyHistogram;
+use duet_client::quality::{BitrateController, ReceiveMeter, MAX_VIDEO_KBPS, REPORT_INTERVAL_MS};
 use duet_client::{Client, ClientEndpoint, ConnectOptions};
 use duet_proto::limits::MAX_MEDIA_DATAGRAM_BYTES;
 use duet_proto::media::{peek_match_id, MediaHeader, Track};
-use duet_proto::ServerMsg;
+use duet_proto::{ClientMsg, ServerMsg};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -64,11 +71,38 @@ pub struct MediaSpec {
     pub audio_bytes: usize,
     /// A keyframe (twice the size) this often.
     pub keyframe_every: Duration,
+    /// Video follows the partner's reports and the send estimate, from `video_kbps` up to
+    /// [`MAX_VIDEO_KBPS`]; otherwise it stays at `video_kbps`.
+    pub adaptive: bool,
 }
 
 impl MediaSpec {
     pub fn frame_bytes(&self) -> usize {
-        (u64::from(self.video_kbps) * 1000 / 8 / u64::from(self.fps.max(1))) as usize
+        self.frame_bytes_at(self.video_kbps)
+    }
+
+    fn frame_bytes_at(&self, kbps: u32) -> usize {
+        (u64::from(kbps) * 1000 / 8 / u64::from(self.fps.max(1))) as usize
+    }
+
+    /// The highest video rate a sender may reach.
+    pub fn max_kbps(&self) -> u32 {
+        if self.adaptive {
+            self.video_kbps.max(MAX_VIDEO_KBPS)
+        } else {
+            self.video_kbps
+        }
+    }
+
+    /// A controller for one adaptive session (`None` at a fixed rate).
+    pub fn controller(&self) -> Option<BitrateController> {
+        self.adaptive.then(|| {
+            BitrateController::new(
+                duet_client::quality::MIN_VIDEO_KBPS,
+                self.max_kbps(),
+                self.video_kbps,
+            )
+        })
     }
 
     fn video_period(&self) -> Duration {
@@ -130,6 +164,11 @@ pub struct Slot {
     pub transport: Transport,
     /// The current pairing, [`NO_MATCH`] while unpaired. Set by the receive task.
     pub match_id: AtomicU64,
+    /// The video target, kbit/s, set by an adaptive session's receive task (0: the spec's).
+    pub video_kbps: AtomicU32,
+    /// Media datagram bytes sent (headers included), and those of video alone.
+    pub bytes_sent: AtomicU64,
+    pub video_bytes_sent: AtomicU64,
 }
 
 impl Slot {
@@ -137,7 +176,19 @@ impl Slot {
         Arc::new(Slot {
             transport,
             match_id: AtomicU64::new(match_id),
+            video_kbps: AtomicU32::new(0),
+            bytes_sent: AtomicU64::new(0),
+            video_bytes_sent: AtomicU64::new(0),
         })
+    }
+
+    /// The video rate to send at now.
+    fn video_kbps(&self, spec: &MediaSpec) -> u32 {
+        match self.video_kbps.load(Relaxed) {
+            0 => spec.video_kbps,
+            k if spec.adaptive => k,
+            _ => spec.video_kbps,
+        }
     }
 }
 
@@ -199,7 +250,7 @@ pub async fn send_media(
             last_key: start,
         })
         .collect();
-    let frame = spec.frame_bytes().max(1);
+    let frame = spec.frame_bytes_at(spec.max_kbps()).max(1);
     // One payload buffer for everything: the bytes' values do not matter to any forwarder.
     let payload: Vec<u8> = (0..frame * 2 + spec.audio_bytes)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -238,6 +289,7 @@ pub async fn send_media(
                                 s.last_key = now;
                             }
                             s.vframe += 1;
+                            let frame = spec.frame_bytes_at(slot.video_kbps(&spec)).max(1);
                             let len = if key { frame * 2 } else { frame };
                             (Track::Video, len, key, s.vframe - 1, &mut s.vseq)
                         } else {
@@ -263,6 +315,10 @@ pub async fn send_media(
                         );
                         report.datagrams_sent += sent.0;
                         report.send_errors += sent.1;
+                        slot.bytes_sent.fetch_add(sent.2, Relaxed);
+                        if video {
+                            slot.video_bytes_sent.fetch_add(sent.2, Relaxed);
+                        }
                         if in_window {
                             report.frames_in_window += 1;
                             report.datagrams_in_window += sent.0 + sent.1;
@@ -282,7 +338,7 @@ pub async fn send_media(
     report
 }
 
-/// Sends one frame as fragments; returns (datagrams sent, datagrams refused).
+/// Sends one frame as fragments; returns (datagrams sent, datagrams refused, bytes sent).
 #[allow(clippy::too_many_arguments)]
 fn send_frame(
     transport: &Transport,
@@ -294,7 +350,7 @@ fn send_frame(
     data: &[u8],
     seq: &mut u32,
     buf: &mut Vec<u8>,
-) -> (u64, u64) {
+) -> (u64, u64, u64) {
     let header = MediaHeader {
         match_id,
         track,
@@ -310,11 +366,12 @@ fn send_frame(
             frame.wrapping_sub(1)
         },
     };
-    let (mut sent, mut failed) = (0, 0);
+    let (mut sent, mut failed, mut bytes) = (0, 0, 0);
     let fragments =
         duet_proto::media::fragment(header, data, transport.max_payload(), seq, buf, |d| {
             if transport.send(d) {
                 sent += 1;
+                bytes += d.len() as u64;
             } else {
                 failed += 1;
             }
@@ -322,7 +379,7 @@ fn send_frame(
     if fragments.is_none() {
         failed += 1;
     }
-    (sent, failed)
+    (sent, failed, bytes)
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -473,6 +530,10 @@ struct Receiver {
     tracker: FrameTracker,
     tracker_match: u64,
     last_frame: Option<Instant>,
+    /// For an adaptive session: what the partner's media looks like, for its reports.
+    meter: Option<ReceiveMeter>,
+    /// Whole video frames from the current partner (the report's `frames_decoded`).
+    frames: u32,
     report: RecvReport,
 }
 
@@ -483,6 +544,8 @@ impl Receiver {
             tracker: FrameTracker::default(),
             tracker_match: NO_MATCH,
             last_frame: None,
+            meter: None,
+            frames: 0,
             report: RecvReport {
                 gaps,
                 ..RecvReport::default()
@@ -502,6 +565,13 @@ impl Receiver {
         if h.match_id != self.tracker_match {
             self.tracker.reset();
             self.tracker_match = h.match_id;
+            self.frames = 0;
+            if let Some(m) = self.meter.as_mut() {
+                m.reset();
+            }
+        }
+        if let Some(m) = self.meter.as_mut() {
+            m.on_datagram(&h, bytes.len(), now_us() as f64 / 1000.0);
         }
         let in_window = self.window.contains(h.capture_us);
         if in_window {
@@ -510,6 +580,7 @@ impl Receiver {
         if !self.tracker.push(&h) {
             return;
         }
+        self.frames = self.frames.wrapping_add(1);
         let now = Instant::now();
         if let Some(prev) = self.last_frame {
             let gap = now - prev;
@@ -544,20 +615,52 @@ impl Receiver {
     }
 }
 
-/// Receives one WebTransport session's media and control until `stop` turns true.
+/// The connection's own estimate of what it can send, kbit/s: its congestion window over
+/// its smoothed RTT (what `estimatedSendRate` gives a page).
+fn send_estimate_kbps(conn: &wtransport::Connection) -> f64 {
+    let path = conn.quic_connection().stats().path;
+    let rtt_ms = path.rtt.as_secs_f64() * 1000.0;
+    if rtt_ms <= 0.0 {
+        return f64::NAN;
+    }
+    path.cwnd as f64 * 8.0 / rtt_ms
+}
+
+/// Receives one WebTransport session's media and control until `stop` turns true. With a
+/// `controller` the session adapts (see the module docs).
 pub async fn receive_quic(
     mut client: Client,
     slot: Arc<Slot>,
     window: Window,
     gaps: Option<GapWindows>,
     media_end: Instant,
+    mut controller: Option<BitrateController>,
     mut stop: watch::Receiver<bool>,
 ) -> RecvReport {
     let conn = client.connection().clone();
     let mut rx = Receiver::new(window, gaps);
+    let started = Instant::now();
+    let ms = || started.elapsed().as_secs_f64() * 1000.0;
+    if let Some(c) = &controller {
+        rx.meter = Some(ReceiveMeter::default());
+        slot.video_kbps.store(c.target_kbps(), Relaxed);
+    }
+    let mut reports = tokio::time::interval(Duration::from_millis(REPORT_INTERVAL_MS));
+    reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.changed() => break,
+            _ = reports.tick(), if controller.is_some() => {
+                let current = slot.match_id.load(Relaxed);
+                if let (Some(meter), true) = (rx.meter.as_mut(), current != NO_MATCH) {
+                    let r = meter.report(current, now_us() as f64 / 1000.0, rx.frames);
+                    // A report that cannot be sent now is skipped: the next one follows.
+                    let _ = client.send(&ClientMsg::ReceiverReport(r)).await;
+                }
+                if let Some(c) = controller.as_mut() {
+                    slot.video_kbps.store(c.on_send_estimate(send_estimate_kbps(&conn), ms()), Relaxed);
+                }
+            }
             dg = conn.receive_datagram() => match dg {
                 Ok(dg) => rx.on_datagram(&dg.payload(), slot.match_id.load(Relaxed)),
                 Err(e) => {
@@ -570,6 +673,15 @@ pub async fn receive_quic(
                 Ok(ServerMsg::Matched(m)) => {
                     rx.report.matches += 1;
                     slot.match_id.store(m.match_id, Relaxed);
+                    if let Some(c) = controller.as_mut() {
+                        c.reset();
+                        slot.video_kbps.store(c.target_kbps(), Relaxed);
+                    }
+                }
+                Ok(ServerMsg::PeerReport(r)) => {
+                    if let (Some(c), true) = (controller.as_mut(), r.match_id == slot.match_id.load(Relaxed)) {
+                        slot.video_kbps.store(c.on_peer_report(&r, ms()), Relaxed);
+                    }
                 }
                 Ok(ServerMsg::PeerLeft { .. }) => {
                     rx.report.peer_left += 1;
@@ -769,6 +881,7 @@ mod tests {
             audio_pps: 50,
             audio_bytes: 80,
             keyframe_every: Duration::from_secs(2),
+            adaptive: false,
         };
         assert_eq!(spec.frame_bytes(), 5000);
     }

@@ -18,6 +18,7 @@
 //! result. Every loop is bounded in count and time, and every child process is killed
 //! when its handle drops.
 
+pub mod adaptation;
 pub mod chart;
 pub mod cli;
 pub mod floor;

@@ -249,6 +249,16 @@ impl ShaperHandle {
         self.inner.set_profiles(profile);
     }
 
+    /// The bottleneck rate of `direction` now, bit/s (`None`: the profile has none).
+    pub fn capacity(&self, direction: Direction) -> Option<u64> {
+        let now = std::time::Instant::now();
+        match direction {
+            Direction::Up => lock(&self.inner.up).rate_at(now),
+            Direction::Down => lock(&self.inner.down).link.rate_at(now),
+        }
+        .map(|r| r.bits_per_second)
+    }
+
     /// Starts (`true`) or ends (`false`) a blackout of both directions.
     pub fn blackout(&self, on: bool) {
         self.inner
