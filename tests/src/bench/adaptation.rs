@@ -36,6 +36,9 @@ pub struct Adaptation {
     pub above_capacity_pct: Option<f64>,
     /// The video target the sender ran at, averaged over the samples, kbit/s.
     pub mean_target_kbps: Option<f64>,
+    /// The share of the window in which the link carried less than the sender's floor
+    /// (its lowest video rate and its audio): a fade no sender can ride out on time.
+    pub below_floor_pct: Option<f64>,
 }
 
 /// The rate of `bytes` (bits per second) between samples `i - k` and `i`.
@@ -60,18 +63,30 @@ fn samples_in(d: Duration) -> usize {
 }
 
 /// The figures over every pair's samples. `handovers` are the times (on the samples'
-/// clock) the moving end changed networks; `max_kbps` is the sender's ceiling.
-pub fn analyse(pairs: &[Vec<RateSample>], handovers: &[Duration], max_kbps: u32) -> Adaptation {
+/// clock) the moving end changed networks; `floor_kbps` and `max_kbps` are the least and
+/// the most the sender can send.
+pub fn analyse(
+    pairs: &[Vec<RateSample>],
+    handovers: &[Duration],
+    floor_kbps: u32,
+    max_kbps: u32,
+) -> Adaptation {
     let (settle_k, above_k) = (samples_in(SETTLE_WINDOW), samples_in(ABOVE_WINDOW));
     let ceiling = f64::from(max_kbps) * 1000.0;
     let mut a = Adaptation::default();
     let mut settle = Vec::new();
     let (mut above_n, mut judged_n) = (0usize, 0usize);
     let (mut target_sum, mut target_n) = (0.0, 0usize);
+    let (mut below_n, mut limited_n) = (0usize, 0usize);
+    let floor = u64::from(floor_kbps) * 1000;
     for samples in pairs {
         for s in samples {
             target_sum += f64::from(s.target_kbps);
             target_n += 1;
+            if let Some(c) = s.capacity_bps {
+                limited_n += 1;
+                below_n += usize::from(c < floor);
+            }
         }
         // Above capacity, by 500 ms windows, each sample the end of one.
         let mut run = 0usize;
@@ -122,6 +137,7 @@ pub fn analyse(pairs: &[Vec<RateSample>], handovers: &[Duration], max_kbps: u32)
     a.settle_s = exact_summary(&settle);
     a.above_capacity_pct = (judged_n > 0).then(|| 100.0 * above_n as f64 / judged_n as f64);
     a.mean_target_kbps = (target_n > 0).then(|| target_sum / target_n as f64);
+    a.below_floor_pct = (limited_n > 0).then(|| 100.0 * below_n as f64 / limited_n as f64);
     a
 }
 
@@ -152,6 +168,7 @@ pub fn table(labelled: &[(String, &Adaptation)], start_kbps: u32, ceiling_kbps: 
             "longest above capacity s",
             "time above capacity",
             "mean target kbit/s",
+            "link below the sender's floor",
         ],
     );
     for (label, a) in labelled {
@@ -165,6 +182,7 @@ pub fn table(labelled: &[(String, &Adaptation)], start_kbps: u32, ceiling_kbps: 
             format!("{:.1}", a.longest_above_capacity_s),
             pct(a.above_capacity_pct.map(|p| p / 100.0)),
             num(a.mean_target_kbps, 0),
+            pct(a.below_floor_pct.map(|p| p / 100.0)),
         ]);
     }
     t
@@ -207,7 +225,7 @@ mod tests {
             |t| if t < 13.0 { 2000.0 } else { 900.0 },
             |t| (t >= 10.0).then_some(1000.0),
         );
-        let a = analyse(&[samples], &[Duration::from_secs(10)], 2500);
+        let a = analyse(&[samples], &[Duration::from_secs(10)], 150, 2500);
         assert_eq!((a.handovers_to_limited_paths, a.settled), (1, 1));
         // The first 1 s window within 20 % of 1000: 12.8–13.8 s, a fifth of it still at
         // 2000 (0.2 × 2000 + 0.8 × 900 = 1120).
@@ -229,6 +247,7 @@ mod tests {
         let a = analyse(
             std::slice::from_ref(&samples),
             &[Duration::from_secs(2)],
+            150,
             2500,
         );
         assert_eq!((a.handovers_to_limited_paths, a.settled), (1, 0));
@@ -236,16 +255,39 @@ mod tests {
         assert!(a.longest_above_capacity_s > 7.0);
         // On a 10 Mbit/s cell, a sender at its 2500 kbit/s ceiling has settled.
         let samples = run(10.0, |_| 2400.0, |t| (t >= 2.0).then_some(10_000.0));
-        let a = analyse(&[samples], &[Duration::from_secs(2)], 2500);
+        let a = analyse(&[samples], &[Duration::from_secs(2)], 150, 2500);
         assert_eq!(a.settled, 1);
         assert_eq!(a.longest_above_capacity_s, 0.0);
         assert_eq!(a.above_capacity_pct, Some(0.0));
         // A handover to Wi-Fi (no limit) is not a settle case.
         let samples = run(10.0, |_| 2400.0, |_| None);
-        let a = analyse(&[samples], &[Duration::from_secs(2)], 2500);
+        let a = analyse(&[samples], &[Duration::from_secs(2)], 150, 2500);
         assert_eq!(
-            (a.handovers_to_limited_paths, a.above_capacity_pct),
-            (0, None)
+            (
+                a.handovers_to_limited_paths,
+                a.above_capacity_pct,
+                a.below_floor_pct
+            ),
+            (0, None, None)
+        );
+    }
+
+    #[test]
+    fn a_fade_below_the_senders_floor_is_counted_as_such() {
+        // 2 Mbit/s, with a fade to 100 kbit/s from 4 to 6 s: 20 of the 101 samples.
+        let cap = |t: f64| {
+            Some(if (4.0..6.0).contains(&t) {
+                100.0
+            } else {
+                2000.0
+            })
+        };
+        let a = analyse(&[run(10.0, |_| 150.0, cap)], &[], 182, 2500);
+        let below = a.below_floor_pct.expect("a limited link");
+        assert!((19.0..=21.0).contains(&below), "{below}");
+        assert!(
+            a.longest_above_capacity_s >= 1.5,
+            "the floor is above the fade"
         );
     }
 }

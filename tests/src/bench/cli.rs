@@ -485,6 +485,9 @@ pub async fn run(scenario: &Scenario) -> Result<Outcome, BenchError> {
                 "profile",
                 &labelled,
             )];
+            if run.rows.iter().any(|r| r.frames_in_fades_share.is_some()) {
+                tables.push(forward::fades_table(&labelled));
+            }
             if !run.adaptation.is_empty() {
                 let rows: Vec<(String, &Adaptation)> =
                     run.adaptation.iter().map(|(n, a)| (n.clone(), a)).collect();

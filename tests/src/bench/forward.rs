@@ -7,7 +7,9 @@
 //! start and end of the measured window, drains in-flight media, and returns a [`PathRun`].
 
 use super::adaptation::{self, Adaptation};
-use super::load::{self, GapWindows, MediaSpec, RecvReport, SendReport, Slot, Transport, Window};
+use super::load::{
+    self, Fades, GapWindows, MediaSpec, RecvReport, SendReport, Slot, Transport, Window,
+};
 use super::process::{FloorProcess, RelayProcess};
 use super::procfs::{self, CpuSample};
 use super::report::{num, pct, Table, Target};
@@ -77,6 +79,11 @@ pub struct PathRun {
     pub latency_ms_max: Option<f64>,
     /// `(percentile, ms)` points of the latency distribution, for the charts.
     pub latency_cdf: Vec<(f64, f64)>,
+    /// On a link whose rate walks: the share of frames sent while it carried less than the
+    /// senders' floor (see [`load::Fades`]), and delivery and latency of the other frames.
+    pub frames_in_fades_share: Option<f64>,
+    pub delivered_ratio_outside_fades: Option<f64>,
+    pub latency_ms_p95_outside_fades: Option<f64>,
     pub relay_cpu_s: f64,
     pub relay_cpu_user_s: f64,
     pub relay_cpu_system_s: f64,
@@ -264,9 +271,16 @@ async fn setup_relay(
         for c in pair.iter_mut() {
             ids.push(matched(c).await?);
         }
+        let fades = match (shaping, origin) {
+            (Some(sh), Some(o)) => fades(&sh.profile, &load.media, o, load.warmup + load.seconds),
+            _ => Fades::default(),
+        };
         for (c, id) in pair.into_iter().zip(ids) {
-            s.slots
-                .push(Slot::new(Transport::Quic(c.connection().clone()), id));
+            s.slots.push(Slot::with_fades(
+                Transport::Quic(c.connection().clone()),
+                id,
+                fades.clone(),
+            ));
             s.clients.push(c);
         }
         s.origins.push(origin);
@@ -274,6 +288,36 @@ async fn setup_relay(
     s._endpoints = endpoints;
     Ok(s)
 }
+
+/// When a pair's link, its shaper started at `origin`, carries less than the least its
+/// senders send, as spans of capture time (see [`Fades`]); none for a link with a timeline
+/// of its own (its trace restarts on each new network) or without a walking rate.
+fn fades(profile: &Profile, media: &MediaSpec, origin: Instant, seconds: f64) -> Fades {
+    let (Some(trace), true) = (&profile.capacity, profile.timeline.is_empty()) else {
+        return Fades::default();
+    };
+    let queue_bits = profile.rate.map_or(0, |r| r.queue_bytes) * 8;
+    let wall_origin = load::now_us().saturating_sub(origin.elapsed().as_micros() as u64);
+    let until = Duration::from_secs_f64(seconds.max(0.0)) + FADE_MARGIN;
+    let delay_us = profile.delay.as_micros() as u64;
+    let spans = trace
+        .spans_below(u64::from(media.floor_kbps()) * 1000, until)
+        .into_iter()
+        .map(|b| {
+            let drain_us = (queue_bits * 1_000_000)
+                .checked_div(b.rate_after)
+                .unwrap_or(0);
+            (
+                (wall_origin + b.start.as_micros() as u64).saturating_sub(delay_us),
+                wall_origin + b.end.as_micros() as u64 + delay_us + drain_us,
+            )
+        })
+        .collect();
+    Fades::new(spans)
+}
+
+/// How far past the measured window fades are listed (setup and warm-up come before it).
+const FADE_MARGIN: Duration = Duration::from_secs(60);
 
 async fn setup_floor(
     floor: &FloorProcess,
@@ -449,6 +493,8 @@ pub async fn drive(
     let datagrams = b.datagrams.saturating_sub(a.datagrams);
     let bytes = b.bytes.saturating_sub(a.bytes);
     let mut latency = LatencyHistogram::new();
+    let mut outside = LatencyHistogram::new();
+    let mut delivered_in_fades = 0;
     let mut run = PathRun {
         forwarder: match fwd {
             Forwarder::Relay(_) => "relay".into(),
@@ -490,6 +536,8 @@ pub async fn drive(
         run.sessions_lost += u64::from(r.lost);
         run.rematches += u64::from(r.matches);
         latency.merge(&r.latency);
+        outside.merge(&r.latency_outside_fades);
+        delivered_in_fades += r.frames_in_fades;
         for e in &r.errors {
             if run.errors.len() < 10 {
                 run.errors.push(e.clone());
@@ -512,6 +560,17 @@ pub async fn drive(
         run.latency_ms_max,
     ) = (s.p50, s.p95, s.p99, s.max);
     run.latency_cdf = latency.cdf();
+    if sent.frames_in_fades > 0 {
+        let round = |v: f64| (v * 1e5).round() / 1e5;
+        run.frames_in_fades_share =
+            ratio(sent.frames_in_fades as f64, run.frames_sent as f64).map(round);
+        run.delivered_ratio_outside_fades = ratio(
+            run.frames_delivered.saturating_sub(delivered_in_fades) as f64,
+            run.frames_sent.saturating_sub(sent.frames_in_fades) as f64,
+        )
+        .map(round);
+        run.latency_ms_p95_outside_fades = outside.quantile_ms(0.95);
+    }
     run.loadgen_behind =
         run.frames_skipped > 0 || run.send_lag_ms_p99.is_some_and(|l| l > BEHIND_LAG_MS);
 
@@ -717,6 +776,33 @@ pub fn forward_tables(runs: &[ForwardRun]) -> Vec<Table> {
 }
 
 /// `impaired`: the relay through each profile, one row each.
+/// Media captured while the link carried less than the senders' floor, and the rest: how
+/// much of each row's figures the link's fades account for.
+pub fn fades_table(rows: &[(String, &PathRun)]) -> Table {
+    let mut t = Table::new(
+        "Fades: frames captured while the link carried less than the senders' floor (widened by its delay and queue), and the others",
+        &[
+            "profile",
+            "frames in fades",
+            "delivered",
+            "delivered outside fades",
+            "p95 ms",
+            "p95 ms outside fades",
+        ],
+    );
+    for (label, r) in rows {
+        t.row(vec![
+            label.clone(),
+            pct(r.frames_in_fades_share),
+            pct(r.delivered_ratio),
+            pct(r.delivered_ratio_outside_fades),
+            num(r.latency_ms_p95, 1),
+            num(r.latency_ms_p95_outside_fades, 1),
+        ]);
+    }
+    t
+}
+
 /// What [`impaired`] measured: a row per profile, and for adaptive senders on a profile
 /// whose capacity is limited, how they followed it.
 #[derive(Debug, Clone, Serialize)]
@@ -792,7 +878,12 @@ pub async fn impaired(
             .iter()
             .any(|r| r.iter().any(|s| s.capacity_bps.is_some()))
         {
-            let a = adaptation::analyse(&rates, &handovers, load.media.max_kbps());
+            let a = adaptation::analyse(
+                &rates,
+                &handovers,
+                load.media.floor_kbps(),
+                load.media.max_kbps(),
+            );
             if name == "cellular-walk" {
                 out.targets.push(adaptation::above_capacity_target(&a));
             }

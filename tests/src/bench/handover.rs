@@ -209,7 +209,12 @@ pub async fn run(
     drop(relay);
     let adaptation = load.media.adaptive.then(|| {
         let rates: Vec<_> = pairs.iter().map(|p| p.rates.clone()).collect();
-        adaptation::analyse(&rates, &times, load.media.max_kbps())
+        adaptation::analyse(
+            &rates,
+            &times,
+            load.media.floor_kbps(),
+            load.media.max_kbps(),
+        )
     });
     let all: Vec<f64> = moving.iter().chain(partner.iter()).copied().collect();
     let mut report = HandoverReport {

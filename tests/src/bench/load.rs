@@ -94,6 +94,18 @@ impl MediaSpec {
         }
     }
 
+    /// The least a sender sends: its lowest video rate (an adaptive one's floor) and its
+    /// audio, payload only, kbit/s.
+    pub fn floor_kbps(&self) -> u32 {
+        let video = if self.adaptive {
+            duet_client::quality::MIN_VIDEO_KBPS
+        } else {
+            self.video_kbps
+        };
+        let audio = u64::from(self.audio_pps) * self.audio_bytes as u64 * 8 / 1000;
+        video.saturating_add(u32::try_from(audio).unwrap_or(u32::MAX))
+    }
+
     /// A controller for one adaptive session (`None` at a fixed rate).
     pub fn controller(&self) -> Option<BitrateController> {
         self.adaptive.then(|| {
@@ -169,16 +181,41 @@ pub struct Slot {
     /// Media datagram bytes sent (headers included), and those of video alone.
     pub bytes_sent: AtomicU64,
     pub video_bytes_sent: AtomicU64,
+    /// When the pair's link carried less than a sender's floor (both directions of a
+    /// shaped pair share its trace): media captured then is counted apart.
+    pub fades: Fades,
+}
+
+/// Spans of capture time (wall clock, µs) in which a pair's link carried less than the
+/// least its senders send, widened by the link's delay before and the time its queue takes
+/// to drain after: media captured then cannot arrive on time, whatever a sender does.
+#[derive(Debug, Clone, Default)]
+pub struct Fades(Arc<[(u64, u64)]>);
+
+impl Fades {
+    pub fn new(spans: Vec<(u64, u64)>) -> Self {
+        Self(Arc::from(spans))
+    }
+
+    pub fn contains(&self, us: u64) -> bool {
+        self.0.iter().any(|&(a, b)| us >= a && us < b)
+    }
 }
 
 impl Slot {
     pub fn new(transport: Transport, match_id: u64) -> Arc<Slot> {
+        Self::with_fades(transport, match_id, Fades::default())
+    }
+
+    /// A slot whose pair's link fades at these times.
+    pub fn with_fades(transport: Transport, match_id: u64, fades: Fades) -> Arc<Slot> {
         Arc::new(Slot {
             transport,
             match_id: AtomicU64::new(match_id),
             video_kbps: AtomicU32::new(0),
             bytes_sent: AtomicU64::new(0),
             video_bytes_sent: AtomicU64::new(0),
+            fades,
         })
     }
 
@@ -196,6 +233,8 @@ impl Slot {
 #[derive(Debug, Default)]
 pub struct SendReport {
     pub frames_in_window: u64,
+    /// Of those, frames captured during the pair's link fades.
+    pub frames_in_fades: u64,
     pub datagrams_in_window: u64,
     pub datagrams_sent: u64,
     pub send_errors: u64,
@@ -208,6 +247,7 @@ impl SendReport {
     /// Adds another sender's figures.
     pub fn merge(&mut self, other: SendReport) {
         self.frames_in_window += other.frames_in_window;
+        self.frames_in_fades += other.frames_in_fades;
         self.datagrams_in_window += other.datagrams_in_window;
         self.datagrams_sent += other.datagrams_sent;
         self.send_errors += other.send_errors;
@@ -321,6 +361,7 @@ pub async fn send_media(
                         }
                         if in_window {
                             report.frames_in_window += 1;
+                            report.frames_in_fades += u64::from(slot.fades.contains(capture_us));
                             report.datagrams_in_window += sent.0 + sent.1;
                         }
                     }
@@ -509,6 +550,10 @@ impl GapWindows {
 #[derive(Debug, Default)]
 pub struct RecvReport {
     pub frames_in_window: u64,
+    /// Of those, frames captured during the pair's link fades, and the latency of the
+    /// others.
+    pub frames_in_fades: u64,
+    pub latency_outside_fades: LatencyHistogram,
     pub datagrams_received: u64,
     pub datagrams_in_window: u64,
     pub stale: u64,
@@ -527,6 +572,7 @@ pub struct RecvReport {
 /// Receive-side state shared by the QUIC and UDP receive tasks.
 struct Receiver {
     window: Window,
+    fades: Fades,
     tracker: FrameTracker,
     tracker_match: u64,
     last_frame: Option<Instant>,
@@ -538,9 +584,10 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn new(window: Window, gaps: Option<GapWindows>) -> Self {
+    fn new(window: Window, fades: Fades, gaps: Option<GapWindows>) -> Self {
         Self {
             window,
+            fades,
             tracker: FrameTracker::default(),
             tracker_match: NO_MATCH,
             last_frame: None,
@@ -591,10 +638,14 @@ impl Receiver {
         }
         self.last_frame = Some(now);
         if in_window {
+            let us = now_us().saturating_sub(h.capture_us);
             self.report.frames_in_window += 1;
-            self.report
-                .latency
-                .record_us(now_us().saturating_sub(h.capture_us));
+            self.report.latency.record_us(us);
+            if self.fades.contains(h.capture_us) {
+                self.report.frames_in_fades += 1;
+            } else {
+                self.report.latency_outside_fades.record_us(us);
+            }
         }
     }
 
@@ -638,7 +689,7 @@ pub async fn receive_quic(
     mut stop: watch::Receiver<bool>,
 ) -> RecvReport {
     let conn = client.connection().clone();
-    let mut rx = Receiver::new(window, gaps);
+    let mut rx = Receiver::new(window, slot.fades.clone(), gaps);
     let started = Instant::now();
     let ms = || started.elapsed().as_secs_f64() * 1000.0;
     if let Some(c) = &controller {
@@ -715,7 +766,7 @@ pub async fn receive_udp(
         return RecvReport::default();
     };
     let socket = socket.clone();
-    let mut rx = Receiver::new(window, None);
+    let mut rx = Receiver::new(window, slot.fades.clone(), None);
     let mut buf = vec![0u8; 2048];
     loop {
         tokio::select! {

@@ -90,6 +90,15 @@ impl Walk {
     }
 }
 
+/// A span of a trace below some rate (see [`CapacityTrace::spans_below`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Below {
+    pub start: Duration,
+    pub end: Duration,
+    /// The rate once the span is over, bit/s (0 if the span reaches `until`).
+    pub rate_after: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TraceError {
     #[error("line {line}: {text:?} is not a time in milliseconds")]
@@ -115,6 +124,32 @@ impl CapacityTrace {
     pub fn period(&self) -> Duration {
         self.step
             .saturating_mul(u32::try_from(self.rates.len()).unwrap_or(u32::MAX))
+    }
+
+    /// The spans of `[0, until)` in which the rate is below `bits_per_second` (neighbouring
+    /// pieces merged), each with the rate of the piece that follows it.
+    pub fn spans_below(&self, bits_per_second: u64, until: Duration) -> Vec<Below> {
+        let step = self.step.max(MIN_STEP);
+        let mut out: Vec<Below> = Vec::new();
+        let mut at = Duration::ZERO;
+        while at < until {
+            let rate = self.rate_at(at);
+            let next = at + step;
+            if rate < bits_per_second {
+                match out.last_mut() {
+                    Some(b) if b.end == at => b.end = next,
+                    _ => out.push(Below {
+                        start: at,
+                        end: next,
+                        rate_after: 0,
+                    }),
+                }
+            } else if let Some(b) = out.last_mut().filter(|b| b.end == at) {
+                b.rate_after = rate;
+            }
+            at = next;
+        }
+        out
     }
 
     /// The rate `elapsed` after the trace started (it repeats after [`period`](Self::period)).
@@ -304,6 +339,32 @@ fn standard_normal(rng: &mut impl Rng) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn spans_below_a_rate_are_merged_and_say_what_follows() {
+        let t = CapacityTrace {
+            step: Duration::from_millis(250),
+            rates: Arc::from([3_000_000, 100_000, 100_000, 2_000_000, 100_000]),
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(
+            t.spans_below(200_000, ms(1500)),
+            vec![
+                Below {
+                    start: ms(250),
+                    end: ms(750),
+                    rate_after: 2_000_000
+                },
+                // The last piece, then the trace starts over at 3 Mbit/s.
+                Below {
+                    start: ms(1000),
+                    end: ms(1250),
+                    rate_after: 3_000_000
+                },
+            ]
+        );
+        assert!(t.spans_below(50_000, ms(1500)).is_empty());
+    }
+
     use super::*;
 
     #[test]
