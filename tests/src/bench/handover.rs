@@ -105,11 +105,13 @@ fn targets(r: &HandoverReport) -> Vec<Target> {
 /// The networks a handover may move to.
 pub const NETWORKS: [&str; 3] = ["cellular", "cellular-walk", "train"];
 
-/// What the moving end's shaper runs: its profile (with the handover timeline) and a name.
+/// What the moving end's shaper runs: its profile (with the handover timeline, up to
+/// `horizon`) and a name.
 fn moving_profile(
     network: &str,
     every: Duration,
     change: AddressChange,
+    horizon: Duration,
 ) -> Result<(Profile, String), BenchError> {
     let (profile, name) = match network {
         "cellular" => (
@@ -117,8 +119,14 @@ fn moving_profile(
             format!("wifi ↔ cellular every {:.1} s", every.as_secs_f64()),
         ),
         "cellular-walk" => {
-            let timeline =
-                Timeline::periodic_handover(every, Profile::wifi(), Profile::cellular_walk());
+            // Each visit is to a new cell with a walk of its own (seeds 1, 2, …): replaying
+            // the start of one walk every time would replay its fades every time too.
+            let timeline = Timeline::alternating_handover(
+                every,
+                Profile::wifi(),
+                |k| Profile::cellular_walk_seeded(1 + k),
+                horizon,
+            );
             (
                 Profile::wifi().with_timeline(timeline),
                 format!("wifi ↔ cellular-walk every {:.1} s", every.as_secs_f64()),
@@ -150,9 +158,9 @@ pub async fn run(
     change: AddressChange,
     network: &str,
 ) -> Result<HandoverReport, BenchError> {
-    let (profile, name) = moving_profile(network, every, change)?;
     // Every handover up to a little past the end (setup takes a few seconds more).
     let horizon = Duration::from_secs_f64(load.warmup + load.seconds + 60.0);
+    let (profile, name) = moving_profile(network, every, change, horizon)?;
     let times = profile.timeline.handover_times(horizon);
     let mean_every = match (times.first(), times.last()) {
         (Some(a), Some(b)) if times.len() > 1 => (*b - *a) / (times.len() as u32 - 1),

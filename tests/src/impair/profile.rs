@@ -20,6 +20,10 @@ use super::capacity::{CapacityTrace, Walk};
 /// cap keeps every `Instant + Duration` the shaper computes far from overflowing.
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
 
+/// Most visits an [`alternating_handover`](Timeline::alternating_handover) timeline makes:
+/// each holds a profile (and its trace), and an hour of handovers every second is plenty.
+pub const MAX_VISITS: u64 = 1800;
+
 /// How long the radio is gone during a handover. 300 ms is a typical Wi-Fi to cellular
 /// switch on a phone: long enough that a QUIC path sees loss, short enough not to time out.
 pub const HANDOVER_BLACKOUT: Duration = Duration::from_millis(300);
@@ -257,6 +261,44 @@ impl Timeline {
                 },
             )
             .repeating(every.saturating_mul(2))
+    }
+
+    /// Like [`periodic_handover`](Self::periodic_handover), but each visit to the other
+    /// network is a new one: the `k`-th (from 0) goes to `other(k)`, so a network whose rate
+    /// walks is met at another moment of another walk each time, not at the start of the
+    /// same one. Handovers run until `until` (at most [`MAX_VISITS`] visits) and do not repeat.
+    pub fn alternating_handover(
+        every: Duration,
+        home: Profile,
+        mut other: impl FnMut(u64) -> Profile,
+        until: Duration,
+    ) -> Self {
+        let home = home.with_timeline(Self::none());
+        let mut timeline = Self::none();
+        for k in 0..MAX_VISITS {
+            let at = every.saturating_mul(2 * k as u32 + 1);
+            if at >= until || every.is_zero() {
+                break;
+            }
+            timeline = timeline
+                .at(
+                    at,
+                    Step::Handover {
+                        blackout: HANDOVER_BLACKOUT,
+                        to: Box::new(other(k).with_timeline(Self::none())),
+                        change: AddressChange::Port,
+                    },
+                )
+                .at(
+                    at + every,
+                    Step::Handover {
+                        blackout: HANDOVER_BLACKOUT,
+                        to: Box::new(home.clone()),
+                        change: AddressChange::Port,
+                    },
+                );
+        }
+        timeline
     }
 
     /// The same timeline with every handover changing the address this way.
@@ -640,6 +682,33 @@ mod tests {
             PROFILE_NAMES.iter().all(|name| error.contains(name)),
             "{error}"
         );
+    }
+
+    #[test]
+    fn alternating_handover_visits_a_new_network_each_time_and_ends() {
+        let every = Duration::from_secs(5);
+        let timeline = Timeline::alternating_handover(
+            every,
+            Profile::wifi(),
+            |k| Profile::cellular_walk_seeded(1 + k),
+            Duration::from_secs(22),
+        );
+        let steps: Vec<_> = timeline
+            .steps
+            .iter()
+            .map(|TimedStep { at, step }| match step {
+                Step::Handover { to, .. } => (at.as_secs(), to.capacity.clone()),
+                other => panic!("unexpected step {other:?}"),
+            })
+            .collect();
+        let walk = |seed| Profile::cellular_walk_seeded(seed).capacity;
+        assert_eq!(
+            steps,
+            vec![(5, walk(1)), (10, None), (15, walk(2)), (20, None),],
+            "visits at 5 and 15 s, each to its own walk; none starts at or after 22 s"
+        );
+        assert_ne!(walk(1), walk(2));
+        assert_eq!(timeline.repeat_every, None);
     }
 
     #[test]
