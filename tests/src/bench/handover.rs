@@ -4,7 +4,8 @@
 //! `cellular` (a fixed 3 Mbit/s), `cellular-walk` (a rate that swings between 0.3 and
 //! 10 Mbit/s), or the moving end rides a `train` (long fades, a new cell and address every
 //! 20–60 s). For each handover, each side's media gap is the longest time without a whole
-//! frame from the partner around it. The session survived if its connection never ended;
+//! frame from the partner that began around it (from 250 ms before it to half the time to
+//! the next, at most 2 s, after it: a fade seconds later is the network's, not the move's). The session survived if its connection never ended;
 //! the pairing survived if nobody was re-matched, left or reported reconnecting.
 //!
 //! Senders adapt by default (`duet_client::quality`, the rules the web client uses): the

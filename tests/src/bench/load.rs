@@ -523,11 +523,19 @@ impl GapWindows {
         }
     }
 
-    /// Files a silence from `from` to `to`.
+    /// Files a silence from `from` to `to` under the handover it began around: from `lead`
+    /// before it to `settle` after it. A silence that begins later (a fade on the new
+    /// network seconds after the move) is the network's, not the handover's.
     pub fn record(&mut self, from: Instant, to: Instant) {
         let k = self.times.partition_point(|t| *t <= from + self.lead);
-        let Some(slot) = k.checked_sub(1).and_then(|k| self.max_gap.get_mut(k)) else {
+        let Some(k) = k.checked_sub(1) else {
             return; // before the first handover
+        };
+        if self.times.get(k).is_none_or(|t| from > *t + self.settle) {
+            return;
+        }
+        let Some(slot) = self.max_gap.get_mut(k) else {
+            return;
         };
         let gap = to - from;
         if slot.is_none_or(|g| gap > g) {
@@ -904,7 +912,9 @@ mod tests {
         g.record(t0, t0 + ms(20)); // before the first handover
         g.record(t0 + s, t0 + s + ms(400));
         g.record(t0 + s * 2 - ms(100), t0 + s * 2 + ms(50)); // just before handover 2
-        g.record(t0 + s * 9, t0 + s * 9 + ms(70)); // after the last: filed under it
+        g.record(t0 + s * 3 + ms(200), t0 + s * 3 + ms(270)); // just after the last
+        g.record(t0 + s + ms(600), t0 + s * 2 - ms(200)); // long after handover 1: not its
+        g.record(t0 + s * 9, t0 + s * 9 + ms(900)); // long after the last: not its
         assert_eq!(g.max_gap, vec![Some(ms(400)), Some(ms(150)), Some(ms(70))]);
         g.until = Some(t0 + s * 3 + ms(100));
         assert_eq!(
