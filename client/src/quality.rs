@@ -6,10 +6,11 @@
 //! and a browser back off and recover alike: additive increase, multiplicative decrease on
 //! loss or a standing queue (a mild queue counts when seen twice in a row, a receiver short
 //! of CPU stamps some arrivals late and must not read as congestion; loss on an empty queue
-//! counts when seen twice in a row, as a handover's blackout loses a burst once), fast recovery to just
-//! under a rate backed off from in the last 10 s, and never above 85 % of what the
-//! transport estimates it can send. Pure: time is passed in (milliseconds on any monotonic
-//! clock), and the unit tests below drive it without sockets.
+//! counts when seen twice in a row, as a handover's blackout loses a burst once), a cut
+//! that goes at once under 85 % of what the partner received, fast recovery to just under a
+//! rate backed off from in the last 10 s, and never above 85 % of what the transport
+//! estimates it can send. Pure: time is passed in (milliseconds on any monotonic clock),
+//! and the unit tests below drive it without sockets.
 
 use duet_proto::{MediaHeader, ReceiverReport, Track};
 use std::collections::VecDeque;
@@ -37,6 +38,9 @@ const RECOVERY_GROWTH: f64 = 1.25;
 const MIN_INCREASE_KBPS: f64 = 20.0;
 /// Video keeps under this share of the transport's estimate (audio and overhead ride on it).
 const ESTIMATE_SHARE: f64 = 0.85;
+/// On congestion, video goes under this share of what the partner received (media and
+/// audio): the rate the path carried (as GCC does with its incoming-rate estimate).
+const DELIVERED_SHARE: f64 = 0.85;
 /// Receivers report about this often.
 pub const REPORT_INTERVAL_MS: u64 = 1000;
 /// Intervals whose lowest transit make the base delay: 10 s, long enough to see an empty queue.
@@ -133,7 +137,13 @@ impl BitrateController {
             if now_ms - self.last_decrease_ms >= DECREASE_HOLDOFF_MS {
                 let heavy = loss >= HEAVY_LOSS_PERMILLE || queue >= HEAVY_QUEUE_MS;
                 self.remember_backoff(now_ms);
-                self.target = self.clamp(self.target * if heavy { 0.6 } else { 0.85 });
+                let mut next = self.target * if heavy { 0.6 } else { 0.85 };
+                // What reached the partner is what the path carried: a link that fell far
+                // below our rate is met in one step, not in a cut a second.
+                if report.bitrate_kbps > 0 {
+                    next = next.min(f64::from(report.bitrate_kbps) * DELIVERED_SHARE);
+                }
+                self.target = self.clamp(next);
             }
         } else if lossy {
             self.limited = true; // held, not cut: see above
@@ -344,6 +354,24 @@ mod tests {
         // Loss report after report (a policer, a lossy radio): the second one backs off.
         assert_eq!(c.on_peer_report(&report(50, 0), 2000.0), 840);
         assert_eq!(c.on_peer_report(&report(50, 0), 3000.0), 714);
+    }
+
+    #[test]
+    fn congestion_cuts_to_under_what_the_partner_received_when_that_is_lower() {
+        let mut c = BitrateController::new(150, 2500, 2000);
+        // The link fell to about 1 Mbit/s: the partner got 1000 kbit/s, with loss and a queue.
+        let congested = ReceiverReport {
+            bitrate_kbps: 1000,
+            ..report(50, 100)
+        };
+        assert_eq!(c.on_peer_report(&congested, 0.0), 850, "not 2000 × 0.85");
+        // A false alarm at a rate the path carries: the usual × 0.85.
+        let mut c = BitrateController::new(150, 2500, 1000);
+        let carried = ReceiverReport {
+            bitrate_kbps: 1040,
+            ..report(0, 250)
+        };
+        assert_eq!(c.on_peer_report(&carried, 0.0), 600, "heavy: × 0.6");
     }
 
     #[test]

@@ -37,6 +37,15 @@ test("a burst of loss on an empty queue (a handover's blackout) holds the rate; 
   assert.equal(c.onPeerReport({ loss_permille: 50, queue_delay_ms: 0 }, 3000), 714);
 });
 
+test("congestion cuts to under what the partner received when that is lower", () => {
+  const c = new BitrateController({ start: 2000 });
+  // The link fell to about 1 Mbit/s: the partner got 1000 kbit/s, with loss and a queue.
+  assert.equal(c.onPeerReport({ loss_permille: 50, queue_delay_ms: 100, bitrate_kbps: 1000 }, 0), 850, "not 2000 × 0.85");
+  // A false alarm at a rate the path carries: the usual × 0.6 for a deep queue.
+  const d = new BitrateController({ start: 1000 });
+  assert.equal(d.onPeerReport({ loss_permille: 0, queue_delay_ms: 250, bitrate_kbps: 1040 }, 0), 600);
+});
+
 test("clean reports raise the bitrate slowly, only after a quiet spell, up to the ceiling", () => {
   const c = new BitrateController({ start: 1000 });
   c.onPeerReport({ loss_permille: 50, queue_delay_ms: 40 }, 0); // 850

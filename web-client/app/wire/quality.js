@@ -8,8 +8,10 @@
  * The controller is additive-increase / multiplicative-decrease, like the congestion
  * controllers it sits on top of: it backs off at once and hard when the partner reports
  * loss with a queue building, loss in two reports in a row (one burst on an empty queue is
- * a handover's blackout, not congestion), or the estimate falls below what we send, and creeps up slowly while the reports
- * are clean, so a call settles just under what the path carries instead of oscillating.
+ * a handover's blackout, not congestion), or the estimate falls below what we send (a cut
+ * goes at once under 85% of what the partner received: the rate the path carried), and
+ * creeps up slowly while the reports are clean, so a call settles just under what the path
+ * carries instead of oscillating.
  *
  * It must not collapse on a busy machine: a receiver starved of CPU stamps arrivals late,
  * which looks like queue delay for a moment. So the receiver reports the *standing* queue
@@ -72,6 +74,8 @@ const RECOVERY_GROWTH = 1.25;
 export const BACKOFF_QUEUE_MS = 60;
 /** Queue delay at which we back off hard (the uplink buffer is deep: seconds of delay would follow). */
 export const HEAVY_QUEUE_MS = 200;
+/** On congestion, video goes under this share of what the partner received (media and audio): the rate the path carried (as GCC does with its incoming-rate estimate). */
+const DELIVERED_SHARE = 0.85;
 /** Increase per clean report: 5%, at least this many kbit/s. */
 const MIN_INCREASE_KBPS = 20;
 
@@ -106,11 +110,11 @@ export class BitrateController {
     return top;
   }
 
-  /** @param {number} factor @param {number} nowMs */
-  decrease(factor, nowMs) {
+  /** @param {number} factor @param {number} nowMs @param {number} [atMost] kbit/s */
+  decrease(factor, nowMs, atMost = Infinity) {
     this.backedOffFrom.push({ atMs: nowMs, kbps: this.target });
     if (this.backedOffFrom.length > MAX_BACKOFFS_REMEMBERED) this.backedOffFrom.shift();
-    this.target = this.clamp(this.target * factor);
+    this.target = this.clamp(Math.min(this.target * factor, atMost));
     this.lastDecreaseMs = nowMs;
   }
 
@@ -135,7 +139,7 @@ export class BitrateController {
    * The partner's receiver report about our media.
    * Loss and queue delay are both congestion: a deep queue (a big uplink buffer that never
    * drops) shows as delay long before loss, so it backs the rate off the same way.
-   * @param {{loss_permille: number, queue_delay_ms?: number}} report
+   * @param {{loss_permille: number, queue_delay_ms?: number, bitrate_kbps?: number}} report
    * @param {number} nowMs
    * @returns {number} the new target
    */
@@ -154,7 +158,12 @@ export class BitrateController {
     this.lossSeen = lossy;
     if (lossCounts || queueCounts) {
       this.limited = true;
-      if (nowMs - this.lastDecreaseMs >= DECREASE_HOLDOFF_MS) this.decrease(loss >= HEAVY_LOSS_PERMILLE || queue >= HEAVY_QUEUE_MS ? 0.6 : 0.85, nowMs);
+      if (nowMs - this.lastDecreaseMs >= DECREASE_HOLDOFF_MS) {
+        // What reached the partner is what the path carried: a link that fell far below our
+        // rate is met in one step, not in a cut a second.
+        const delivered = (report.bitrate_kbps ?? 0) > 0 ? (report.bitrate_kbps ?? 0) * DELIVERED_SHARE : Infinity;
+        this.decrease(loss >= HEAVY_LOSS_PERMILLE || queue >= HEAVY_QUEUE_MS ? 0.6 : 0.85, nowMs, delivered);
+      }
     } else if (lossy) {
       this.limited = true; // held, not cut: see above
     } else if (loss <= BACKOFF_LOSS_PERMILLE / 2 && queue < BACKOFF_QUEUE_MS / 2 && nowMs - this.lastDecreaseMs >= INCREASE_HOLDOFF_MS) {
