@@ -845,33 +845,25 @@ pub async fn impaired(
         let relay = RelayProcess::start(&common.relay_options(load.pairs * 2 + 16))?;
         let (run, pairs) = drive(Forwarder::Relay(&relay), common, load, Some(&shaping)).await?;
         let legs = if both { 2.0 } else { 1.0 };
-        match name.as_str() {
-            "cellular" => {
-                out.targets.push(Target::at_least(
-                    "cellular delivered ratio",
-                    0.97,
-                    run.delivered_ratio,
-                ));
-                out.targets.push(Target::at_most(
-                    "cellular latency p95 ms (profile delay + 60)",
-                    one_way_ms * legs + 60.0,
-                    run.latency_ms_p95,
-                ));
-            }
-            // A link whose rate walks: the targets hold for senders that adapt.
-            "cellular-walk" if load.media.adaptive => {
-                out.targets.push(Target::at_least(
-                    "cellular-walk delivered ratio",
-                    0.97,
-                    run.delivered_ratio,
-                ));
-                out.targets.push(Target::at_most(
-                    "cellular-walk latency p95 ms (profile delay + 100)",
-                    one_way_ms * legs + 100.0,
-                    run.latency_ms_p95,
-                ));
-            }
-            _ => {}
+        // The delivery and delay targets, per profile: how much later than the
+        // profile's own delay media may arrive. On a walking link they are for senders that
+        // adapt.
+        let margin_ms = match name.as_str() {
+            "cellular" => Some(60.0),
+            "cellular-walk" if load.media.adaptive => Some(100.0),
+            _ => None,
+        };
+        if let Some(margin) = margin_ms {
+            out.targets.push(Target::at_least(
+                format!("{name} delivered ratio"),
+                0.97,
+                run.delivered_ratio,
+            ));
+            out.targets.push(Target::at_most(
+                format!("{name} latency p95 ms (profile delay + {margin:.0})"),
+                one_way_ms * legs + margin,
+                run.latency_ms_p95,
+            ));
         }
         let rates: Vec<_> = pairs.into_iter().map(|p| p.rates).collect();
         if rates
