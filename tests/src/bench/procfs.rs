@@ -123,6 +123,77 @@ pub fn rss_split_mib(pid: &str) -> Option<(f64, f64)> {
     Some((mib("RssAnon")?, mib("RssFile")?))
 }
 
+/// One mapping of `/proc/<pid>/smaps` with the anonymous memory it holds resident.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Mapping {
+    /// What the mapping is: its path or kernel name (`[heap]`, `[stack]`), or for a nameless
+    /// anonymous mapping `anon <start address> <size>` (a thread's arena or stack: glibc maps
+    /// arenas in 64 MiB reservations, tokio's stacks are 2 MiB).
+    pub label: String,
+    pub anon_kib: u64,
+}
+
+/// Parses `/proc/<pid>/smaps`: every mapping with its `Anonymous:` KiB. Header lines are
+/// `start-end perms offset dev inode [name]`; the fields that follow are `Key: value kB`.
+pub fn parse_smaps(text: &str) -> Vec<Mapping> {
+    let mut out: Vec<Mapping> = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let Some(first) = words.next() else { continue };
+        if let Some((start, end)) = first.split_once('-').filter(|(a, b)| {
+            !a.is_empty() && a.chars().chain(b.chars()).all(|c| c.is_ascii_hexdigit())
+        }) {
+            let rest: Vec<&str> = words.collect();
+            let name = rest.get(4..).map(|w| w.join(" ")).unwrap_or_default();
+            let label = if name.is_empty() {
+                let size = u64::from_str_radix(end, 16)
+                    .unwrap_or(0)
+                    .saturating_sub(u64::from_str_radix(start, 16).unwrap_or(0));
+                format!("anon {start} {} KiB", size / 1024)
+            } else {
+                name
+            };
+            out.push(Mapping { label, anon_kib: 0 });
+        } else if first == "Anonymous:" {
+            if let (Some(m), Some(Ok(kib))) = (out.last_mut(), words.next().map(str::parse)) {
+                m.anon_kib = kib;
+            }
+        }
+    }
+    out
+}
+
+/// Anonymous KiB resident per mapping of `pid`, mappings with none left out.
+pub fn anon_by_mapping(pid: &str) -> Option<Vec<Mapping>> {
+    let text = std::fs::read_to_string(Path::new("/proc").join(pid).join("smaps")).ok()?;
+    Some(
+        parse_smaps(&text)
+            .into_iter()
+            .filter(|m| m.anon_kib > 0)
+            .collect(),
+    )
+}
+
+/// How each mapping's anonymous memory changed from `before` to `after`, KiB, largest
+/// change first (mappings with the same label summed; a mapping that came or went counts
+/// from or to zero). Unchanged mappings are left out.
+pub fn anon_changes(before: &[Mapping], after: &[Mapping]) -> Vec<(String, i64)> {
+    let mut by: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for m in before {
+        *by.entry(&m.label).or_default() -= m.anon_kib as i64;
+    }
+    for m in after {
+        *by.entry(&m.label).or_default() += m.anon_kib as i64;
+    }
+    let mut out: Vec<(String, i64)> = by
+        .into_iter()
+        .filter(|(_, d)| *d != 0)
+        .map(|(l, d)| (l.to_string(), d))
+        .collect();
+    out.sort_by_key(|(l, d)| (std::cmp::Reverse(d.abs()), l.clone()));
+    out
+}
+
 /// The machine a figure was measured on.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Machine {
@@ -185,6 +256,59 @@ mod tests {
         assert_eq!(parse_status_kib(status, "VmRSS"), Some(10240));
         assert_eq!(parse_status_kib(status, "VmHWM"), Some(20480));
         assert_eq!(parse_status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn smaps_gives_anonymous_memory_per_mapping() {
+        let text = "\
+55d5c0a00000-55d5c0a21000 rw-p 00000000 00:00 0                          [heap]
+Size:                132 kB
+Rss:                  12 kB
+Anonymous:            12 kB
+VmFlags: rd wr mr mw me ac
+7f0000000000-7f0000200000 rw-p 00000000 00:00 0 
+Size:               2048 kB
+Anonymous:           100 kB
+7f1000000000-7f1000001000 r-xp 00001000 fd:01 4242                       /usr/bin/duet relay
+Size:                  4 kB
+Anonymous:             0 kB
+";
+        let maps = parse_smaps(text);
+        assert_eq!(
+            maps,
+            vec![
+                Mapping {
+                    label: "[heap]".into(),
+                    anon_kib: 12
+                },
+                Mapping {
+                    label: "anon 7f0000000000 2048 KiB".into(),
+                    anon_kib: 100
+                },
+                Mapping {
+                    label: "/usr/bin/duet relay".into(),
+                    anon_kib: 0
+                },
+            ]
+        );
+        let later = vec![
+            Mapping {
+                label: "[heap]".into(),
+                anon_kib: 40,
+            },
+            Mapping {
+                label: "anon 7f2000000000 2048 KiB".into(),
+                anon_kib: 8,
+            },
+        ];
+        assert_eq!(
+            anon_changes(&maps, &later),
+            vec![
+                ("anon 7f0000000000 2048 KiB".to_string(), -100),
+                ("[heap]".to_string(), 28),
+                ("anon 7f2000000000 2048 KiB".to_string(), 8),
+            ]
+        );
     }
 
     #[test]

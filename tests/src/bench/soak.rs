@@ -220,6 +220,10 @@ pub struct Reading {
     pub pairs: Option<u64>,
     /// Every gauge `/metrics` reports (name with its labels), empty when it has none.
     pub gauges: BTreeMap<String, f64>,
+    /// Anonymous memory per mapping (`/proc/<pid>/smaps`), for where growth is; the report
+    /// keeps only the changes.
+    #[serde(skip)]
+    pub anon_mappings: Vec<procfs::Mapping>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -248,6 +252,10 @@ pub struct SoakReport {
     pub anon_growth_mib: Option<f64>,
     pub anon_growth_pct: Option<f64>,
     pub file_growth_mib: Option<f64>,
+    /// Where the anonymous memory changed between the readings: mapping and KiB, largest
+    /// change first (the heap's main arena is `[heap]`, a thread's arena or stack is an
+    /// `anon` mapping).
+    pub anon_changes_kib: Vec<(String, i64)>,
     pub rss_peak_mib: f64,
     pub fd_growth: Option<i64>,
     pub thread_growth: Option<i64>,
@@ -323,6 +331,7 @@ async fn reading(relay: &RelayProcess, started: Instant) -> (Reading, Value) {
         waiting: gauge(&status, "waiting"),
         pairs: gauge(&status, "pairs"),
         gauges,
+        anon_mappings: procfs::anon_by_mapping(&pid).unwrap_or_default(),
     };
     (r, status)
 }
@@ -837,6 +846,7 @@ pub async fn run(common: &Common, o: &SoakOptions) -> Result<SoakReport, BenchEr
         .rss_file_mib
         .zip(end.rss_file_mib)
         .map(|(a, b)| round3(b - a));
+    let anon_changes_kib = procfs::anon_changes(&start.anon_mappings, &end.anon_mappings);
     let diff = |a: Option<u64>, b: Option<u64>| Some(b? as i64 - a? as i64);
     let fd_growth = diff(start.fds, end.fds);
     let thread_growth = diff(start.threads, end.threads);
@@ -881,6 +891,7 @@ pub async fn run(common: &Common, o: &SoakOptions) -> Result<SoakReport, BenchEr
         anon_growth_mib,
         anon_growth_pct,
         file_growth_mib,
+        anon_changes_kib,
         rss_peak_mib,
         fd_growth,
         thread_growth,
@@ -898,6 +909,9 @@ pub async fn run(common: &Common, o: &SoakOptions) -> Result<SoakReport, BenchEr
         targets,
     })
 }
+
+/// How many mappings the report lists under "where the anonymous memory changed".
+const ANON_CHANGES_SHOWN: usize = 8;
 
 fn opt(v: Option<u64>) -> String {
     v.map_or("-".into(), |v| v.to_string())
@@ -957,6 +971,14 @@ pub fn tables(r: &SoakReport) -> Vec<Table> {
         signed(r.thread_growth),
     ]);
 
+    let mut w = Table::new(
+        "Where the anonymous memory changed between the readings (largest changes)",
+        &["mapping", "KiB"],
+    );
+    for (label, kib) in r.anon_changes_kib.iter().take(ANON_CHANGES_SHOWN) {
+        w.row(vec![label.clone(), format!("{kib:+}")]);
+    }
+
     let mut m = Table::new(
         "Relay gauges from /metrics, start and end (both quiet)",
         &["gauge", "start", "end"],
@@ -986,7 +1008,7 @@ pub fn tables(r: &SoakReport) -> Vec<Table> {
     for (k, v) in &r.errors_received {
         a.row(vec![format!("error received: {k}"), v.to_string()]);
     }
-    vec![t, m, a, super::report::targets_table(&r.targets)]
+    vec![t, w, m, a, super::report::targets_table(&r.targets)]
 }
 
 #[cfg(test)]
