@@ -5,7 +5,15 @@
 use duet_relay::Config;
 
 fn main() -> anyhow::Result<()> {
-    let config = Config::load()?;
+    let config = match Config::load() {
+        Ok(config) => config,
+        // `--help` and `--version` print and exit 0; a bad flag prints clap's usage and exits 2
+        // (not an `Error:` with a backtrace).
+        Err(e) => match e.downcast_ref::<clap::Error>() {
+            Some(usage) => usage.exit(),
+            None => return Err(e),
+        },
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "duet_relay=info,warn".into());
     // Every line inside a session carries its id: the session task runs in a `session`

@@ -1,5 +1,6 @@
 //! The relay's life around its sessions: SIGTERM drains (the real binary, a call in
-//! progress) and a real certificate is reloaded with sessions live.
+//! progress), a real certificate is reloaded with sessions live, and the command line answers
+//! `--help` and bad flags as a command should.
 
 use duet_client::Client;
 use duet_proto::*;
@@ -127,4 +128,31 @@ async fn a_changed_certificate_is_reloaded_with_sessions_live() {
         "the old certificate is gone"
     );
     assert_eq!(relay.relay.status().sessions, 3);
+}
+
+#[test]
+fn help_exits_zero_and_a_bad_flag_exits_two_with_the_usage() {
+    let bin = relay_binary();
+    let help = std::process::Command::new(&bin)
+        .arg("--help")
+        .output()
+        .expect("the relay runs");
+    assert_eq!(help.status.code(), Some(0), "--help exits 0");
+    let out = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        out.contains("Usage: duet-relay"),
+        "--help prints the usage: {out}"
+    );
+    assert!(help.stderr.is_empty(), "nothing on stderr for --help");
+    let bad = std::process::Command::new(&bin)
+        .arg("--no-such-flag")
+        .output()
+        .expect("the relay runs");
+    assert_eq!(bad.status.code(), Some(2), "a bad flag exits 2");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("--no-such-flag") && err.contains("Usage"),
+        "{err}"
+    );
+    assert!(!err.contains("backtrace"), "no backtrace: {err}");
 }
