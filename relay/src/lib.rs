@@ -18,7 +18,8 @@
 //!   connections) and its pure queue; [`reputation`]: what reports leave behind;
 //! * [`http`], [`admin`]: the public HTTP side and the operator's listener;
 //! * [`metrics`], [`limits`]: counters, histograms, rate limits and every internal bound;
-//! * [`memory`]: when to give freed heap back to the system.
+//! * [`memory`]: when to give freed heap back to the system; [`thread_cache`]: the binary
+//!   starts without glibc's per-thread malloc cache, which kept freed pages resident.
 
 pub mod admin;
 pub mod admission;
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod peer;
 pub mod reputation;
 pub mod session;
+pub mod thread_cache;
 
 pub use config::Config;
 
