@@ -18,8 +18,8 @@
 //!   connections) and its pure queue; [`reputation`]: what reports leave behind;
 //! * [`http`], [`admin`]: the public HTTP side and the operator's listener;
 //! * [`metrics`], [`limits`]: counters, histograms, rate limits and every internal bound;
-//! * [`memory`]: when to give freed heap back to the system; [`thread_cache`]: the binary
-//!   starts without glibc's per-thread malloc cache, which kept freed pages resident.
+//! * [`memory`]: when to give freed heap back to the system; [`malloc_tunables`]: the
+//!   binary starts with glibc's allocator set so that freed pages do not stay resident.
 
 pub mod admin;
 pub mod admission;
@@ -30,13 +30,13 @@ pub mod engine;
 pub mod forward;
 pub mod http;
 pub mod limits;
+pub mod malloc_tunables;
 pub mod matching;
 pub mod memory;
 pub mod metrics;
 pub mod peer;
 pub mod reputation;
 pub mod session;
-pub mod thread_cache;
 
 pub use config::Config;
 

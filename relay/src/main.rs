@@ -5,8 +5,8 @@
 use duet_relay::Config;
 
 fn main() -> anyhow::Result<()> {
-    // First, before any thread or allocation that matters: see `thread_cache.rs`.
-    duet_relay::thread_cache::restart_without_thread_cache();
+    // First, before any thread or allocation that matters: see `malloc_tunables.rs`.
+    duet_relay::malloc_tunables::restart_with_malloc_tunables();
     let config = match Config::load() {
         Ok(config) => config,
         // `--help` and `--version` print and exit 0; a bad flag prints clap's usage and exits 2
