@@ -8,9 +8,11 @@
 //! of CPU stamps some arrivals late and must not read as congestion; loss on an empty queue
 //! counts when seen twice in a row, as a handover's blackout loses a burst once), a cut
 //! that goes at once under 85 % of what the partner received, fast recovery to just under a
-//! rate backed off from in the last 10 s, and never above 85 % of what the transport
-//! estimates it can send. Pure: time is passed in (milliseconds on any monotonic clock),
-//! and the unit tests below drive it without sockets.
+//! rate backed off from in the last 10 s, never above 85 % of what the transport
+//! estimates it can send, and a cut within a few hundred ms when the sender's own smoothed
+//! RTT shows a queue rising on its uplink ([`BitrateController::on_rtt`]). Pure: time is
+//! passed in (milliseconds on any monotonic clock), and the unit tests below drive it
+//! without sockets.
 
 use duet_proto::{MediaHeader, ReceiverReport, Track};
 use std::collections::VecDeque;
@@ -45,6 +47,23 @@ const DELIVERED_SHARE: f64 = 0.85;
 pub const REPORT_INTERVAL_MS: u64 = 1000;
 /// Intervals whose lowest transit make the base delay: 10 s, long enough to see an empty queue.
 const QUEUE_BASE_INTERVALS: usize = 10;
+/// The sender's own queue signal ([`BitrateController::on_rtt`]): the connection's smoothed
+/// RTT above its lowest of the last [`RTT_BASE_MS`], sampled about this often.
+pub const RTT_SAMPLE_MS: u64 = 100;
+/// The base a queue is measured from is the lowest smoothed RTT of this long: short, so a
+/// move to a path with a longer round trip (Wi-Fi to cellular) is a new base within
+/// seconds rather than a queue for good. A queue that stands longer than this is the
+/// receiver reports' to see (their base is 10 s).
+pub const RTT_BASE_MS: f64 = 2000.0;
+/// RTT above the base that backs off when seen in two samples in a row while rising, and
+/// that backs off hard at once. Above the path's own jitter (tens of ms on a radio link).
+pub const RTT_BACKOFF_QUEUE_MS: f64 = 60.0;
+pub const RTT_HEAVY_QUEUE_MS: f64 = 200.0;
+/// A mild queue counts only if it rose by this much over the slope samples: a queue that
+/// grows is a link carrying less than we send; a step that then holds is a longer path.
+pub const RTT_RISE_MS: f64 = 20.0;
+/// The samples a queue's growth is measured over (about 500 ms).
+const RTT_SLOPE_SAMPLES: usize = 6;
 
 /// Picks the video encoder's target bitrate, kbit/s.
 #[derive(Debug, Clone)]
@@ -60,6 +79,10 @@ pub struct BitrateController {
     queue_seen: bool,
     /// The last report showed loss (a second one in a row backs off).
     loss_seen: bool,
+    /// Recent RTT samples: (time, RTT above the base, what we sent, kbit/s).
+    rtt_samples: VecDeque<(f64, f64, Option<f64>)>,
+    /// Smoothed RTTs of the last [`RTT_BASE_MS`]: (time, ms).
+    rtt_base: VecDeque<(f64, f64)>,
     /// The network held the rate back at the last decision.
     pub limited: bool,
 }
@@ -84,6 +107,8 @@ impl BitrateController {
             backed_off_from: VecDeque::new(),
             queue_seen: false,
             loss_seen: false,
+            rtt_samples: VecDeque::new(),
+            rtt_base: VecDeque::new(),
             limited: false,
         }
     }
@@ -150,6 +175,7 @@ impl BitrateController {
         } else if loss <= BACKOFF_LOSS_PERMILLE / 2
             && queue < BACKOFF_QUEUE_MS / 2
             && now_ms - self.last_decrease_ms >= INCREASE_HOLDOFF_MS
+            && !self.own_queue_standing()
         {
             self.limited = self
                 .estimate_kbps
@@ -167,6 +193,90 @@ impl BitrateController {
             self.target = self.clamp(next);
         }
         self.target_kbps()
+    }
+
+    /// Whether the last RTT sample showed a queue on our own uplink (no climbing into one).
+    fn own_queue_standing(&self) -> bool {
+        self.rtt_samples
+            .back()
+            .is_some_and(|s| s.1 >= RTT_BACKOFF_QUEUE_MS)
+    }
+
+    /// The connection's smoothed RTT, and what the session sent since the last sample
+    /// (kbit/s, all of its media) if known: the sender's own, sub-second view of a queue on
+    /// its uplink, about every [`RTT_SAMPLE_MS`]. A receiver's report measures a second and
+    /// arrives a second later; a link that falls from 3 Mbit/s to 0.5 has built half a
+    /// second of queue by then. The queue is the RTT above its lowest of the last
+    /// [`RTT_BASE_MS`]. Seen in two samples in a row while rising (or far above the base
+    /// once), it cuts as a report would, and at once under what the link carried: what we
+    /// sent, less the share the queue grew by (a queue that grows 0.5 s a second means the
+    /// link carries two thirds of what goes in). Returns the new target.
+    pub fn on_rtt(&mut self, srtt_ms: f64, sent_kbps: Option<f64>, now_ms: f64) -> u32 {
+        if !(srtt_ms.is_finite() && srtt_ms > 0.0) {
+            return self.target_kbps();
+        }
+        while self
+            .rtt_base
+            .front()
+            .is_some_and(|b| now_ms - b.0 > RTT_BASE_MS)
+        {
+            self.rtt_base.pop_front();
+        }
+        self.rtt_base.push_back((now_ms, srtt_ms));
+        let base = self.rtt_base.iter().map(|b| b.1).fold(srtt_ms, f64::min);
+        let queue = srtt_ms - base;
+        let seen_before = self.own_queue_standing();
+        self.rtt_samples.push_back((
+            now_ms,
+            queue,
+            sent_kbps.filter(|k| k.is_finite() && *k > 0.0),
+        ));
+        while self.rtt_samples.len() > RTT_SLOPE_SAMPLES {
+            self.rtt_samples.pop_front();
+        }
+        let rising = self
+            .rtt_samples
+            .front()
+            .is_some_and(|f| queue - f.1 >= RTT_RISE_MS);
+        let heavy = queue >= RTT_HEAVY_QUEUE_MS;
+        let counts = heavy || (queue >= RTT_BACKOFF_QUEUE_MS && seen_before && rising);
+        if !counts {
+            return self.target_kbps();
+        }
+        self.limited = true;
+        if now_ms - self.last_decrease_ms < DECREASE_HOLDOFF_MS {
+            return self.target_kbps();
+        }
+        let mut next = self.target * if heavy { 0.6 } else { 0.85 };
+        if let Some(carried) = self.carried_kbps() {
+            next = next.min(carried * DELIVERED_SHARE);
+        }
+        self.remember_backoff(now_ms);
+        self.target = self.clamp(next);
+        self.target_kbps()
+    }
+
+    /// What the uplink carried over the recent samples, kbit/s: the mean of what we sent
+    /// over 1 + the queue's growth per unit of time (a queue that holds steady means the link
+    /// carried what we sent). `None` without send rates or with fewer than two samples.
+    fn carried_kbps(&self) -> Option<f64> {
+        let (first, last) = (self.rtt_samples.front()?, self.rtt_samples.back()?);
+        let span = last.0 - first.0;
+        if span <= 0.0 {
+            return None;
+        }
+        let sent: Vec<f64> = self
+            .rtt_samples
+            .iter()
+            .skip(1)
+            .filter_map(|s| s.2)
+            .collect();
+        if sent.is_empty() {
+            return None;
+        }
+        let mean = sent.iter().sum::<f64>() / sent.len() as f64;
+        let growth = ((last.1 - first.1) / span).max(0.0);
+        Some(mean / (1.0 + growth))
     }
 
     /// The transport's estimate of what it can send for the whole session, kbit/s (for
@@ -406,6 +516,82 @@ mod tests {
         assert_eq!(BitrateController::new(150, 2500, 100).target_kbps(), 150);
         c.reset();
         assert_eq!(c.target_kbps(), 800);
+    }
+
+    #[test]
+    fn an_rtt_queue_seen_twice_while_rising_cuts_under_what_the_uplink_carried() {
+        let mut c = BitrateController::new(150, 2500, 2000);
+        assert_eq!(c.on_rtt(80.0, Some(2100.0), 0.0), 2000, "the base");
+        assert_eq!(
+            c.on_rtt(110.0, Some(2100.0), 100.0),
+            2000,
+            "jitter: nothing"
+        );
+        assert_eq!(
+            c.on_rtt(160.0, Some(2100.0), 200.0),
+            2000,
+            "once may be noise"
+        );
+        // The queue grew 180 ms in 300 ms while we sent 2100 kbit/s: the link carried
+        // 2100 / 1.6, and the cut goes under 85 % of that.
+        assert_eq!(c.on_rtt(260.0, Some(2100.0), 300.0), 1116);
+        assert_eq!(
+            c.on_rtt(300.0, Some(900.0), 400.0),
+            1116,
+            "one cut a second"
+        );
+        assert!(c.limited);
+        assert_eq!(
+            c.on_peer_report(&report(0, 0), 3000.0),
+            1116,
+            "no climbing into our own queue"
+        );
+        assert_eq!(c.on_rtt(90.0, Some(900.0), 3100.0), 1116);
+        assert_eq!(
+            c.on_peer_report(&report(0, 0), 4000.0),
+            1395,
+            "fast recovery once drained"
+        );
+    }
+
+    #[test]
+    fn a_deep_rtt_queue_cuts_at_once_and_samples_without_rates_cut_by_a_share() {
+        let mut c = BitrateController::new(150, 2500, 2000);
+        c.on_rtt(80.0, None, 0.0);
+        assert_eq!(c.on_rtt(300.0, None, 100.0), 1200, "× 0.6 at once");
+        let mut c = BitrateController::new(150, 2500, 2000);
+        c.on_rtt(80.0, None, 0.0);
+        assert_eq!(c.on_rtt(150.0, None, 100.0), 2000);
+        assert_eq!(c.on_rtt(150.0, None, 200.0), 1700, "× 0.85");
+        assert_eq!(c.on_rtt(f64::NAN, None, 2000.0), 1700);
+    }
+
+    #[test]
+    fn a_move_to_a_longer_path_cuts_once_at_most_and_becomes_the_base() {
+        let mut c = BitrateController::new(150, 2500, 2000);
+        let mut t = 0.0;
+        for _ in 0..20 {
+            c.on_rtt(20.0, Some(2100.0), t);
+            t += 100.0;
+        }
+        // Wi-Fi to cellular: 80 ms more round trip, then steady.
+        let mut cuts = 0;
+        let mut last = c.target_kbps();
+        for _ in 0..40 {
+            let now = c.on_rtt(100.0, Some(2100.0), t);
+            cuts += usize::from(now < last);
+            last = now;
+            t += 100.0;
+        }
+        assert_eq!(cuts, 1, "one cut for the step, none while it holds");
+        assert!(
+            !c.own_queue_standing(),
+            "after {RTT_BASE_MS} ms the longer round trip is the base"
+        );
+        assert!(
+            c.on_peer_report(&report(0, 0), t + 2000.0) > last,
+            "climbs again"
+        );
     }
 
     fn header(track: Track, seq: u32, capture_ms: u64) -> MediaHeader {

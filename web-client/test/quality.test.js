@@ -76,6 +76,50 @@ test("a falling send-rate estimate caps the bitrate; increases stay under the es
   assert.equal(c.target, 1500);
 });
 
+test("an RTT queue seen twice while rising cuts under what the uplink carried, and blocks climbing until it drains", () => {
+  const c = new BitrateController({ start: 2000 });
+  assert.equal(c.onRtt(80, 2100, 0), 2000, "the base");
+  assert.equal(c.onRtt(110, 2100, 100), 2000, "jitter: nothing");
+  assert.equal(c.onRtt(160, 2100, 200), 2000, "once may be noise");
+  // The queue grew 180 ms in 300 ms while we sent 2100 kbit/s: the link carried 2100 / 1.6.
+  assert.equal(c.onRtt(260, 2100, 300), 1116);
+  assert.equal(c.onRtt(300, 900, 400), 1116, "one cut a second");
+  assert.ok(c.limited);
+  assert.equal(c.onPeerReport({ loss_permille: 0, queue_delay_ms: 0 }, 3000), 1116, "no climbing into our own queue");
+  assert.equal(c.onRtt(90, 900, 3100), 1116);
+  assert.equal(c.onPeerReport({ loss_permille: 0, queue_delay_ms: 0 }, 4000), 1395, "fast recovery once drained");
+});
+
+test("a deep RTT queue cuts at once; samples without rates cut by a share; no RTT, no change", () => {
+  const c = new BitrateController({ start: 2000 });
+  c.onRtt(80, null, 0);
+  assert.equal(c.onRtt(300, null, 100), 1200);
+  const d = new BitrateController({ start: 2000 });
+  d.onRtt(80, null, 0);
+  assert.equal(d.onRtt(150, null, 100), 2000);
+  assert.equal(d.onRtt(150, null, 200), 1700, "× 0.85");
+  assert.equal(d.onRtt(null, null, 2000), 1700);
+  assert.equal(d.onRtt(Number.NaN, null, 2000), 1700);
+  d.reset();
+  assert.equal(d.rttSamples.length + d.rttBase.length, 0);
+});
+
+test("a move to a path with a longer round trip cuts once at most, then becomes the base", () => {
+  const c = new BitrateController({ start: 2000 });
+  let t = 0;
+  for (let i = 0; i < 20; i++, t += 100) c.onRtt(20, 2100, t);
+  let cuts = 0;
+  let last = c.target;
+  for (let i = 0; i < 40; i++, t += 100) {
+    const now = c.onRtt(100, 2100, t);
+    if (now < last) cuts++;
+    last = now;
+  }
+  assert.equal(cuts, 1, "one cut for the step, none while it holds");
+  assert.ok(!c.ownQueueStanding(), "the longer round trip is the base");
+  assert.ok(c.onPeerReport({ loss_permille: 0, queue_delay_ms: 0 }, t + 2000) > last, "climbs again");
+});
+
 test("the receive meter counts loss from sequence gaps per track, bitrate and frames decoded", () => {
   const m = new ReceiveMeter();
   const t0 = 1_700_000_000_000;

@@ -11,7 +11,8 @@
  * a handover's blackout, not congestion), or the estimate falls below what we send (a cut
  * goes at once under 85% of what the partner received: the rate the path carried), and
  * creeps up slowly while the reports are clean, so a call settles just under what the path
- * carries instead of oscillating.
+ * carries instead of oscillating. Between reports, the sender's own smoothed RTT (sampled
+ * every 100 ms) catches a queue rising on its uplink within a few hundred ms (`onRtt`).
  *
  * It must not collapse on a busy machine: a receiver starved of CPU stamps arrivals late,
  * which looks like queue delay for a moment. So the receiver reports the *standing* queue
@@ -78,6 +79,22 @@ export const HEAVY_QUEUE_MS = 200;
 const DELIVERED_SHARE = 0.85;
 /** Increase per clean report: 5%, at least this many kbit/s. */
 const MIN_INCREASE_KBPS = 20;
+/** The sender's own queue signal (`onRtt`): the connection's smoothed RTT above its lowest of the last RTT_BASE_MS, sampled about this often. */
+export const RTT_SAMPLE_MS = 100;
+/**
+ * The base a queue is measured from is the lowest smoothed RTT of this long: short, so a move
+ * to a path with a longer round trip (Wi-Fi to cellular) is a new base within seconds rather
+ * than a queue for good. A queue that stands longer is the receiver reports' to see.
+ */
+export const RTT_BASE_MS = 2000;
+/** RTT above the base that backs off when seen in two samples in a row while rising (above a radio path's own jitter). */
+export const RTT_BACKOFF_QUEUE_MS = 60;
+/** RTT above the base that backs off hard at once. */
+export const RTT_HEAVY_QUEUE_MS = 200;
+/** A mild queue counts only if it rose by this much over the slope samples: a growing queue is a link carrying less than we send; a step that holds is a longer path. */
+export const RTT_RISE_MS = 20;
+/** The samples a queue's growth is measured over (about 500 ms). */
+const RTT_SLOPE_SAMPLES = 6;
 
 /** Picks the video encoder's target bitrate. */
 export class BitrateController {
@@ -99,6 +116,10 @@ export class BitrateController {
     this.queueSeen = false;
     /** The last report showed loss (a second one in a row backs off, on an empty queue too). */
     this.lossSeen = false;
+    /** Recent RTT samples, newest last (at most RTT_SLOPE_SAMPLES). @type {{atMs: number, queueMs: number, sentKbps: number | null}[]} */
+    this.rttSamples = [];
+    /** Smoothed RTTs of the last RTT_BASE_MS, oldest first. @type {{atMs: number, rttMs: number}[]} */
+    this.rttBase = [];
   }
 
   /** The highest rate we backed off from lately, or null. @param {number} nowMs */
@@ -128,6 +149,8 @@ export class BitrateController {
     this.backedOffFrom = [];
     this.queueSeen = false;
     this.lossSeen = false;
+    this.rttSamples = [];
+    this.rttBase = [];
   }
 
   /** @param {number} kbps */
@@ -166,7 +189,12 @@ export class BitrateController {
       }
     } else if (lossy) {
       this.limited = true; // held, not cut: see above
-    } else if (loss <= BACKOFF_LOSS_PERMILLE / 2 && queue < BACKOFF_QUEUE_MS / 2 && nowMs - this.lastDecreaseMs >= INCREASE_HOLDOFF_MS) {
+    } else if (
+      loss <= BACKOFF_LOSS_PERMILLE / 2 &&
+      queue < BACKOFF_QUEUE_MS / 2 &&
+      nowMs - this.lastDecreaseMs >= INCREASE_HOLDOFF_MS &&
+      !this.ownQueueStanding()
+    ) {
       this.limited = this.estimateKbps !== null && this.target >= this.estimateKbps * 0.85 && this.target < this.max;
       const ceiling = this.recoveryCeiling(nowMs);
       const recoverTo = ceiling === null ? 0 : ceiling * RECOVERY_SHARE;
@@ -179,6 +207,63 @@ export class BitrateController {
       this.lastIncreaseMs = nowMs;
     }
     return this.target;
+  }
+
+  /** Whether the last RTT sample showed a queue on our own uplink (no climbing into one). */
+  ownQueueStanding() {
+    const last = this.rttSamples[this.rttSamples.length - 1];
+    return last !== undefined && last.queueMs >= RTT_BACKOFF_QUEUE_MS;
+  }
+
+  /**
+   * The connection's smoothed RTT (WebTransport `getStats`), and what the session sent
+   * since the last sample, if known: the sender's own sub-second view of a queue on its
+   * uplink, about every RTT_SAMPLE_MS. A receiver's report measures a second and arrives a
+   * second later; a link that falls from 3 Mbit/s to 0.5 has built half a second of queue
+   * by then. The queue is the RTT above its lowest of the last RTT_BASE_MS. Seen in two
+   * samples in a row while rising (or far above the base once), it cuts as a report
+   * would, and at once under what the link carried: what we sent, less the share the queue
+   * grew by (a queue that grows 0.5 s a second means the link carries two thirds of what
+   * goes in). The same rule as the native client's `BitrateController::on_rtt`.
+   * @param {number | null} srttMs
+   * @param {number | null} sentKbps all of this session's sending since the last sample
+   * @param {number} nowMs
+   * @returns {number} the new target
+   */
+  onRtt(srttMs, sentKbps, nowMs) {
+    if (srttMs === null || !Number.isFinite(srttMs) || srttMs <= 0) return this.target;
+    while (this.rttBase.length > 0 && nowMs - this.rttBase[0].atMs > RTT_BASE_MS) this.rttBase.shift();
+    this.rttBase.push({ atMs: nowMs, rttMs: srttMs });
+    const base = this.rttBase.reduce((m, b) => Math.min(m, b.rttMs), srttMs);
+    const queueMs = srttMs - base;
+    const seenBefore = this.ownQueueStanding();
+    this.rttSamples.push({ atMs: nowMs, queueMs, sentKbps: sentKbps !== null && Number.isFinite(sentKbps) && sentKbps > 0 ? sentKbps : null });
+    while (this.rttSamples.length > RTT_SLOPE_SAMPLES) this.rttSamples.shift();
+    const rising = queueMs - this.rttSamples[0].queueMs >= RTT_RISE_MS;
+    const heavy = queueMs >= RTT_HEAVY_QUEUE_MS;
+    if (!heavy && !(queueMs >= RTT_BACKOFF_QUEUE_MS && seenBefore && rising)) return this.target;
+    this.limited = true;
+    if (nowMs - this.lastDecreaseMs < DECREASE_HOLDOFF_MS) return this.target;
+    const carried = this.carriedKbps();
+    this.decrease(heavy ? 0.6 : 0.85, nowMs, carried === null ? Infinity : carried * DELIVERED_SHARE);
+    return this.target;
+  }
+
+  /**
+   * What the uplink carried over the recent RTT samples, kbit/s: the mean of what we sent
+   * over 1 + the queue's growth per unit of time (a queue that holds steady means the link
+   * carried what we sent); null without send rates or with fewer than two samples.
+   * @returns {number | null}
+   */
+  carriedKbps() {
+    const first = this.rttSamples[0];
+    const last = this.rttSamples[this.rttSamples.length - 1];
+    if (!first || !last || last.atMs <= first.atMs) return null;
+    const sent = this.rttSamples.slice(1).flatMap((x) => (x.sentKbps === null ? [] : [x.sentKbps]));
+    if (sent.length === 0) return null;
+    const mean = sent.reduce((a, b) => a + b, 0) / sent.length;
+    const growth = Math.max(0, (last.queueMs - first.queueMs) / (last.atMs - first.atMs));
+    return mean / (1 + growth);
   }
 
   /**
