@@ -347,5 +347,5 @@ test("close() ends the session with the normal close code 1000, once", async () 
   await settle(); // the socket's own close event changes nothing
   assert.equal(seen.closed.length, 1);
   assert.equal(session.sendDatagram(datagram(TRACK_AUDIO, 1, 0, 1, 10)), false);
-  assert.deepEqual(await session.stats(), { rttMs: null, sendRateKbps: null });
+  assert.deepEqual(await session.stats(), { rttMs: null, sendRateKbps: null, bytesSent: null });
 });

@@ -423,19 +423,26 @@ export class RelaySession {
   }
 
   /**
-   * Transport statistics, where the browser has them (`getStats` is newer than WebTransport).
-   * @returns {Promise<{rttMs: number | null, sendRateKbps: number | null}>}
+   * Transport statistics, where the browser has them (`getStats` is newer than WebTransport,
+   * and not every browser fills every field).
+   * @returns {Promise<import("./transport.js").TransportStats>}
    */
   async stats() {
+    const none = { rttMs: null, sendRateKbps: null, bytesSent: null };
     const wt = /** @type {any} */ (this.wt);
-    if (!wt || this.closed || typeof wt.getStats !== "function") return { rttMs: null, sendRateKbps: null };
+    if (!wt || this.closed || typeof wt.getStats !== "function") return none;
     try {
       const s = await wt.getStats();
-      const rtt = typeof s.smoothedRtt === "number" ? s.smoothedRtt : null;
-      const rate = typeof s.estimatedSendRate === "number" && s.estimatedSendRate > 0 ? s.estimatedSendRate / 1000 : null;
-      return { rttMs: rtt, sendRateKbps: rate };
+      /** @param {unknown} v */
+      const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+      const rate = num(s.estimatedSendRate);
+      return {
+        rttMs: num(s.smoothedRtt),
+        sendRateKbps: rate !== null && rate > 0 ? rate / 1000 : null,
+        bytesSent: num(s.bytesSent),
+      };
     } catch {
-      return { rttMs: null, sendRateKbps: null };
+      return none;
     }
   }
 

@@ -19,6 +19,10 @@ import { WsSession } from "./ws-session.js";
 /** @typedef {RelaySession | WsSession} Session */
 /** @typedef {Session["transport"]} TransportName "webtransport" or "websocket" */
 /** @typedef {ConstructorParameters<typeof RelaySession>[0]} SessionHandlers */
+/**
+ * What the transport says of itself; null where the browser (or the WebSocket) has no figure.
+ * @typedef {{rttMs: number | null, sendRateKbps: number | null, bytesSent: number | null}} TransportStats
+ */
 
 /**
  * How long WebTransport has alone before the WebSocket starts too. WebTransport to a

@@ -23,7 +23,7 @@ import { AudioReceiver } from "./audio-receive.js";
 import { Fragmenter, Reassembler } from "../wire/fragment.js";
 import { VideoOrder } from "../wire/video-order.js";
 import { MAX_NACK_FRAGMENTS, TRACK_AUDIO, TRACK_VIDEO, readDatagram } from "../wire/protocol.js";
-import { BitrateController, ReceiveMeter, REPORT_INTERVAL_MS } from "../wire/quality.js";
+import { BitrateController, ReceiveMeter, REPORT_INTERVAL_MS, RTT_SAMPLE_MS } from "../wire/quality.js";
 import { codecFamily } from "../wire/codecs.js";
 import { epochMs } from "../wire/clock.js";
 import { checkStamp } from "./stamp-check.js";
@@ -108,6 +108,8 @@ const engine = {
   transportRttMs: null,
   /** @type {number | null} */
   sendEstimateKbps: null,
+  /** The bytes the transport had sent at the last RTT sample, and when (for the send rate between samples). @type {{atMs: number, bytes: number} | null} */
+  lastSent: null,
   /** @type {MatchTimes[]} */
   matches: [],
   inspect: false,
@@ -423,6 +425,22 @@ function sendControl(msg) {
   if ((msg.type === "Next" && msg.match_id !== null) || msg.type === "Leave" || msg.type === "Report") unpair();
 }
 
+/** About every RTT_SAMPLE_MS while sending video: the RTT and send rate for the bitrate controller's own queue signal. */
+async function rttSample() {
+  const session = engine.session;
+  if (!session || !engine.videoSender || engine.matchId === null) {
+    engine.lastSent = null;
+    return;
+  }
+  const t = await session.stats();
+  const now = performance.now();
+  const last = engine.lastSent;
+  const sentKbps = t.bytesSent !== null && last !== null && now > last.atMs ? ((t.bytesSent - last.bytes) * 8) / (now - last.atMs) : null;
+  engine.lastSent = t.bytesSent === null ? null : { atMs: now, bytes: t.bytesSent };
+  const sender = engine.videoSender;
+  if (sender && engine.matchId !== null) sender.setBitrate(engine.bitrate.onRtt(t.rttMs, sentKbps, now));
+}
+
 /** Once a second: our receiver report, the transport's figures for the bitrate controller. */
 async function everySecond() {
   const session = engine.session;
@@ -641,6 +659,7 @@ function stopCapture() {
 scope.onmessage = (/** @type {MessageEvent<ToWorker>} */ ev) => onCommand(ev.data);
 post({ type: "caps", trackProcessor: hasTrackProcessor() });
 setInterval(() => void everySecond(), REPORT_INTERVAL_MS);
+setInterval(() => void rttSample(), RTT_SAMPLE_MS);
 // A gap's wait ends even when nothing more arrives.
 setInterval(() => {
   if (engine.order.held.size > 0) drainVideo();

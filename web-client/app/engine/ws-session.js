@@ -323,10 +323,10 @@ export class WsSession {
   /**
    * A WebSocket has no round-trip or send-rate figures; the relay's `Stats` message carries
    * its measure of the round trip.
-   * @returns {Promise<{rttMs: number | null, sendRateKbps: number | null}>}
+   * @returns {Promise<import("./transport.js").TransportStats>}
    */
   async stats() {
-    return { rttMs: null, sendRateKbps: null };
+    return { rttMs: null, sendRateKbps: null, bytesSent: null };
   }
 
   /**
