@@ -79,6 +79,10 @@ pub struct MediaArgs {
     /// Seconds of load before the measured window.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
+    /// Adaptive senders ignore their own RTT (they follow only the partner's reports and
+    /// the send estimate), to compare with the sub-second queue signal they use by default.
+    #[arg(long)]
+    pub no_rtt_signal: bool,
 }
 
 impl MediaArgs {
@@ -90,6 +94,7 @@ impl MediaArgs {
             audio_bytes: self.audio_bytes,
             keyframe_every: Duration::from_secs(2),
             adaptive: false,
+            rtt_signal: !self.no_rtt_signal,
         }
     }
 
@@ -598,6 +603,7 @@ async fn smoke(a: &CommonArgs) -> Result<Outcome, BenchError> {
             audio_bytes: 80,
             seconds: None,
             warmup: 0.5,
+            no_rtt_signal: false,
         }
         .spec(),
     };

@@ -392,7 +392,7 @@ pub async fn drive(
                     window,
                     gaps,
                     t_end,
-                    load.media.controller(),
+                    load.media,
                     stop_rx.clone(),
                 )));
             }

@@ -21,13 +21,15 @@
 //! carry byte-for-byte the same load.
 //!
 //! With [`MediaSpec::adaptive`] each session's video follows its partner's receiver
-//! reports and its connection's send estimate, as the apps' senders do: the receive task
+//! reports, its connection's send estimate and its own RTT, as the apps' senders do: the receive task
 //! meters the partner's media and reports it every second ([`duet_client::quality`]), runs
 //! the session's own [`BitrateController`] on the partner's reports about it, and leaves
 //! the target in the session's [`Slot`], where the sender sizes the next frame from it.
 
 use super::stats::LatencyHistogram;
-use duet_client::quality::{BitrateController, ReceiveMeter, MAX_VIDEO_KBPS, REPORT_INTERVAL_MS};
+use duet_client::quality::{
+    BitrateController, ReceiveMeter, MAX_VIDEO_KBPS, REPORT_INTERVAL_MS, RTT_SAMPLE_MS,
+};
 use duet_client::{Client, ClientEndpoint, ConnectOptions};
 use duet_proto::limits::MAX_MEDIA_DATAGRAM_BYTES;
 use duet_proto::media::{peek_match_id, MediaHeader, Track};
@@ -74,6 +76,9 @@ pub struct MediaSpec {
     /// Video follows the partner's reports and the send estimate, from `video_kbps` up to
     /// [`MAX_VIDEO_KBPS`]; otherwise it stays at `video_kbps`.
     pub adaptive: bool,
+    /// An adaptive sender also follows its own connection's RTT every [`RTT_SAMPLE_MS`]
+    /// ([`BitrateController::on_rtt`]), as the apps do.
+    pub rtt_signal: bool,
 }
 
 impl MediaSpec {
@@ -685,17 +690,25 @@ fn send_estimate_kbps(conn: &wtransport::Connection) -> f64 {
     path.cwnd as f64 * 8.0 / rtt_ms
 }
 
-/// Receives one WebTransport session's media and control until `stop` turns true. With a
-/// `controller` the session adapts (see the module docs).
+/// What the connection says of its own uplink for [`BitrateController::on_rtt`]: its
+/// smoothed RTT, ms, and the bytes it has sent in all.
+fn rtt_sample(conn: &wtransport::Connection) -> (f64, u64) {
+    let stats = conn.quic_connection().stats();
+    (stats.path.rtt.as_secs_f64() * 1000.0, stats.udp_tx.bytes)
+}
+
+/// Receives one WebTransport session's media and control until `stop` turns true. With
+/// adaptive `media` the session adapts (see the module docs).
 pub async fn receive_quic(
     mut client: Client,
     slot: Arc<Slot>,
     window: Window,
     gaps: Option<GapWindows>,
     media_end: Instant,
-    mut controller: Option<BitrateController>,
+    media: MediaSpec,
     mut stop: watch::Receiver<bool>,
 ) -> RecvReport {
+    let mut controller = media.controller();
     let conn = client.connection().clone();
     let mut rx = Receiver::new(window, slot.fades.clone(), gaps);
     let started = Instant::now();
@@ -706,9 +719,24 @@ pub async fn receive_quic(
     }
     let mut reports = tokio::time::interval(Duration::from_millis(REPORT_INTERVAL_MS));
     reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rtt_ticks = tokio::time::interval(Duration::from_millis(RTT_SAMPLE_MS));
+    rtt_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let rtt_signal = media.rtt_signal && controller.is_some();
+    let mut last_sent: Option<(f64, u64)> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
+            _ = rtt_ticks.tick(), if rtt_signal => {
+                let (srtt, bytes) = rtt_sample(&conn);
+                let now = ms();
+                let sent_kbps = last_sent
+                    .filter(|(t, _)| now > *t)
+                    .map(|(t, b)| bytes.saturating_sub(b) as f64 * 8.0 / (now - t));
+                last_sent = Some((now, bytes));
+                if let (Some(c), true) = (controller.as_mut(), slot.match_id.load(Relaxed) != NO_MATCH) {
+                    slot.video_kbps.store(c.on_rtt(srtt, sent_kbps, now), Relaxed);
+                }
+            }
             _ = reports.tick(), if controller.is_some() => {
                 let current = slot.match_id.load(Relaxed);
                 if let (Some(meter), true) = (rx.meter.as_mut(), current != NO_MATCH) {
@@ -943,6 +971,7 @@ mod tests {
             audio_bytes: 80,
             keyframe_every: Duration::from_secs(2),
             adaptive: false,
+            rtt_signal: true,
         };
         assert_eq!(spec.frame_bytes(), 5000);
     }
