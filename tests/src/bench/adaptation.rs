@@ -34,6 +34,10 @@ pub struct Adaptation {
     /// capacity, seconds, over every pair; and the share of the window that did.
     pub longest_above_capacity_s: f64,
     pub above_capacity_pct: Option<f64>,
+    /// The same longest time, counting only windows whose link carried at least the sender's
+    /// floor: above capacity when the sender could have been under it. (In a fade below the
+    /// floor every sender is above capacity for as long as the fade lasts.)
+    pub longest_above_capacity_outside_fades_s: f64,
     /// The video target the sender ran at, averaged over the samples, kbit/s.
     pub mean_target_kbps: Option<f64>,
     /// The share of the window in which the link carried less than the sender's floor
@@ -89,20 +93,28 @@ pub fn analyse(
             }
         }
         // Above capacity, by 500 ms windows, each sample the end of one.
-        let mut run = 0usize;
+        let (mut run, mut run_outside) = (0usize, 0usize);
+        let secs = |n: usize| (n * RATE_SAMPLE_EVERY.as_millis() as usize) as f64 / 1000.0;
         for i in above_k..samples.len() {
             let Some(cap) = capacity(samples, i, above_k) else {
-                run = 0;
+                (run, run_outside) = (0, 0);
                 continue;
             };
             judged_n += 1;
             if rate(samples, i, above_k, |s| s.bytes) > cap {
                 above_n += 1;
                 run += 1;
-                let secs = (run * RATE_SAMPLE_EVERY.as_millis() as usize) as f64 / 1000.0;
-                a.longest_above_capacity_s = a.longest_above_capacity_s.max(secs);
+                a.longest_above_capacity_s = a.longest_above_capacity_s.max(secs(run));
+                if cap >= floor as f64 {
+                    run_outside += 1;
+                    a.longest_above_capacity_outside_fades_s = a
+                        .longest_above_capacity_outside_fades_s
+                        .max(secs(run_outside));
+                } else {
+                    run_outside = 0;
+                }
             } else {
-                run = 0;
+                (run, run_outside) = (0, 0);
             }
         }
         let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
@@ -166,6 +178,7 @@ pub fn table(labelled: &[(String, &Adaptation)], start_kbps: u32, ceiling_kbps: 
             "settle p95 s",
             "settle max s",
             "longest above capacity s",
+            "outside fades s",
             "time above capacity",
             "mean target kbit/s",
             "link below the sender's floor",
@@ -180,6 +193,7 @@ pub fn table(labelled: &[(String, &Adaptation)], start_kbps: u32, ceiling_kbps: 
             num(a.settle_s.p95, 2),
             num(a.settle_s.max, 2),
             format!("{:.1}", a.longest_above_capacity_s),
+            format!("{:.1}", a.longest_above_capacity_outside_fades_s),
             pct(a.above_capacity_pct.map(|p| p / 100.0)),
             num(a.mean_target_kbps, 0),
             pct(a.below_floor_pct.map(|p| p / 100.0)),
@@ -238,6 +252,10 @@ mod tests {
             "{}",
             a.longest_above_capacity_s
         );
+        assert_eq!(
+            a.longest_above_capacity_outside_fades_s, a.longest_above_capacity_s,
+            "the cell carried the floor throughout"
+        );
         assert!(a.above_capacity_pct.expect("judged") > 20.0);
     }
 
@@ -288,6 +306,10 @@ mod tests {
         assert!(
             a.longest_above_capacity_s >= 1.5,
             "the floor is above the fade"
+        );
+        assert_eq!(
+            a.longest_above_capacity_outside_fades_s, 0.0,
+            "outside the fade the sender was under its link"
         );
     }
 }
