@@ -133,10 +133,13 @@ async fn a_changed_certificate_is_reloaded_with_sessions_live() {
 #[test]
 fn help_exits_zero_and_a_bad_flag_exits_two_with_the_usage() {
     let bin = relay_binary();
-    let help = std::process::Command::new(&bin)
-        .arg("--help")
-        .output()
-        .expect("the relay runs");
+    let run = |arg: &str| {
+        std::process::Command::new(&bin)
+            .arg(arg)
+            .output()
+            .expect("the relay runs")
+    };
+    let help = run("--help");
     assert_eq!(help.status.code(), Some(0), "--help exits 0");
     let out = String::from_utf8_lossy(&help.stdout);
     assert!(
@@ -144,10 +147,7 @@ fn help_exits_zero_and_a_bad_flag_exits_two_with_the_usage() {
         "--help prints the usage: {out}"
     );
     assert!(help.stderr.is_empty(), "nothing on stderr for --help");
-    let bad = std::process::Command::new(&bin)
-        .arg("--no-such-flag")
-        .output()
-        .expect("the relay runs");
+    let bad = run("--no-such-flag");
     assert_eq!(bad.status.code(), Some(2), "a bad flag exits 2");
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
