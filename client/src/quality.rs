@@ -265,16 +265,16 @@ impl BitrateController {
         if span <= 0.0 {
             return None;
         }
-        let sent: Vec<f64> = self
+        let (sum, n) = self
             .rtt_samples
             .iter()
             .skip(1)
             .filter_map(|s| s.2)
-            .collect();
-        if sent.is_empty() {
+            .fold((0.0, 0usize), |(sum, n), k| (sum + k, n + 1));
+        if n == 0 {
             return None;
         }
-        let mean = sent.iter().sum::<f64>() / sent.len() as f64;
+        let mean = sum / n as f64;
         let growth = ((last.1 - first.1) / span).max(0.0);
         Some(mean / (1.0 + growth))
     }

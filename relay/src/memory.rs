@@ -1,6 +1,7 @@
-//! Giving freed heap back to the system. glibc keeps what a thread freed in that thread's
-//! arena, so a relay that once held a crowd stays resident at the crowd's size long after
-//! the crowd left, and an operator reading RSS cannot tell that from a leak. The relay asks
+//! Giving freed heap back to the system. glibc keeps freed memory for reuse, so a relay that
+//! once held a crowd stays resident at the crowd's size long after the crowd left, and an
+//! operator reading RSS cannot tell that from a leak (`malloc_tunables.rs` turns off the
+//! per-thread caches and arenas that `malloc_trim` cannot reach). The relay asks
 //! glibc for the free pages back (`malloc_trim(0)`) when it goes idle (its last session
 //! ended) and a few times more over the next 16 s, and otherwise at most once a minute
 //! while busy.

@@ -21,10 +21,11 @@
 //! carry byte-for-byte the same load.
 //!
 //! With [`MediaSpec::adaptive`] each session's video follows its partner's receiver
-//! reports, its connection's send estimate and its own RTT, as the apps' senders do: the receive task
-//! meters the partner's media and reports it every second ([`duet_client::quality`]), runs
-//! the session's own [`BitrateController`] on the partner's reports about it, and leaves
-//! the target in the session's [`Slot`], where the sender sizes the next frame from it.
+//! reports, its connection's send estimate and its own RTT, as the apps' senders do: the
+//! receive task meters the partner's media and reports it every second
+//! ([`duet_client::quality`]), runs the session's own [`BitrateController`] on the
+//! partner's reports about it and on its connection's figures, and leaves the target in the
+//! session's [`Slot`], where the sender sizes the next frame from it.
 
 use super::stats::LatencyHistogram;
 use duet_client::quality::{

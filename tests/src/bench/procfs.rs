@@ -190,7 +190,7 @@ pub fn anon_changes(before: &[Mapping], after: &[Mapping]) -> Vec<(String, i64)>
         .filter(|(_, d)| *d != 0)
         .map(|(l, d)| (l.to_string(), d))
         .collect();
-    out.sort_by_key(|(l, d)| (std::cmp::Reverse(d.abs()), l.clone()));
+    out.sort_by(|a, b| b.1.abs().cmp(&a.1.abs()).then_with(|| a.0.cmp(&b.0)));
     out
 }
 
