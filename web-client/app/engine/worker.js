@@ -110,6 +110,8 @@ const engine = {
   sendEstimateKbps: null,
   /** The bytes the transport had sent at the last RTT sample, and when (for the send rate between samples). @type {{atMs: number, bytes: number} | null} */
   lastSent: null,
+  /** An RTT sample's `getStats` is still unanswered. */
+  rttSamplePending: false,
   /** @type {MatchTimes[]} */
   matches: [],
   inspect: false,
@@ -432,7 +434,12 @@ async function rttSample() {
     engine.lastSent = null;
     return;
   }
-  const t = await session.stats();
+  // One request at a time: a browser slow to answer must not collect a queue of them.
+  if (engine.rttSamplePending) return;
+  engine.rttSamplePending = true;
+  const t = await session.stats().finally(() => {
+    engine.rttSamplePending = false;
+  });
   const now = performance.now();
   const last = engine.lastSent;
   const sentKbps = t.bytesSent !== null && last !== null && now > last.atMs ? ((t.bytesSent - last.bytes) * 8) / (now - last.atMs) : null;
