@@ -39,7 +39,7 @@ pub enum SessionEvent {
     /// A chat line from the partner, already checked against the limits.
     Chat {
         match_id: MatchId,
-        text: String,
+        line: duet_proto::ChatFrame,
     },
 }
 

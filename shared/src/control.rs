@@ -70,6 +70,13 @@ pub enum ClientMsg {
     /// the queue at once; `false` leaves it idle, told by `PeerLeft`, until it sends `Next`
     /// (so the person can read the last messages first).
     RequeueWhenLeft(bool),
+    /// This client's public key for the pairing `match_id` (end-to-end encryption,
+    /// [`crate::e2ee`]): sent once at `Matched` (again after a resume), relayed as
+    /// [`ServerMsg::PeerKey`]. A new key pair for every pairing.
+    KeyShare {
+        match_id: u64,
+        public: [u8; crate::e2ee::PUBLIC_KEY_BYTES],
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +245,13 @@ pub enum ServerMsg {
     },
     /// The partner is typing (see [`ClientMsg::Typing`]).
     PeerTyping,
+    /// The partner's public key for the pairing `match_id` (see [`ClientMsg::KeyShare`]);
+    /// sent again after this client resumes. A client keeps the first key of a pairing and
+    /// refuses another one.
+    PeerKey {
+        match_id: u64,
+        public: [u8; crate::e2ee::PUBLIC_KEY_BYTES],
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,8 @@ pub const MAX_INTEREST_BYTES: usize = 32;
 
 /// Longest chat line, in bytes of UTF-8 (about a tweet and a half of emoji-heavy text).
 pub const MAX_CHAT_BYTES: usize = 2000;
+/// A sealed chat line: the longest line and its tag.
+pub const MAX_SEALED_CHAT_BYTES: usize = MAX_CHAT_BYTES + crate::e2ee::TAG_BYTES;
 
 /// Largest media datagram a client may send (header plus payload). The relay forwards bytes
 /// unchanged, so every datagram must also fit the *partner's* path: QUIC guarantees a little

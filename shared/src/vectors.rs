@@ -96,6 +96,13 @@ pub fn all() -> Vec<Vector> {
         ClientMsg::RequeueWhenLeft(true),
     ));
     v.push(client(
+        "key_share",
+        ClientMsg::KeyShare {
+            match_id: 1 << 33,
+            public: e2ee_sample::pair().0.public(),
+        },
+    ));
+    v.push(client(
         "request_keyframe",
         ClientMsg::RequestKeyframe { match_id: 77 },
     ));
@@ -184,6 +191,13 @@ pub fn all() -> Vec<Vector> {
     v.push(server("keyframe_requested", ServerMsg::KeyframeRequested));
     v.push(server("peer_typing", ServerMsg::PeerTyping));
     v.push(server(
+        "peer_key",
+        ServerMsg::PeerKey {
+            match_id: 7,
+            public: e2ee_sample::pair().1.public(),
+        },
+    ));
+    v.push(server(
         "peer_report",
         ServerMsg::PeerReport(ReceiverReport {
             match_id: 5,
@@ -237,6 +251,21 @@ pub fn all() -> Vec<Vector> {
         "chat_line_at_limit",
         ChatFrame::Line {
             text: "é".repeat(limits::MAX_CHAT_BYTES / 2),
+        },
+    ));
+
+    v.push(chat(
+        "chat_sealed",
+        ChatFrame::Sealed {
+            number: 70_000,
+            sealed: (0..=255).collect(),
+        },
+    ));
+    v.push(chat(
+        "chat_sealed_at_limit",
+        ChatFrame::Sealed {
+            number: u32::MAX,
+            sealed: vec![0xa5; limits::MAX_SEALED_CHAT_BYTES],
         },
     ));
 
@@ -320,6 +349,7 @@ pub fn file_json() -> String {
             "MAX_INTERESTS": limits::MAX_INTERESTS,
             "MAX_INTEREST_BYTES": limits::MAX_INTEREST_BYTES,
             "MAX_CHAT_BYTES": limits::MAX_CHAT_BYTES,
+            "MAX_SEALED_CHAT_BYTES": limits::MAX_SEALED_CHAT_BYTES,
             "MAX_MEDIA_DATAGRAM_BYTES": limits::MAX_MEDIA_DATAGRAM_BYTES,
             "MAX_MEDIA_HEADER_BYTES": limits::MAX_MEDIA_HEADER_BYTES,
             "MAX_FRAGMENTS": limits::MAX_FRAGMENTS,
@@ -336,10 +366,108 @@ pub fn file_json() -> String {
             "MAX_WS_MESSAGE_BYTES": crate::ws::MAX_WS_MESSAGE_BYTES,
         },
         "vectors": all(),
+        "e2ee": e2ee_sample::json(),
     });
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');
     s
+}
+
+/// End-to-end encryption, step by step for two fixed key pairs: the public keys, both
+/// directions' keys, the safety code, and frames and a chat line sealed each way. The web
+/// client runs the same steps with WebCrypto and must get the same bytes.
+mod e2ee_sample {
+    use super::hex;
+    use crate::e2ee::{Aad, KeyPair, Kind, PairKeys, SAFETY_SYMBOLS};
+    use serde_json::{json, Value};
+
+    pub const MATCH_ID: u64 = 0x0123_4567_89ab_cdef;
+    const SECRET_A: [u8; 32] = [0x11; 32];
+
+    fn secret_b() -> [u8; 32] {
+        std::array::from_fn(|i| i as u8 * 7 + 3)
+    }
+
+    pub fn pair() -> (KeyPair, KeyPair) {
+        (
+            KeyPair::from_secret(SECRET_A),
+            KeyPair::from_secret(secret_b()),
+        )
+    }
+
+    fn aad_json(a: &Aad) -> Value {
+        json!({
+            "match_id": a.match_id.to_string(),
+            "kind": a.kind as u8,
+            "number": a.number,
+            "keyframe": a.keyframe,
+            "capture_us": a.capture_us.to_string(),
+            "ref_frame": a.ref_frame,
+            "aad_hex": hex(&a.bytes()),
+            "nonce_hex": hex(&a.nonce()),
+        })
+    }
+
+    pub fn json() -> Value {
+        let (a, b) = pair();
+        let (Ok(mut ka), Ok(mut kb)) = (
+            PairKeys::derive(&a, &b.public(), MATCH_ID),
+            PairKeys::derive(&b, &a.public(), MATCH_ID),
+        ) else {
+            return Value::Null;
+        };
+        let media = |kind, number: u32, keyframe| Aad {
+            match_id: MATCH_ID,
+            kind,
+            number,
+            keyframe,
+            capture_us: 1_763_700_000_000_000 + u64::from(number) * 33_333,
+            ref_frame: if keyframe { number } else { number - 1 },
+        };
+        let samples: [(&str, Aad, Vec<u8>); 4] = [
+            (
+                "a",
+                media(Kind::Video, 0, true),
+                (0..300u32).map(|i| (i * 31 % 251) as u8).collect(),
+            ),
+            ("a", media(Kind::Audio, 17, true), vec![0xfc; 80]),
+            ("b", media(Kind::Video, 2, false), vec![]),
+            (
+                "b",
+                Aad::chat(MATCH_ID, 0),
+                "hello from b — ça va? 🦊".as_bytes().to_vec(),
+            ),
+        ];
+        let mut out = Vec::new();
+        let sealed: Vec<Value> = samples
+            .into_iter()
+            .map(|(from, aad, plain)| {
+                let keys = if from == "a" { &mut ka } else { &mut kb };
+                let _ = keys.seal(&aad, &plain, &mut out);
+                json!({
+                    "from": from,
+                    "aad": aad_json(&aad),
+                    "plaintext_hex": hex(&plain),
+                    "sealed_hex": hex(&out),
+                })
+            })
+            .collect();
+        let (a_send, b_send) = (ka.raw().0, kb.raw().0);
+        json!({
+            "salt_prefix": String::from_utf8_lossy(crate::e2ee::SALT_PREFIX),
+            "safety_code_domain": String::from_utf8_lossy(crate::e2ee::SAFETY_CODE_DOMAIN),
+            "match_id": MATCH_ID.to_string(),
+            "a": { "secret_hex": hex(&SECRET_A), "public_hex": hex(&a.public()), "send_key_hex": hex(&a_send) },
+            "b": { "secret_hex": hex(&secret_b()), "public_hex": hex(&b.public()), "send_key_hex": hex(&b_send) },
+            "safety_code": {
+                "indices": ka.safety_code.0,
+                "words": ka.safety_code.words(),
+                "emoji": ka.safety_code.emoji(),
+            },
+            "safety_symbols": SAFETY_SYMBOLS.iter().map(|(e, w)| json!([e, w])).collect::<Vec<_>>(),
+            "sealed": sealed,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,9 @@ test("vectors.json covers every kind and every message variant", () => {
   for (const t of ["Welcome", "Queued", "Matched", "PeerLeft", "PeerReconnecting", "PeerReturned", "KeyframeRequested", "PeerReport", "Stats", "Error", "PeerNack", "Draining"]) {
     assert.ok(seen.has(`ServerMsg:${t}`), t);
   }
-  assert.ok(seen.has("ChatFrame:Open") && seen.has("ChatFrame:Line"));
+  for (const t of ["KeyShare"]) assert.ok(seen.has(`ClientMsg:${t}`), t);
+  for (const t of ["PeerTyping", "PeerKey"]) assert.ok(seen.has(`ServerMsg:${t}`), t);
+  assert.ok(seen.has("ChatFrame:Open") && seen.has("ChatFrame:Line") && seen.has("ChatFrame:Sealed"));
   assert.ok(doc.vectors.length >= 40);
 });
 
@@ -92,6 +94,7 @@ test("the JavaScript limits, error codes and version match duet-proto's", () => 
     MAX_INTERESTS: proto.MAX_INTERESTS,
     MAX_INTEREST_BYTES: proto.MAX_INTEREST_BYTES,
     MAX_CHAT_BYTES: proto.MAX_CHAT_BYTES,
+    MAX_SEALED_CHAT_BYTES: proto.MAX_SEALED_CHAT_BYTES,
     MAX_MEDIA_DATAGRAM_BYTES: proto.MAX_MEDIA_DATAGRAM_BYTES,
     MAX_MEDIA_HEADER_BYTES: proto.MAX_MEDIA_HEADER_BYTES,
     MAX_FRAGMENTS: proto.MAX_FRAGMENTS,

@@ -313,5 +313,6 @@ fn msg_name(msg: &ClientMsg) -> &'static str {
         ClientMsg::Report(_) => "Report",
         ClientMsg::Typing { .. } => "Typing",
         ClientMsg::RequeueWhenLeft(_) => "RequeueWhenLeft",
+        ClientMsg::KeyShare { .. } => "KeyShare",
     }
 }

@@ -317,7 +317,9 @@ pub async fn chat_reader(mut recv: RecvStream, inbox: mpsc::Sender<ReaderInput>)
                     match_id = Some(m);
                     continue;
                 }
-                (Ok(ChatFrame::Line { text }), Some(m)) => Input::Chat { match_id: m, text },
+                (Ok(line @ (ChatFrame::Line { .. } | ChatFrame::Sealed { .. })), Some(m)) => {
+                    Input::Chat { match_id: m, line }
+                }
                 (Ok(_), _) => Input::Broken(Fatal::new(
                     ErrorCode::WrongState,
                     "a chat stream must start with Open and then carry lines",
@@ -356,7 +358,7 @@ pub async fn chat_reader(mut recv: RecvStream, inbox: mpsc::Sender<ReaderInput>)
 /// [`CHAT_OUTBOX`] lines, never one per pairing.
 pub struct ChatOut {
     pub match_id: MatchId,
-    lines: mpsc::Sender<String>,
+    lines: mpsc::Sender<ChatFrame>,
     task: JoinHandle<()>,
 }
 
@@ -380,10 +382,10 @@ impl ChatOut {
 
     /// Queues a line. Full: the client's chat stream is blocked; the line is lost (and
     /// counted), not queued without bound.
-    pub fn push(&self, text: String, metrics: &Metrics) -> bool {
+    pub fn push(&self, line: ChatFrame, metrics: &Metrics) -> bool {
         // Counted before the send so the writer's decrement can never run first.
         metrics.chat_lines_queued.fetch_add(1, Relaxed);
-        if self.lines.try_send(text).is_ok() {
+        if self.lines.try_send(line).is_ok() {
             return true;
         }
         metrics.chat_lines_queued.fetch_sub(1, Relaxed);
@@ -402,12 +404,12 @@ impl std::ops::Drop for ChatOut {
 /// the task ends (returned, or aborted while blocked on stream credit), and that is when
 /// the writer and its unsent lines leave the gauges.
 struct WriterQueue {
-    rx: mpsc::Receiver<String>,
+    rx: mpsc::Receiver<ChatFrame>,
     metrics: Arc<Metrics>,
 }
 
 impl WriterQueue {
-    async fn recv(&mut self) -> Option<String> {
+    async fn recv(&mut self) -> Option<ChatFrame> {
         let line = self.rx.recv().await;
         if line.is_some() {
             self.metrics.chat_lines_queued.fetch_sub(1, Relaxed);
@@ -439,8 +441,8 @@ async fn chat_writer(conn: Connection, match_id: MatchId, mut lines: WriterQueue
     if send.write_all(&open).await.is_err() {
         return;
     }
-    while let Some(text) = lines.recv().await {
-        let Ok(frame) = encode_frame(&ChatFrame::Line { text }.encode()) else {
+    while let Some(line) = lines.recv().await {
+        let Ok(frame) = encode_frame(&line.encode()) else {
             continue;
         };
         if send.write_all(&frame).await.is_err() {
@@ -464,12 +466,8 @@ async fn ws_chat_writer(
     {
         return;
     }
-    while let Some(text) = lines.recv().await {
-        if out
-            .send(ws::chat_message(&ChatFrame::Line { text }))
-            .await
-            .is_err()
-        {
+    while let Some(line) = lines.recv().await {
+        if out.send(ws::chat_message(&line)).await.is_err() {
             return;
         }
     }

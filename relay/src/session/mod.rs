@@ -454,6 +454,7 @@ fn on_event(me: &Peer, event: Option<SessionEvent>) -> Wake {
                     shared_interests,
                     send_codec: MediaCaps::choose(&mine, &theirs),
                     recv_codec: MediaCaps::choose(&theirs, &mine),
+                    partner_key: None,
                     partner,
                 })
             }
@@ -465,7 +466,7 @@ fn on_event(me: &Peer, event: Option<SessionEvent>) -> Wake {
                 ServerMsg::PeerReturned => Input::PartnerReturned { match_id },
                 msg => Input::FromPartner { match_id, msg },
             },
-            SessionEvent::Chat { match_id, text } => Input::PartnerChat { match_id, text },
+            SessionEvent::Chat { match_id, line } => Input::PartnerChat { match_id, line },
         })
     }
 }
@@ -541,20 +542,20 @@ impl Session {
                 Action::ChatToPartner {
                     partner,
                     match_id,
-                    text,
+                    line,
                 } => {
                     // A partner whose event queue is full loses the line; it is counted
                     // with the lines its chat queue drops, so every line is accounted for.
                     match partner
                         .events
-                        .try_send(SessionEvent::Chat { match_id, text })
+                        .try_send(SessionEvent::Chat { match_id, line })
                     {
                         Ok(()) => &metrics.chat_lines_forwarded,
                         Err(_) => &metrics.chat_lines_dropped,
                     }
                     .fetch_add(1, Relaxed);
                 }
-                Action::ChatToClient { match_id, text } => {
+                Action::ChatToClient { match_id, line } => {
                     let Some(att) = &self.att else {
                         metrics.chat_lines_dropped.fetch_add(1, Relaxed);
                         continue;
@@ -563,7 +564,7 @@ impl Session {
                         self.chat = Some(ChatOut::start(att, match_id, metrics.clone()));
                     }
                     if let Some(chat) = &self.chat {
-                        chat.push(text, &metrics);
+                        chat.push(line, &metrics);
                     }
                 }
                 Action::EndChat => self.chat = None,

@@ -24,7 +24,7 @@
 
 use crate::limits::TokenBucket;
 use crate::matching::{MatchId, SessionId};
-use duet_proto::{ErrorCode, LeaveReason, Matched, ReportReason, ServerMsg, VideoCodec};
+use duet_proto::{ChatFrame, ErrorCode, LeaveReason, Matched, ReportReason, ServerMsg, VideoCodec};
 use std::time::Instant;
 
 /// Why the session ends, as the client will be told.
@@ -58,6 +58,9 @@ pub struct Pairing<P> {
     /// The codecs chosen at pairing time, re-sent as they were on resume.
     pub send_codec: Option<VideoCodec>,
     pub recv_codec: Option<VideoCodec>,
+    /// The partner's public key for this pairing (its first `KeyShare`), re-sent on resume:
+    /// a client away when it came, or one that lost it with its connection, still gets it.
+    pub partner_key: Option<[u8; duet_proto::e2ee::PUBLIC_KEY_BYTES]>,
 }
 
 impl<P> Pairing<P> {
@@ -77,8 +80,9 @@ impl<P> Pairing<P> {
 pub enum Input<P> {
     /// A control message from the client (after `Hello`).
     Control(duet_proto::ClientMsg),
-    /// A chat line from the client, on its chat stream for `match_id`.
-    Chat { match_id: MatchId, text: String },
+    /// A chat line from the client, on its chat stream for `match_id` (a `Line` or a
+    /// `Sealed` frame, already checked against the limits).
+    Chat { match_id: MatchId, line: ChatFrame },
     /// The client sent a chat line over the size limit (not fatal).
     ChatTooLarge(Fatal),
     /// The client broke the protocol (bad frame, bad stream).
@@ -101,7 +105,7 @@ pub enum Input<P> {
     /// A control message relayed from the partner (keyframe request, report, nack).
     FromPartner { match_id: MatchId, msg: ServerMsg },
     /// A chat line from the partner, already checked against the partner's limits.
-    PartnerChat { match_id: MatchId, text: String },
+    PartnerChat { match_id: MatchId, line: ChatFrame },
     /// The client's connection was lost (timed out, reset): hold the session.
     ConnectionLost,
     /// A new connection took the session over with its resume token. The old connection,
@@ -164,12 +168,12 @@ pub enum Action<P> {
     ChatToPartner {
         partner: P,
         match_id: MatchId,
-        text: String,
+        line: ChatFrame,
     },
     /// Write a partner's chat line toward this client (on this pairing's chat stream).
     ChatToClient {
         match_id: MatchId,
-        text: String,
+        line: ChatFrame,
     },
     /// The pairing's chat toward this client is over: stop its writer.
     EndChat,
@@ -283,7 +287,7 @@ impl<P: Clone> SessionState<P> {
         }
         match input {
             Input::Control(msg) => self.on_control(msg, now, &mut out),
-            Input::Chat { match_id, text } => {
+            Input::Chat { match_id, line } => {
                 let Some(cur) = self.current.as_ref().filter(|c| c.match_id == match_id) else {
                     return out; // a line for a pairing that has ended
                 };
@@ -297,7 +301,7 @@ impl<P: Clone> SessionState<P> {
                 out.push(Action::ChatToPartner {
                     partner: cur.partner.clone(),
                     match_id,
-                    text,
+                    line,
                 });
             }
             Input::ChatTooLarge(f) => out.push(Action::Refuse(f)),
@@ -338,14 +342,24 @@ impl<P: Clone> SessionState<P> {
                 }
             }
             Input::FromPartner { match_id, msg } => {
-                if self.current_is(match_id) {
-                    out.push(Action::Send(msg));
+                let Some(cur) = self.current.as_mut().filter(|c| c.match_id == match_id) else {
+                    return out;
+                };
+                if let ServerMsg::PeerKey { public, .. } = &msg {
+                    // The first key of a pairing stands: another one is a client changing
+                    // keys mid-call, which no honest client does (its partner would refuse it).
+                    match cur.partner_key {
+                        None => cur.partner_key = Some(*public),
+                        Some(k) if k == *public => {}
+                        Some(_) => return out,
+                    }
                 }
+                out.push(Action::Send(msg));
             }
-            Input::PartnerChat { match_id, text } => {
+            Input::PartnerChat { match_id, line } => {
                 // Away: the line is lost, like any datagram.
                 if self.current_is(match_id) && self.phase == Phase::Live {
-                    out.push(Action::ChatToClient { match_id, text });
+                    out.push(Action::ChatToClient { match_id, line });
                 }
             }
             Input::ConnectionLost => {
@@ -373,8 +387,15 @@ impl<P: Clone> SessionState<P> {
                     out.push(Action::Send(ServerMsg::PeerLeft { reason }));
                 }
                 if let Some(cur) = &self.current {
-                    // The same match id: the client carries on with the same partner.
+                    // The same match id: the client carries on with the same partner, with
+                    // the same keys.
                     out.push(Action::Send(cur.matched()));
+                    if let Some(public) = cur.partner_key {
+                        out.push(Action::Send(ServerMsg::PeerKey {
+                            match_id: cur.match_id,
+                            public,
+                        }));
+                    }
                     if self.partner_away {
                         out.push(Action::Send(ServerMsg::PeerReconnecting));
                     }
@@ -502,7 +523,8 @@ impl<P: Clone> SessionState<P> {
             ClientMsg::RequestKeyframe { .. }
             | ClientMsg::ReceiverReport(_)
             | ClientMsg::Nack(_)
-            | ClientMsg::Typing { .. } => {
+            | ClientMsg::Typing { .. }
+            | ClientMsg::KeyShare { .. } => {
                 if !self.relayed_bucket.try_take(1.0, now) {
                     return; // far above any real client's rate: drop quietly
                 }
@@ -513,6 +535,9 @@ impl<P: Clone> SessionState<P> {
                         (match_id, ServerMsg::KeyframeRequested)
                     }
                     ClientMsg::Typing { match_id } => (match_id, ServerMsg::PeerTyping),
+                    ClientMsg::KeyShare { match_id, public } => {
+                        (match_id, ServerMsg::PeerKey { match_id, public })
+                    }
                     _ => return,
                 };
                 if let Some(cur) = self.current.as_ref().filter(|c| c.match_id == match_id) {
@@ -578,6 +603,7 @@ mod tests {
             shared_interests: vec![],
             send_codec: Some(VideoCodec::Vp8),
             recv_codec: Some(VideoCodec::Vp8),
+            partner_key: None,
         }
     }
 
@@ -706,7 +732,7 @@ mod tests {
             let late = s.handle(
                 Input::PartnerChat {
                     match_id: 7,
-                    text: "hi".into(),
+                    line: ChatFrame::Line { text: "hi".into() },
                 },
                 t0,
             );
@@ -848,7 +874,7 @@ mod tests {
         let mut s = paired(t0, 7, 2);
         let line = |m| Input::Chat {
             match_id: m,
-            text: "hi".into(),
+            line: ChatFrame::Line { text: "hi".into() },
         };
         assert!(s.handle(line(6), t0).is_empty());
         assert!(matches!(
@@ -867,11 +893,70 @@ mod tests {
         let a = s.handle(
             Input::PartnerChat {
                 match_id: 7,
-                text: "yo".into(),
+                line: ChatFrame::Line { text: "yo".into() },
             },
             t0,
         );
         assert!(matches!(&a[..], [Action::ChatToClient { match_id: 7, .. }]));
+    }
+
+    #[test]
+    fn a_public_key_reaches_the_current_partner_and_is_replayed_on_resume() {
+        let t0 = Instant::now();
+        let mut s = paired(t0, 7, 2);
+        let share = |match_id, b| ClientMsg::KeyShare {
+            match_id,
+            public: [b; 32],
+        };
+        assert_eq!(
+            s.handle(Input::Control(share(7, 1)), t0),
+            vec![Action::ToPartner {
+                partner: 2,
+                match_id: 7,
+                msg: ServerMsg::PeerKey {
+                    match_id: 7,
+                    public: [1; 32]
+                }
+            }]
+        );
+        assert!(
+            s.handle(Input::Control(share(6, 1)), t0).is_empty(),
+            "stale"
+        );
+        // The partner's key, while this client is away: kept, and sent after the
+        // re-sent Matched when it resumes.
+        s.handle(Input::ConnectionLost, t0);
+        let from_partner = |b| Input::FromPartner {
+            match_id: 7,
+            msg: ServerMsg::PeerKey {
+                match_id: 7,
+                public: [b; 32],
+            },
+        };
+        s.handle(from_partner(2), t0);
+        // Another key for the same pairing is not passed on, nor kept.
+        assert!(s.handle(from_partner(3), t0).is_empty());
+        let a = s.handle(Input::Resumed, t0);
+        assert!(matches!(
+            &sent(&a)[..],
+            [ServerMsg::Matched(m), ServerMsg::PeerKey { match_id: 7, public }]
+                if m.match_id == 7 && *public == [2; 32]
+        ));
+        // The same key again (a partner resending after its own resume) passes.
+        assert_eq!(s.handle(from_partner(2), t0).len(), 1);
+        // A new pairing starts without a key.
+        s.handle(
+            Input::PartnerLeft {
+                match_id: 7,
+                reason: LeaveReason::Next,
+            },
+            t0,
+        );
+        s.handle(Input::Paired(pairing(9, 4)), t0);
+        let a = s.handle(Input::Resumed, t0);
+        assert!(!sent(&a)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::PeerKey { .. })));
     }
 
     #[test]
@@ -893,7 +978,9 @@ mod tests {
         let a = s.handle(
             Input::PartnerChat {
                 match_id: 7,
-                text: "hello?".into(),
+                line: ChatFrame::Line {
+                    text: "hello?".into(),
+                },
             },
             t0,
         );

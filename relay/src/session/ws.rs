@@ -561,13 +561,13 @@ async fn reader(
                         chat_match = Some(match_id);
                         continue;
                     }
-                    (Ok(ChatFrame::Line { text }), Some(match_id)) => {
-                        Input::Chat { match_id, text }
-                    }
-                    (Ok(ChatFrame::Line { .. }), None) => Input::Broken(Fatal::new(
-                        ErrorCode::WrongState,
-                        "a chat line before any Open",
-                    )),
+                    (
+                        Ok(line @ (ChatFrame::Line { .. } | ChatFrame::Sealed { .. })),
+                        Some(match_id),
+                    ) => Input::Chat { match_id, line },
+                    (Ok(ChatFrame::Line { .. } | ChatFrame::Sealed { .. }), None) => Input::Broken(
+                        Fatal::new(ErrorCode::WrongState, "a chat line before any Open"),
+                    ),
                     (Err(DecodeError::FieldTooLarge { .. }), Some(_)) => {
                         Input::ChatTooLarge(Fatal::new(
                             ErrorCode::TooLarge,

@@ -17,7 +17,7 @@ import { DecodeError, Reader, Writer, utf8Length } from "./postcard.js";
 export { DecodeError };
 
 /** The protocol version sent in `Hello`. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /** The WebTransport path on the relay's QUIC port. */
 export const SESSION_PATH = "/chat";
 
@@ -42,6 +42,10 @@ export const MAX_NAME_BYTES = 64;
 export const MAX_INTERESTS = 8;
 export const MAX_INTEREST_BYTES = 32;
 export const MAX_CHAT_BYTES = 2000;
+/** A sealed chat line: the longest line and its 16-byte tag. */
+export const MAX_SEALED_CHAT_BYTES = 2016;
+/** An X25519 public key (`KeyShare`, `PeerKey`). */
+export const PUBLIC_KEY_BYTES = 32;
 export const MAX_MEDIA_DATAGRAM_BYTES = 1100;
 export const MAX_MEDIA_HEADER_BYTES = 43;
 export const MAX_CODECS = 8;
@@ -109,7 +113,8 @@ export const TRACK_VIDEO_PARITY = 2;
  *   | ({type: "Caps"} & MediaCaps)
  *   | ({type: "Nack"} & Nack)
  *   | {type: "Typing", match_id: bigint}
- *   | {type: "RequeueWhenLeft", on: boolean}} ClientMsg
+ *   | {type: "RequeueWhenLeft", on: boolean}
+ *   | {type: "KeyShare", match_id: bigint, public: Uint8Array}} ClientMsg
  */
 
 /**
@@ -123,10 +128,11 @@ export const TRACK_VIDEO_PARITY = 2;
  *   | {type: "Error", code: number, message: string, fatal: boolean}
  *   | ({type: "PeerNack"} & Nack)
  *   | {type: "Draining", within_ms: number}
- *   | {type: "PeerTyping"}} ServerMsg
+ *   | {type: "PeerTyping"}
+ *   | {type: "PeerKey", match_id: bigint, public: Uint8Array}} ServerMsg
  */
 
-/** @typedef {{type: "Open", match_id: bigint} | {type: "Line", text: string}} ChatFrame */
+/** @typedef {{type: "Open", match_id: bigint} | {type: "Line", text: string} | {type: "Sealed", number: number, sealed: Uint8Array}} ChatFrame */
 
 /**
  * @typedef {object} MediaHeader
@@ -141,7 +147,7 @@ export const TRACK_VIDEO_PARITY = 2;
  * @property {number} ref_frame the frame this one references (its own number for a keyframe)
  */
 
-const CLIENT_VARIANTS = ["Hello", "Next", "Leave", "RequestKeyframe", "ReceiverReport", "Report", "Caps", "Nack", "Typing", "RequeueWhenLeft"];
+const CLIENT_VARIANTS = ["Hello", "Next", "Leave", "RequestKeyframe", "ReceiverReport", "Report", "Caps", "Nack", "Typing", "RequeueWhenLeft", "KeyShare"];
 const SERVER_VARIANTS = [
   "Welcome",
   "Queued",
@@ -156,6 +162,7 @@ const SERVER_VARIANTS = [
   "PeerNack",
   "Draining",
   "PeerTyping",
+  "PeerKey",
 ];
 const RESUME_TOKEN_BYTES = 16;
 const VISITOR_ID_BYTES = 16;
@@ -364,6 +371,10 @@ export function encodeClientMsg(msg) {
     case "RequeueWhenLeft":
       w.bool(msg.on);
       break;
+    case "KeyShare":
+      w.u64(msg.match_id);
+      writePublicKey(w, msg.public);
+      break;
     case "Leave":
       break;
   }
@@ -423,6 +434,9 @@ export function decodeClientMsg(body) {
     case "RequeueWhenLeft":
       msg = { type: "RequeueWhenLeft", on: r.bool() };
       break;
+    case "KeyShare":
+      msg = { type: "KeyShare", match_id: r.u64(), public: r.raw(PUBLIC_KEY_BYTES).slice() };
+      break;
     default:
       throw new DecodeError(`unknown ClientMsg variant ${variant}`);
   }
@@ -473,6 +487,10 @@ export function encodeServerMsg(msg) {
     case "Draining":
       w.u32(msg.within_ms);
       break;
+    case "PeerKey":
+      w.u64(msg.match_id);
+      writePublicKey(w, msg.public);
+      break;
     case "PeerReconnecting":
     case "PeerReturned":
     case "KeyframeRequested":
@@ -480,6 +498,12 @@ export function encodeServerMsg(msg) {
       break;
   }
   return w.finish();
+}
+
+/** @param {Writer} w @param {Uint8Array} key */
+function writePublicKey(w, key) {
+  if (key.length !== PUBLIC_KEY_BYTES) throw new RangeError(`a public key must be ${PUBLIC_KEY_BYTES} bytes`);
+  w.raw(key);
 }
 
 /** @param {Uint8Array} body @returns {ServerMsg} @throws {DecodeError} */
@@ -540,6 +564,9 @@ export function decodeServerMsg(body) {
     case "PeerTyping":
       msg = { type: "PeerTyping" };
       break;
+    case "PeerKey":
+      msg = { type: "PeerKey", match_id: r.u64(), public: r.raw(PUBLIC_KEY_BYTES).slice() };
+      break;
     default:
       throw new DecodeError(`unknown ServerMsg variant ${variant}`);
   }
@@ -553,9 +580,14 @@ export function encodeChatFrame(frame) {
   if (frame.type === "Open") {
     w.u32(0);
     w.u64(frame.match_id);
-  } else {
+  } else if (frame.type === "Line") {
     w.u32(1);
     w.string(frame.text);
+  } else {
+    if (frame.sealed.length > MAX_SEALED_CHAT_BYTES) throw new RangeError("sealed chat line is over its limit");
+    w.u32(2);
+    w.u32(frame.number);
+    w.bytes(frame.sealed);
   }
   return w.finish();
 }
@@ -572,6 +604,11 @@ export function decodeChatFrame(body) {
     const text = r.string();
     if (utf8Length(text) > MAX_CHAT_BYTES) throw new DecodeError("chat line is over its limit");
     frame = { type: "Line", text };
+  } else if (variant === 2) {
+    const number = r.u32();
+    const sealed = r.bytesPrefixed();
+    if (sealed.length > MAX_SEALED_CHAT_BYTES) throw new DecodeError("sealed chat line is over its limit");
+    frame = { type: "Sealed", number, sealed: sealed.slice() };
   } else {
     throw new DecodeError(`unknown ChatFrame variant ${variant}`);
   }
