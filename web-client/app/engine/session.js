@@ -567,6 +567,9 @@ export class RelaySession {
             // A pairing that ended since: the rest of this stream is for nobody.
             if (this.matchId !== matchId) throw new Error("chat stream for a past pairing");
             this.handlers.onChatLine(matchId, frame.text);
+          } else if (frame.type === "Sealed") {
+            // A sealed line (end-to-end encrypted) is opened only where the pairing's keys are.
+            continue;
           } else {
             throw new Error("a second Open on a chat stream");
           }

@@ -466,6 +466,8 @@ export class WsSession {
     const chat = this.chatIn;
     // No Open yet, a pairing that could not be waited for, or one that ended: for nobody.
     if (!chat || chat.dead) return;
+    // A sealed line (end-to-end encrypted) is opened only where the pairing's keys are.
+    if (frame.type !== "Line") return;
     if (chat.held) {
       if (chat.held.length < MAX_HELD_CHAT_LINES) chat.held.push(frame.text);
       return;
