@@ -4,7 +4,10 @@
 //!
 //! Frame contents come from [`crate::synth`], so the receiver checks every byte; capture
 //! timestamps ride in the media header, so on one machine the one-way latency is exact.
+//! Media and chat are sealed end to end ([`crate::e2ee`]): each pairing agrees keys first
+//! (`KeyShare` at `Matched`), and nothing is sent before that.
 
+use crate::e2ee::PairingCrypto;
 use crate::synth;
 use crate::{Client, ClientError, ConnectOptions};
 use duet_proto::media::{Frame, MediaHeader, Reassembler, Track};
@@ -113,6 +116,17 @@ pub struct CallReport {
     pub next_to_media_ms: Option<Percentiles>,
     pub keyframes_requested_by_partner: u64,
     pub rtt_ms: Option<f64>,
+    /// Keys were agreed with a partner and every frame and line went sealed.
+    pub e2ee: bool,
+    /// The first pairing's safety code (the words; the browser shows them beside emoji).
+    pub safety_code: Option<String>,
+    /// Every pairing's safety code, in order.
+    pub safety_codes: Vec<String>,
+    /// Frames from the partner that did not open (changed in transit, or sealed for
+    /// another pairing): dropped, never used.
+    pub frames_unopened: u64,
+    /// Chat lines that did not open, or came in clear: dropped, never shown.
+    pub chat_unopened: u64,
     pub errors: Vec<String>,
 }
 
@@ -137,16 +151,18 @@ fn unreachable_histogram() -> Histogram<u64> {
 
 struct Pairing {
     match_id: u64,
+    crypto: PairingCrypto,
     reassembler: Reassembler,
     since_unpaired: Option<Instant>,
     first_media_seen: bool,
 }
 
-/// Sends one frame as fragments; returns the datagrams sent.
+/// Seals one frame and sends it as fragments; returns the datagrams sent.
 #[allow(clippy::too_many_arguments)]
 fn send_frame(
     client: &Client,
-    match_id: u64,
+    crypto: &mut PairingCrypto,
+    sealed: &mut Vec<u8>,
     track: Track,
     seq: &mut u32,
     frame: u32,
@@ -156,7 +172,7 @@ fn send_frame(
     buf: &mut Vec<u8>,
 ) -> u64 {
     let header = MediaHeader {
-        match_id,
+        match_id: crypto.match_id(),
         track,
         seq: 0,
         frame,
@@ -171,13 +187,31 @@ fn send_frame(
             frame.wrapping_sub(1)
         },
     };
+    if crypto.seal_frame(&header, data, sealed).is_err() {
+        return 0;
+    }
     let mut sent = 0;
-    duet_proto::media::fragment(header, data, max_payload, seq, buf, |d| {
+    duet_proto::media::fragment(header, sealed, max_payload, seq, buf, |d| {
         if client.send_datagram(d).is_ok() {
             sent += 1;
         }
     });
     sent
+}
+
+/// Counts the chat lines waiting: those of the current pairing that open are received;
+/// the rest (another pairing's, or lines that do not open) are not shown.
+fn read_chat(client: &mut Client, pairing: Option<&mut Pairing>, report: &mut CallReport) {
+    let mut pairing = pairing;
+    while let Some((m, line)) = client.try_recv_chat_frame() {
+        let Some(p) = pairing.as_deref_mut().filter(|p| p.match_id == m) else {
+            continue;
+        };
+        match p.crypto.open_line(&line) {
+            Some(_) => report.chat_received += 1,
+            None => report.chat_unopened += 1,
+        }
+    }
 }
 
 /// Runs a whole call and reports on it.
@@ -218,6 +252,7 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
     let frame_bytes = (u64::from(opts.video_kbps) * 1000 / 8 / u64::from(opts.fps.max(1))) as usize;
     let (mut vbuf, mut abuf, mut dgbuf, mut scratch) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut sealed, mut opened) = (Vec::new(), Vec::new());
     let (mut vseq, mut aseq, mut vframe, mut aframe) = (0u32, 0u32, 0u32, 0u32);
     let mut keyframe_due = true;
     let mut last_keyframe = Instant::now();
@@ -227,7 +262,9 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
 
     loop {
         let stop_at = end.map(|e| e + DRAIN).unwrap_or(match_deadline);
-        let sending = pairing.is_some() && end.is_none_or(|e| Instant::now() < e);
+        // Nothing goes before the pairing's keys are agreed.
+        let sending = pairing.as_ref().is_some_and(|p| p.crypto.ready())
+            && end.is_none_or(|e| Instant::now() < e);
         tokio::select! {
             _ = tokio::time::sleep_until(stop_at) => {
                 if end.is_none() {
@@ -241,6 +278,13 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
                     Err(e) => { report.errors.push(e.to_string()); break; }
                 };
                 match msg {
+                    ServerMsg::Matched(m) if pairing.as_ref().is_some_and(|p| p.match_id == m.match_id) => {
+                        // A resumed session: the same pairing, the same keys; the key is
+                        // sent again in case it was lost with the old connection.
+                        if let Some(p) = &pairing {
+                            let _ = client.send(&p.crypto.key_share()).await;
+                        }
+                    }
                     ServerMsg::Matched(m) => {
                         if report.time_to_match_ms.is_none() {
                             report.time_to_match_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
@@ -250,8 +294,11 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
                         }
                         report.matches += 1;
                         report.partners.push(m.partner_name.clone());
+                        let crypto = PairingCrypto::new(m.match_id, rand::random());
+                        let _ = client.send(&crypto.key_share()).await;
                         pairing = Some(Pairing {
                             match_id: m.match_id,
+                            crypto,
                             reassembler: Reassembler::new(),
                             since_unpaired: unpaired_at.take(),
                             first_media_seen: false,
@@ -259,6 +306,20 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
                         keyframe_due = true;
                         vframe = 0;
                         aframe = 0;
+                    }
+                    ServerMsg::PeerKey { match_id, public } => {
+                        let Some(p) = pairing.as_mut().filter(|p| p.match_id == match_id) else { continue };
+                        match p.crypto.on_peer_key(match_id, &public) {
+                            Ok(true) => {
+                                let code = p.crypto.safety_code().unwrap_or_default();
+                                report.safety_code.get_or_insert_with(|| code.clone());
+                                report.safety_codes.push(code);
+                                report.e2ee = true;
+                                keyframe_due = true;
+                            }
+                            Ok(false) => {}
+                            Err(e) => report.errors.push(format!("the partner's key for pairing {match_id} was refused: {e}")),
+                        }
                     }
                     ServerMsg::PeerLeft { .. } => {
                         pairing = None;
@@ -294,8 +355,12 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
                     }
                     continue;
                 };
+                if !p.crypto.open_frame(&frame, &mut opened) {
+                    report.frames_unopened += 1;
+                    continue;
+                }
                 let tag = if frame.track == Track::Video { 1 } else { 0 };
-                if !synth::verify(tag, frame.frame, &frame.data, &mut scratch) {
+                if !synth::verify(tag, frame.frame, &opened, &mut scratch) {
                     report.frames_corrupt += 1;
                 }
                 match frame.track {
@@ -309,28 +374,29 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
                 }
             }
             _ = video.tick(), if sending => {
-                let Some(p) = &pairing else { continue };
+                let Some(p) = &mut pairing else { continue };
                 let max_payload = MediaHeader::max_payload(conn.max_datagram_size().unwrap_or(1200));
                 if last_keyframe.elapsed() >= opts.keyframe_every { keyframe_due = true; }
                 let key = std::mem::take(&mut keyframe_due);
                 if key { last_keyframe = Instant::now(); }
                 let len = if key { frame_bytes * 2 } else { frame_bytes }.max(1);
                 synth::fill(1, vframe, &mut vbuf, len);
-                report.datagrams_sent += send_frame(&client, p.match_id, Track::Video, &mut vseq, vframe, key, &vbuf, max_payload, &mut dgbuf);
+                report.datagrams_sent += send_frame(&client, &mut p.crypto, &mut sealed, Track::Video, &mut vseq, vframe, key, &vbuf, max_payload, &mut dgbuf);
                 report.video_frames_sent += 1;
                 vframe += 1;
             }
             _ = audio.tick(), if sending => {
-                let Some(p) = &pairing else { continue };
+                let Some(p) = &mut pairing else { continue };
                 synth::fill(0, aframe, &mut abuf, opts.audio_bytes.max(1));
-                report.datagrams_sent += send_frame(&client, p.match_id, Track::Audio, &mut aseq, aframe, true, &abuf, usize::MAX, &mut dgbuf);
+                report.datagrams_sent += send_frame(&client, &mut p.crypto, &mut sealed, Track::Audio, &mut aseq, aframe, true, &abuf, usize::MAX, &mut dgbuf);
                 report.audio_frames_sent += 1;
                 aframe += 1;
             }
             _ = chat.tick(), if sending && opts.chat_every.is_some() => {
-                let Some(m) = pairing.as_ref().map(|p| p.match_id) else { continue };
+                let Some(p) = &mut pairing else { continue };
                 chat_n += 1;
-                if client.send_chat(m, &format!("line {chat_n} from {} ✓", opts.name)).await.is_ok() {
+                let Ok(line) = p.crypto.seal_line(&format!("line {chat_n} from {} ✓", opts.name)) else { continue };
+                if client.send_chat_frame(p.match_id, &line).await.is_ok() {
                     report.chat_sent += 1;
                 }
             }
@@ -349,13 +415,9 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
                 }
             }
         }
-        while client.try_recv_chat().is_some() {
-            report.chat_received += 1;
-        }
+        read_chat(&mut client, pairing.as_mut(), &mut report);
     }
-    while client.try_recv_chat().is_some() {
-        report.chat_received += 1;
-    }
+    read_chat(&mut client, pairing.as_mut(), &mut report);
     for p in pairing.iter() {
         report.frames_lost += p.reassembler.stats.frames_lost;
     }

@@ -6,6 +6,7 @@
 //! would wrap the same `Client`.
 
 pub mod call;
+pub mod e2ee;
 pub mod mobile;
 pub mod quality;
 pub mod synth;
@@ -206,7 +207,7 @@ pub struct Client {
     conn: Connection,
     control: SendStream,
     inbox: mpsc::Receiver<Result<ServerMsg, ClientError>>,
-    chat_in: mpsc::Receiver<(u64, String)>,
+    chat_in: mpsc::Receiver<(u64, ChatFrame)>,
     chat_out: Option<(u64, SendStream)>,
     mobile: Option<mobile::MobileSocket>,
 }
@@ -413,8 +414,22 @@ impl Client {
             .map_err(|e| close_reason(&e))
     }
 
-    /// Sends a chat line to the partner of pairing `match_id`, on that pairing's stream.
+    /// Sends a chat line in clear to the partner of pairing `match_id`. The relay's own
+    /// tests use it (the relay forwards any line); an app sends sealed lines
+    /// ([`Client::send_chat_frame`] with [`e2ee::PairingCrypto::seal_line`]), and its partner
+    /// never shows a line in clear.
     pub async fn send_chat(&mut self, match_id: u64, text: &str) -> Result<(), ClientError> {
+        self.send_chat_frame(match_id, &ChatFrame::Line { text: text.into() })
+            .await
+    }
+
+    /// Sends a chat frame (a `Line` or a `Sealed` line) on pairing `match_id`'s stream,
+    /// opening that stream first if this is the pairing's first line.
+    pub async fn send_chat_frame(
+        &mut self,
+        match_id: u64,
+        line: &ChatFrame,
+    ) -> Result<(), ClientError> {
         if self.chat_out.as_ref().map(|(m, _)| *m) != Some(match_id) {
             let opening = self.conn.open_uni().await.map_err(|e| close_reason(&e))?;
             let mut stream = opening
@@ -429,7 +444,7 @@ impl Client {
                 let _ = old.finish().await;
             }
         }
-        let frame = encode_frame(&ChatFrame::Line { text: text.into() }.encode())?;
+        let frame = encode_frame(&line.encode())?;
         if let Some((_, stream)) = self.chat_out.as_mut() {
             stream
                 .write_all(&frame)
@@ -439,12 +454,30 @@ impl Client {
         Ok(())
     }
 
-    /// The next chat line from a partner: `(match_id, text)`.
+    /// The next chat line in clear from a partner: `(match_id, text)` (sealed lines are
+    /// passed over: see [`Client::recv_chat_frame`]).
     pub async fn recv_chat(&mut self) -> Option<(u64, String)> {
-        self.chat_in.recv().await
+        loop {
+            if let (m, ChatFrame::Line { text }) = self.chat_in.recv().await? {
+                return Some((m, text));
+            }
+        }
     }
 
     pub fn try_recv_chat(&mut self) -> Option<(u64, String)> {
+        loop {
+            if let (m, ChatFrame::Line { text }) = self.chat_in.try_recv().ok()? {
+                return Some((m, text));
+            }
+        }
+    }
+
+    /// The next chat line from a partner, in clear or sealed: `(match_id, frame)`.
+    pub async fn recv_chat_frame(&mut self) -> Option<(u64, ChatFrame)> {
+        self.chat_in.recv().await
+    }
+
+    pub fn try_recv_chat_frame(&mut self) -> Option<(u64, ChatFrame)> {
         self.chat_in.try_recv().ok()
     }
 
@@ -590,7 +623,7 @@ async fn read_control(
     }
 }
 
-async fn accept_chat(conn: Connection, tx: mpsc::Sender<(u64, String)>) {
+async fn accept_chat(conn: Connection, tx: mpsc::Sender<(u64, ChatFrame)>) {
     while let Ok(mut recv) = conn.accept_uni().await {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -602,8 +635,11 @@ async fn accept_chat(conn: Connection, tx: mpsc::Sender<(u64, String)>) {
                 while let Ok(Some(body)) = reader.next_frame() {
                     match (ChatFrame::decode(&body), match_id) {
                         (Ok(ChatFrame::Open { match_id: m }), None) => match_id = Some(m),
-                        (Ok(ChatFrame::Line { text }), Some(m)) => {
-                            if tx.send((m, text)).await.is_err() {
+                        (
+                            Ok(line @ (ChatFrame::Line { .. } | ChatFrame::Sealed { .. })),
+                            Some(m),
+                        ) => {
+                            if tx.send((m, line)).await.is_err() {
                                 return;
                             }
                         }

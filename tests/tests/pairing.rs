@@ -121,6 +121,11 @@ async fn a_synthetic_call_delivers_every_frame_intact() {
         assert!(me.chat_received > 0, "{me:?}");
         assert!(me.latency_ms.is_some());
         assert!(me.errors.is_empty(), "{:?}", me.errors);
+        // Sealed end to end: both sides agreed the same keys, and everything opened.
+        assert!(me.e2ee, "{me:?}");
+        assert_eq!((me.frames_unopened, me.chat_unopened), (0, 0), "{me:?}");
+        assert!(me.safety_code.is_some(), "{me:?}");
+        assert_eq!(me.safety_code, other.safety_code, "both see one safety code");
     }
 }
 
