@@ -136,7 +136,11 @@ async fn a_client_that_moves_to_a_new_socket_keeps_the_call() {
     // The keys survive the moves: one pairing, one safety code, every frame opened.
     assert_eq!(x.safety_codes.len(), 1, "{x:?}");
     assert_eq!(x.safety_codes, y.safety_codes);
-    assert_eq!((x.frames_unopened, y.frames_unopened), (0, 0), "{x:?} {y:?}");
+    assert_eq!(
+        (x.frames_unopened, y.frames_unopened),
+        (0, 0),
+        "{x:?} {y:?}"
+    );
 }
 
 /// Sends `n` datagrams from `from` and counts how many reach `to` within the patience

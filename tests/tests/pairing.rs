@@ -125,7 +125,10 @@ async fn a_synthetic_call_delivers_every_frame_intact() {
         assert!(me.e2ee, "{me:?}");
         assert_eq!((me.frames_unopened, me.chat_unopened), (0, 0), "{me:?}");
         assert!(me.safety_code.is_some(), "{me:?}");
-        assert_eq!(me.safety_code, other.safety_code, "both see one safety code");
+        assert_eq!(
+            me.safety_code, other.safety_code,
+            "both see one safety code"
+        );
     }
 }
 
