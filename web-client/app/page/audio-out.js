@@ -76,6 +76,15 @@ export async function outputLevel(out, ms) {
 }
 
 /**
+ * Firefox answers `outputLatency` and `getOutputTimestamp()` by asking the sound server
+ * while its audio graph's lock is held, until it gets a non-zero answer. On PulseAudio that
+ * can deadlock the page for good (the sound server's thread holds its own lock while it
+ * waits for the graph to render): seen under CPU load with Firefox ESR as a page that never
+ * answers again. There, neither is called. No feature test can tell, so the engine's name.
+ */
+const GECKO = typeof navigator !== "undefined" && /\bFirefox\//.test(navigator.userAgent);
+
+/**
  * Wall-clock ms (since the epoch) at which context time 0 is handed to the audio device:
  * a sample the worklet renders at context time t leaves the page at t × 1000 + this. From
  * `getOutputTimestamp()` (when a context time is heard) less the device's own latency
@@ -86,6 +95,11 @@ export async function outputLevel(out, ms) {
  * @returns {number | null}
  */
 export function audioClockOffsetMs(ctx) {
+  if (GECKO) {
+    // Rendered rather than heard: the device's latency is not known here (see GECKO).
+    if (!ctx.currentTime) return null;
+    return performance.timeOrigin + performance.now() - ctx.currentTime * 1000 - (ctx.baseLatency || 0) * 1000;
+  }
   const ts = typeof ctx.getOutputTimestamp === "function" ? ctx.getOutputTimestamp() : null;
   if (!ts || !ts.contextTime || !ts.performanceTime) return null;
   const deviceMs = ((ctx.baseLatency || 0) + (ctx.outputLatency || 0)) * 1000;
