@@ -56,6 +56,10 @@ struct CallArgs {
     /// Send a chat line every this many seconds (0 disables chat).
     #[arg(long, default_value_t = 1.0)]
     chat_every: f64,
+    /// Send no media, only chat: for a call with a browser, which decodes real video and
+    /// not synthetic frames. Media received is still opened and counted, not checked.
+    #[arg(long)]
+    no_media: bool,
 }
 
 #[tokio::main]
@@ -80,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
     opts.video_kbps = args.video_kbps;
     opts.next_every = args.next_every.map(secs).transpose()?;
     opts.migrate_every = args.migrate_every.map(secs).transpose()?;
+    opts.synthetic_media = !args.no_media;
     opts.chat_every = (args.chat_every > 0.0)
         .then(|| secs(args.chat_every))
         .transpose()?;
