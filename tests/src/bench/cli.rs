@@ -95,6 +95,7 @@ impl MediaArgs {
             keyframe_every: Duration::from_secs(2),
             adaptive: false,
             rtt_signal: !self.no_rtt_signal,
+            sealed: false,
         }
     }
 
@@ -137,6 +138,10 @@ pub enum Scenario {
         profile: Option<String>,
         #[arg(long)]
         no_floor: bool,
+        /// Run each load size a second time with every frame sealed end to end, and compare
+        /// the relay's CPU per datagram (it never reads a payload: it should not change).
+        #[arg(long)]
+        sealed_too: bool,
     },
     /// `forward` with the plain UDP floor in the same run: the relay's cost as a ratio.
     Floor {
@@ -385,6 +390,7 @@ async fn forward_outcome(
     media: &MediaArgs,
     profile: Option<&str>,
     with_floor: bool,
+    sealed_too: bool,
 ) -> Result<Outcome, BenchError> {
     let shaping = match profile {
         Some(name) => Some(Shaping {
@@ -396,7 +402,7 @@ async fn forward_outcome(
         None => None,
     };
     let load = media.load(1, 10.0);
-    let runs = forward::forward(c, pairs, &load, with_floor, shaping.as_ref()).await?;
+    let runs = forward::forward(c, pairs, &load, with_floor, sealed_too, shaping.as_ref()).await?;
     let mut tables = forward::forward_tables(&runs);
     let targets: Vec<Target> = runs.iter().flat_map(|r| r.targets.clone()).collect();
     tables.push(targets_table(&targets));
@@ -439,9 +445,19 @@ pub async fn run(scenario: &Scenario) -> Result<Outcome, BenchError> {
             pairs,
             profile,
             no_floor,
+            sealed_too,
         } => {
             let c = common(a)?;
-            forward_outcome("forward", &c, pairs, media, profile.as_deref(), !no_floor).await
+            forward_outcome(
+                "forward",
+                &c,
+                pairs,
+                media,
+                profile.as_deref(),
+                !no_floor,
+                *sealed_too,
+            )
+            .await
         }
         Scenario::Floor {
             common: a,
@@ -449,7 +465,7 @@ pub async fn run(scenario: &Scenario) -> Result<Outcome, BenchError> {
             pairs,
         } => {
             let c = common(a)?;
-            forward_outcome("floor", &c, pairs, media, None, true).await
+            forward_outcome("floor", &c, pairs, media, None, true, false).await
         }
         Scenario::Sessions {
             common: a,
@@ -630,7 +646,7 @@ async fn smoke(a: &CommonArgs) -> Result<Outcome, BenchError> {
     tables.push(matching::table(&m));
     json["match"] = serde_json::to_value(&m).unwrap_or(Value::Null);
 
-    let runs = forward::forward(&c, &[2], &tiny(2, 1.0), true, None).await?;
+    let runs = forward::forward(&c, &[2], &tiny(2, 1.0), true, true, None).await?;
     let delivered = |r: &PathRun| r.frames_delivered > 0 && r.datagrams_forwarded > 0;
     check(
         runs.iter()
@@ -640,6 +656,11 @@ async fn smoke(a: &CommonArgs) -> Result<Outcome, BenchError> {
     check(
         runs.iter().all(|r| r.relay_cpu_ratio_to_floor.is_some()),
         "forward: CPU ratio measured",
+    )?;
+    check(
+        runs.iter()
+            .all(|r| r.sealed.as_ref().is_some_and(delivered)),
+        "forward: sealed media delivered through the relay",
     )?;
     tables.extend(forward::forward_tables(&runs));
     json["forward"] = runs_json("forward", &runs);
@@ -840,6 +861,8 @@ mod tests {
             floor: None,
             relay_cpu_ratio_to_floor: Some(2.0),
             relay_latency_ms_p99_over_floor: None,
+            sealed: None,
+            relay_cpu_ratio_sealed_to_clear: None,
             targets: vec![],
         };
         let one = runs_json("forward", std::slice::from_ref(&run));
@@ -869,6 +892,8 @@ mod tests {
             }),
             relay_cpu_ratio_to_floor: Some(3.0),
             relay_latency_ms_p99_over_floor: None,
+            sealed: None,
+            relay_cpu_ratio_sealed_to_clear: None,
             targets: vec![],
         };
         let (name, svg) = cpu_chart(&[run]).expect("a chart");

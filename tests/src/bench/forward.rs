@@ -597,15 +597,23 @@ pub struct ForwardRun {
     /// Relay CPU per forwarded datagram over the floor's, same load, same run.
     pub relay_cpu_ratio_to_floor: Option<f64>,
     pub relay_latency_ms_p99_over_floor: Option<f64>,
+    /// With `--sealed-too`: the same load again through a fresh relay, every frame sealed
+    /// end to end as the apps send it.
+    pub sealed: Option<PathRun>,
+    /// Relay CPU per forwarded datagram, sealed payloads over clear ones, same load, same
+    /// run (the relay never reads a payload: it should be 1 within the noise).
+    pub relay_cpu_ratio_sealed_to_clear: Option<f64>,
     pub targets: Vec<Target>,
 }
 
-/// `forward` (and `floor`): each load size through a fresh relay, then through the floor.
+/// `forward` (and `floor`): each load size through a fresh relay, then (`sealed_too`)
+/// through another with every frame sealed, then through the floor.
 pub async fn forward(
     common: &Common,
     pair_counts: &[usize],
     load: &LoadOptions,
     with_floor: bool,
+    sealed_too: bool,
     shaping: Option<&Shaping>,
 ) -> Result<Vec<ForwardRun>, BenchError> {
     let mut runs = Vec::new();
@@ -621,6 +629,26 @@ pub async fn forward(
         let relay = RelayProcess::start(&common.relay_options(pairs * 2 + 16))?;
         let (relay_run, _) = drive(Forwarder::Relay(&relay), common, &load, shaping).await?;
         drop(relay);
+        let sealed_run = if sealed_too {
+            eprintln!(
+                "forward: {pairs} pairs through the relay, every frame sealed, for {:.0} s…",
+                load.seconds
+            );
+            let mut sealed = load.clone();
+            sealed.media.sealed = true;
+            let relay = RelayProcess::start(&common.relay_options(pairs * 2 + 16))?;
+            let (run, _) = drive(Forwarder::Relay(&relay), common, &sealed, shaping).await?;
+            Some(run)
+        } else {
+            None
+        };
+        let sealed_ratio = sealed_run.as_ref().and_then(|s| {
+            ratio(
+                s.relay_cpu_us_per_datagram?,
+                relay_run.relay_cpu_us_per_datagram?,
+            )
+            .map(|v| round_sig(v, 3))
+        });
         let floor_run = if with_floor {
             eprintln!(
                 "forward: {pairs} pairs through the plain UDP floor for {:.0} s…",
@@ -666,6 +694,8 @@ pub async fn forward(
             floor: floor_run,
             relay_cpu_ratio_to_floor: cpu_ratio,
             relay_latency_ms_p99_over_floor: lat_ratio,
+            sealed: sealed_run,
+            relay_cpu_ratio_sealed_to_clear: sealed_ratio,
             targets,
         });
     }
@@ -733,11 +763,14 @@ pub fn forward_tables(runs: &[ForwardRun]) -> Vec<Table> {
             ),
             &r.relay,
         ));
+        if let Some(sealed) = &r.sealed {
+            rows.push(("relay, frames sealed".to_string(), sealed));
+        }
         if let Some(f) = &r.floor {
             rows.push(("floor (plain UDP)".to_string(), f));
         }
     }
-    let mut t = media_table(
+    let t = media_table(
         "Forwarding: one-way latency client → forwarder → client, CPU of the forwarder process",
         "forwarder",
         &rows,
@@ -771,8 +804,26 @@ pub fn forward_tables(runs: &[ForwardRun]) -> Vec<Table> {
             }),
         ]);
     }
-    t.title.push_str("");
-    vec![t, ratios]
+    let mut tables = vec![t, ratios];
+    if runs.iter().any(|r| r.sealed.is_some()) {
+        let mut sealed = Table::new(
+            "Relay CPU per datagram, frames sealed end to end against clear (same load, same run)",
+            &["pairs", "clear µs/dg", "sealed µs/dg", "sealed ÷ clear"],
+        );
+        for r in runs {
+            sealed.row(vec![
+                r.relay.pairs.to_string(),
+                num(r.relay.relay_cpu_us_per_datagram, 2),
+                num(
+                    r.sealed.as_ref().and_then(|s| s.relay_cpu_us_per_datagram),
+                    2,
+                ),
+                num(r.relay_cpu_ratio_sealed_to_clear, 2),
+            ]);
+        }
+        tables.push(sealed);
+    }
+    tables
 }
 
 /// `impaired`: the relay through each profile, one row each.
@@ -900,6 +951,8 @@ mod tests {
             floor: Some(PathRun::default()),
             relay_cpu_ratio_to_floor: Some(2.0),
             relay_latency_ms_p99_over_floor: None,
+            sealed: None,
+            relay_cpu_ratio_sealed_to_clear: None,
             targets: vec![],
         };
         let v = serde_json::to_value(&run).expect("serializes");

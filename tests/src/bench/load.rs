@@ -32,6 +32,7 @@ use duet_client::quality::{
     BitrateController, ReceiveMeter, MAX_VIDEO_KBPS, REPORT_INTERVAL_MS, RTT_SAMPLE_MS,
 };
 use duet_client::{Client, ClientEndpoint, ConnectOptions};
+use duet_proto::e2ee::{Aad, KeyPair, Kind, PairKeys};
 use duet_proto::limits::MAX_MEDIA_DATAGRAM_BYTES;
 use duet_proto::media::{peek_match_id, MediaHeader, Track};
 use duet_proto::{ClientMsg, ServerMsg};
@@ -80,6 +81,10 @@ pub struct MediaSpec {
     /// An adaptive sender also follows its own connection's RTT every [`RTT_SAMPLE_MS`]
     /// ([`BitrateController::on_rtt`]), as the apps do.
     pub rtt_signal: bool,
+    /// Every frame sealed end to end before it is fragmented, as the apps do (AES-256-GCM
+    /// with the header as associated data, 16 bytes of tag). The receivers do not open
+    /// them: what this measures is the forwarder's cost, which must not change.
+    pub sealed: bool,
 }
 
 impl MediaSpec {
@@ -270,6 +275,17 @@ struct Schedule {
     vframe: u32,
     aframe: u32,
     last_key: Instant,
+    /// This sender's keys, with `spec.sealed`.
+    keys: Option<PairKeys>,
+}
+
+/// Keys for one sender (its own pair of key pairs: nobody opens what it seals here).
+fn sender_keys() -> PairKeys {
+    let (mine, theirs) = (
+        KeyPair::from_secret(rand::random()),
+        KeyPair::from_secret(rand::random()),
+    );
+    PairKeys::derive(&mine, &theirs.public(), 0).expect("two fresh X25519 key pairs agree")
 }
 
 /// Sends every paired slot's media from `start` until `stop`, on schedule.
@@ -294,6 +310,7 @@ pub async fn send_media(
             vframe: 0,
             aframe: 0,
             last_key: start,
+            keys: spec.sealed.then(sender_keys),
         })
         .collect();
     let frame = spec.frame_bytes_at(spec.max_kbps()).max(1);
@@ -302,6 +319,7 @@ pub async fn send_media(
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let mut buf = Vec::with_capacity(MAX_MEDIA_DATAGRAM_BYTES);
+    let mut sealed = Vec::with_capacity(payload.len() + 16);
     loop {
         let now = Instant::now();
         if now >= stop {
@@ -348,6 +366,16 @@ pub async fn send_media(
                                 &mut s.aseq,
                             )
                         };
+                        let mut data = payload.get(..len).unwrap_or(&payload);
+                        if let Some(keys) = s.keys.as_mut() {
+                            let aad = Aad::media(
+                                &frame_header(match_id, track, frame_no, key, capture_us),
+                                Kind::of_track(track).unwrap_or(Kind::Video),
+                            );
+                            if keys.seal(&aad, data, &mut sealed).is_ok() {
+                                data = &sealed;
+                            }
+                        }
                         let sent = send_frame(
                             &slot.transport,
                             match_id,
@@ -355,7 +383,7 @@ pub async fn send_media(
                             frame_no,
                             key,
                             capture_us,
-                            payload.get(..len).unwrap_or(&payload),
+                            data,
                             seq,
                             &mut buf,
                         );
@@ -385,20 +413,16 @@ pub async fn send_media(
     report
 }
 
-/// Sends one frame as fragments; returns (datagrams sent, datagrams refused, bytes sent).
-#[allow(clippy::too_many_arguments)]
-fn send_frame(
-    transport: &Transport,
+/// The header of one frame, before fragmenting (each frame references the one before it;
+/// a keyframe itself).
+fn frame_header(
     match_id: u64,
     track: Track,
     frame: u32,
     keyframe: bool,
     capture_us: u64,
-    data: &[u8],
-    seq: &mut u32,
-    buf: &mut Vec<u8>,
-) -> (u64, u64, u64) {
-    let header = MediaHeader {
+) -> MediaHeader {
+    MediaHeader {
         match_id,
         track,
         seq: 0,
@@ -412,7 +436,23 @@ fn send_frame(
         } else {
             frame.wrapping_sub(1)
         },
-    };
+    }
+}
+
+/// Sends one frame as fragments; returns (datagrams sent, datagrams refused, bytes sent).
+#[allow(clippy::too_many_arguments)]
+fn send_frame(
+    transport: &Transport,
+    match_id: u64,
+    track: Track,
+    frame: u32,
+    keyframe: bool,
+    capture_us: u64,
+    data: &[u8],
+    seq: &mut u32,
+    buf: &mut Vec<u8>,
+) -> (u64, u64, u64) {
+    let header = frame_header(match_id, track, frame, keyframe, capture_us);
     let (mut sent, mut failed, mut bytes) = (0, 0, 0);
     let fragments =
         duet_proto::media::fragment(header, data, transport.max_payload(), seq, buf, |d| {
@@ -973,6 +1013,7 @@ mod tests {
             keyframe_every: Duration::from_secs(2),
             adaptive: false,
             rtt_signal: true,
+            sealed: false,
         };
         assert_eq!(spec.frame_bytes(), 5000);
     }
