@@ -8,7 +8,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { AUDIO_REORDER_FRAMES, Fragmenter, Reassembler, maxPayload } from "../app/wire/fragment.js";
+import { AUDIO_REORDER_FRAMES, Fragmenter, Reassembler, maxPayload, refFrameOf } from "../app/wire/fragment.js";
 import {
   MAX_FRAGMENTS,
   MAX_FRAMES_IN_REASSEMBLY,
@@ -258,4 +258,22 @@ test("no parity for a one-fragment frame, none without asking, and a parity that
   assert.equal(r.stats.framesRepaired, 0);
   assert.deepEqual(feed(r, dgs[1]), null, "still waiting for the real fragment");
   assert.ok(dgs.slice(2).map((d) => feed(r, d)).some((x) => x !== null));
+});
+
+test("a number reserved before sealing is the one the frame is cut with, and numbers carry on after it", () => {
+  const f = new Fragmenter(TRACK_VIDEO);
+  const first = f.reserve();
+  const second = f.reserve();
+  assert.deepEqual([first, second], [0, 1]);
+  // Sealing may finish in any order; each frame keeps its own number and reference.
+  const b = /** @type {Uint8Array[]} */ (f.fragment(4n, new Uint8Array(50), false, 9n, 1100, 1, false, second));
+  const a = /** @type {Uint8Array[]} */ (f.fragment(4n, new Uint8Array(50), true, 8n, 1100, 1, false, first));
+  assert.equal(readDatagram(a[0]).header.frame, 0);
+  assert.equal(readDatagram(a[0]).header.ref_frame, refFrameOf(0, true, 1));
+  assert.equal(readDatagram(b[0]).header.frame, 1);
+  assert.equal(readDatagram(b[0]).header.ref_frame, 0);
+  const c = /** @type {Uint8Array[]} */ (f.fragment(4n, new Uint8Array(50), false, 10n, 1100));
+  assert.equal(readDatagram(c[0]).header.frame, 2, "the next unreserved frame follows the reserved ones");
+  assert.equal(refFrameOf(5, false, 3), 2);
+  assert.equal(refFrameOf(1, false, 3), 2 ** 32 - 2, "wraps as u32");
 });

@@ -33,7 +33,7 @@ function handlers() {
     seen,
     handlers: {
       onMessage: () => seen.messages++,
-      onChatLine: () => {},
+      onChatFrame: () => {},
       onDatagram: () => {},
       onClosed: (/** @type {CloseInfo} */ info) => seen.closed.push(info),
     },

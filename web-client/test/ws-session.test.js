@@ -37,6 +37,11 @@ const BASE = new URL("https://duet.example:8443/");
 
 beforeEach(() => installFakes());
 
+/** @param {string} text @returns {{type: "Line", text: string}} */
+function line(text) {
+  return { type: "Line", text };
+}
+
 /** A session and what reached its handlers. */
 function makeSession() {
   const seen = {
@@ -51,7 +56,8 @@ function makeSession() {
   };
   const session = new WsSession({
     onMessage: (m) => seen.messages.push(m),
-    onChatLine: (id, text) => seen.lines.push([id, text]),
+    // A sealed line is noted by its number (opening it is the worker's).
+    onChatFrame: (id, frame) => seen.lines.push([id, frame.type === "Line" ? frame.text : `sealed #${frame.number}`]),
     onDatagram: (d) => seen.datagrams.push(Uint8Array.from(d)),
     onClosed: (info) => seen.closed.push(info),
   });
@@ -193,7 +199,7 @@ test("control and chat are sent however much the socket holds", async () => {
   ws.bufferedAmount = 10_000_000;
   session.setMatch(5n);
   assert.equal(session.send({ type: "RequestKeyframe", match_id: 5n }), true);
-  await session.sendChat("still here");
+  await session.sendChat(5n, line("still here"));
   assert.deepEqual(
     ws.sent.slice(1).map((m) => m[0]),
     [WS_KIND_CONTROL, WS_KIND_CHAT, WS_KIND_CHAT],
@@ -202,16 +208,18 @@ test("control and chat are sent however much the socket holds", async () => {
 
 test("chat: Open precedes the first line of a pairing, once, and again for the next pairing", async () => {
   const { session, ws } = await connected();
-  await assert.rejects(session.sendChat("nobody"), /not connected to anyone/);
+  await assert.rejects(session.sendChat(5n, line("nobody")), /not connected to anyone/);
   session.setMatch(5n);
-  await session.sendChat("hi");
-  await session.sendChat("how are you");
+  await session.sendChat(5n, line("hi"));
+  await session.sendChat(5n, { type: "Sealed", number: 0, sealed: new Uint8Array(20).fill(7) });
   session.setMatch(6n);
-  await session.sendChat("hello again");
+  // Sealed for the partner who has gone: refused, nothing sent.
+  await assert.rejects(session.sendChat(5n, line("for the last one")), /partner changed/);
+  await session.sendChat(6n, line("hello again"));
   // Between pairings and back (a resume): the pairing's chat is opened again.
   session.setMatch(null);
   session.setMatch(6n);
-  await session.sendChat("back");
+  await session.sendChat(6n, line("back"));
   const chat = ws.sent.slice(1).map((m) => {
     const [kind, body] = split(m);
     assert.equal(kind, WS_KIND_CHAT);
@@ -220,7 +228,7 @@ test("chat: Open precedes the first line of a pairing, once, and again for the n
   assert.deepEqual(chat, [
     { type: "Open", match_id: 5n },
     { type: "Line", text: "hi" },
-    { type: "Line", text: "how are you" },
+    { type: "Sealed", number: 0, sealed: new Uint8Array(20).fill(7) },
     { type: "Open", match_id: 6n },
     { type: "Line", text: "hello again" },
     { type: "Open", match_id: 6n },
@@ -237,7 +245,11 @@ test("incoming control, chat and media reach their handlers", async () => {
   session.setMatch(5n);
   ws.deliver(message(WS_KIND_CHAT, encodeChatFrame({ type: "Open", match_id: 5n })));
   ws.deliver(message(WS_KIND_CHAT, encodeChatFrame({ type: "Line", text: "hello" })));
-  assert.deepEqual(seen.lines, [[5n, "hello"]]);
+  ws.deliver(message(WS_KIND_CHAT, encodeChatFrame({ type: "Sealed", number: 3, sealed: new Uint8Array(17) })));
+  assert.deepEqual(seen.lines, [
+    [5n, "hello"],
+    [5n, "sealed #3"],
+  ]);
   const d = datagram(TRACK_VIDEO, 2, 0, 1);
   ws.deliver(message(WS_KIND_MEDIA, d));
   assert.deepEqual(seen.datagrams, [d]);

@@ -1,9 +1,13 @@
 // @ts-check
 /**
- * @file Microphone → `AudioEncoder` (Opus, mono, 20 ms frames) → one datagram per frame, in the worker.
+ * @file Microphone → `AudioEncoder` (Opus, mono, 20 ms frames) → sealed end to end
+ * (engine/pairing-crypto.js) → one datagram per frame, in the worker. Frames are numbered
+ * before they are sealed and sent in number order once sealed; nothing goes before the
+ * pairing's keys are agreed (the sink says no pairing until then).
  */
 
-import { Fragmenter } from "../wire/fragment.js";
+import { Fragmenter, refFrameOf } from "../wire/fragment.js";
+import { InOrder, MAX_IN_ORDER } from "./pairing-crypto.js";
 import { TRACK_AUDIO } from "../wire/protocol.js";
 import { nowUs } from "../wire/clock.js";
 import { pump } from "./pump.js";
@@ -31,7 +35,10 @@ export class AudioSender {
     this.failed = false;
     /** Wall clock minus the capture clock, µs: turns an AudioData timestamp into a capture stamp. */
     this.clockOffsetUs = 0;
-    this.stats = { framesEncoded: 0, bytesSent: 0 };
+    /** Frames being sealed, sent in number order. */
+    this.sealing = new InOrder(MAX_IN_ORDER);
+    /** sealDropped: frames dropped because too many waited to be sealed, or a seal failed. */
+    this.stats = { framesEncoded: 0, bytesSent: 0, sealDropped: 0 };
     /** @type {ReadableStreamDefaultReader<AudioData> | undefined} */
     this.reader = undefined;
   }
@@ -105,10 +112,26 @@ export class AudioSender {
     const payload = new Uint8Array(chunk.byteLength);
     chunk.copyTo(payload);
     const captureUs = BigInt(Math.round(chunk.timestamp + this.clockOffsetUs));
-    const datagrams = this.fragmenter.fragment(matchId, payload, true, captureUs, this.sink.maxDatagramSize());
-    if (!datagrams) return;
-    this.stats.framesEncoded++;
-    for (const d of datagrams) if (this.sink.send(d)) this.stats.bytesSent += d.length;
+    if (this.sealing.full) {
+      // Sealing has fallen far behind (it never should): this frame would play late anyway.
+      this.stats.sealDropped++;
+      return;
+    }
+    const frame = this.fragmenter.reserve();
+    // Each Opus frame stands alone: a "keyframe" referencing itself, as the fragmenter writes it.
+    const header = { frame, keyframe: true, captureUs, refFrame: refFrameOf(frame, true, 1) };
+    const turn = this.sealing.push(this.sink.seal(matchId, TRACK_AUDIO, header, payload), (sealed) => {
+      if (this.sink.matchId() !== matchId) return; // sealed for the last partner
+      const datagrams = this.fragmenter.fragment(matchId, sealed, true, captureUs, this.sink.maxDatagramSize(), 1, false, frame);
+      if (!datagrams) return;
+      this.stats.framesEncoded++;
+      for (const d of datagrams) if (this.sink.send(d)) this.stats.bytesSent += d.length;
+    });
+    turn?.catch((e) => {
+      if (this.sink.matchId() !== matchId) return; // the pairing ended meanwhile
+      this.stats.sealDropped++;
+      console.warn("duet: an audio frame could not be sealed", e);
+    });
   }
 }
 

@@ -3,8 +3,9 @@
  * @file The messages between the page and its media worker: few, small, and never
  * pixels or samples. The page sends commands; the worker sends what the relay said
  * (control messages, chat lines, the session closing), media events the interface shows
- * (first partner frame, a codec that failed, a problem to tell the person) and, on request,
- * a snapshot of its counters.
+ * (first partner frame, a codec that failed, a problem to tell the person, the pairing's
+ * keys agreed with the safety code to show beside the partner's name, or why they could
+ * not be) and, on request, a snapshot of its counters.
  *
  * The worker owns the whole session with the relay (control, chat and media, over
  * WebTransport or the WebSocket fallback; `connected` says which), so media keeps flowing
@@ -68,6 +69,8 @@
  *   | {type: "closed", info: import("./session.js").CloseInfo}
  *   | {type: "chatResult", id: number, error: string | null}
  *   | {type: "partnerVideo", matchId: bigint}
+ *   | {type: "e2ee", matchId: bigint, safetyCode: import("../wire/e2ee.js").SafetyCode | null}
+ *   | {type: "e2eeProblem", matchId: bigint, text: string}
  *   | {type: "codecFailed", family: VideoCodec}
  *   | {type: "problem", text: string}
  *   | {type: "snapshot", id: number, data: any}} FromWorker

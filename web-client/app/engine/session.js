@@ -4,7 +4,9 @@
  * development certificate's fingerprint from `/certificate.sha256`), the control stream
  * (`ClientMsg` up, `ServerMsg` down, 2-byte length-prefixed postcard frames), the chat
  * streams (one unidirectional stream per pairing and direction, opened by
- * `ChatFrame::Open`), and media datagrams.
+ * `ChatFrame::Open`), and media datagrams. Chat lines pass through as frames (`Sealed`, end
+ * to end encrypted, or `Line`): opening them, and refusing lines in clear, is the
+ * worker's (engine/pairing-crypto.js), which holds the pairing's keys.
  *
  * Everything the relay sends is treated as untrusted: frames are size-checked before they
  * are buffered, decode failures end the session with a message a person can read, the
@@ -30,6 +32,7 @@ import { fromHex } from "../wire/postcard.js";
 
 /** @typedef {import("../wire/protocol.js").ClientMsg} ClientMsg */
 /** @typedef {import("../wire/protocol.js").ServerMsg} ServerMsg */
+/** A chat frame that carries a line. @typedef {Exclude<import("../wire/protocol.js").ChatFrame, {type: "Open"}>} ChatLine */
 
 /** How long to wait for the relay's web server and for the QUIC handshake. */
 const FETCH_TIMEOUT_MS = 5000;
@@ -188,7 +191,7 @@ export class RelaySession {
   /**
    * @param {object} handlers
    * @param {(msg: ServerMsg) => void} handlers.onMessage a control message from the relay
-   * @param {(matchId: bigint, text: string) => void} handlers.onChatLine a chat line from the current partner
+   * @param {(matchId: bigint, frame: ChatLine) => void} handlers.onChatFrame a chat line (sealed or not) from the current partner
    * @param {(datagram: Uint8Array) => void} handlers.onDatagram a media datagram
    * @param {(info: CloseInfo) => void} handlers.onClosed the session ended (once)
    */
@@ -400,15 +403,18 @@ export class RelaySession {
   }
 
   /**
-   * Sends one chat line to the current partner on this pairing's chat stream (opened on
-   * first use). The caller checks the size limit first, to tell the person.
-   * @param {string} text
+   * Sends one chat line (sealed for pairing `matchId`) to the current partner on this
+   * pairing's chat stream (opened on first use). The caller checks the size limit first, to
+   * tell the person.
+   * @param {bigint} matchId the pairing the line was sealed for
+   * @param {ChatLine} line
    * @returns {Promise<void>}
    */
-  async sendChat(text) {
+  async sendChat(matchId, line) {
     const wt = this.wt;
-    const matchId = this.matchId;
-    if (!wt || this.closed || matchId === null) throw new Error("not connected to anyone");
+    if (!wt || this.closed || this.matchId === null) throw new Error("not connected to anyone");
+    // Sealed for a partner who has gone: the next one could not open it anyway.
+    if (this.matchId !== matchId) throw new Error("your partner changed before the line was sent");
     if (!this.chatOut || this.chatOut.matchId !== matchId) {
       const writer = wt.createUnidirectionalStream().then((s) => {
         const w = s.getWriter();
@@ -419,7 +425,7 @@ export class RelaySession {
     }
     const out = this.chatOut;
     const w = await out.writer;
-    await w.write(encodeFrame(encodeChatFrame({ type: "Line", text })));
+    await w.write(encodeFrame(encodeChatFrame(line)));
   }
 
   /**
@@ -563,13 +569,10 @@ export class RelaySession {
             if (frame.type !== "Open") throw new Error("chat stream does not start with Open");
             matchId = frame.match_id;
             if (!(await this.waitForMatch(matchId))) throw new Error("chat stream for another pairing");
-          } else if (frame.type === "Line") {
+          } else if (frame.type === "Line" || frame.type === "Sealed") {
             // A pairing that ended since: the rest of this stream is for nobody.
             if (this.matchId !== matchId) throw new Error("chat stream for a past pairing");
-            this.handlers.onChatLine(matchId, frame.text);
-          } else if (frame.type === "Sealed") {
-            // A sealed line (end-to-end encrypted) is opened only where the pairing's keys are.
-            continue;
+            this.handlers.onChatFrame(matchId, frame);
           } else {
             throw new Error("a second Open on a chat stream");
           }

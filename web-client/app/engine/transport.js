@@ -47,8 +47,8 @@ function gated(handlers, chosen) {
     onMessage: (msg) => {
       if (chosen()) handlers.onMessage(msg);
     },
-    onChatLine: (matchId, text) => {
-      if (chosen()) handlers.onChatLine(matchId, text);
+    onChatFrame: (matchId, frame) => {
+      if (chosen()) handlers.onChatFrame(matchId, frame);
     },
     onDatagram: (datagram) => {
       if (chosen()) handlers.onDatagram(datagram);

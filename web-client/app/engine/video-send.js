@@ -12,9 +12,15 @@
  * (`onCodecFailed`) so it is never offered again. While the partner reports loss, each
  * frame of two or more datagrams is followed by a parity datagram (wire/fragment.js), so
  * one lost fragment costs no round trip.
+ *
+ * Every frame is sealed end to end before it is cut (engine/pairing-crypto.js): its number
+ * is taken first (the nonce and the associated data bind it), the seal runs in WebCrypto,
+ * and frames are cut and sent in number order (`InOrder`) whatever order the seals finish
+ * in. The sink says no pairing (`matchId()` null) until the pairing's keys are agreed, so
+ * nothing goes before that, and the first frame after it is a keyframe.
  */
 
-import { Fragmenter } from "../wire/fragment.js";
+import { Fragmenter, refFrameOf } from "../wire/fragment.js";
 import { describeDecoder, wrapKeyframe } from "../wire/keyframe.js";
 import { TRACK_VIDEO } from "../wire/protocol.js";
 import { START_VIDEO_KBPS } from "../wire/quality.js";
@@ -25,6 +31,7 @@ import { codecFamily } from "../wire/codecs.js";
 import { pump } from "./pump.js";
 import { StandbyKeyframe } from "./standby.js";
 import { SendHistory } from "../wire/send-history.js";
+import { InOrder, MAX_IN_ORDER } from "./pairing-crypto.js";
 
 /** A keyframe at least this often even without requests, so a receiver that lost one recovers. */
 const KEYFRAME_INTERVAL_MS = 10_000;
@@ -44,9 +51,11 @@ const FAILURES_BEFORE_GIVING_UP = 3;
 /**
  * Where senders put their datagrams: the session, as it is at the moment of sending.
  * @typedef {object} MediaSink
- * @property {() => bigint | null} matchId the current pairing, or null when not paired
+ * @property {() => bigint | null} matchId the current pairing once its keys are agreed, else null (send nothing)
  * @property {() => number} maxDatagramSize
  * @property {(datagram: Uint8Array) => boolean} send
+ * @property {(matchId: bigint, track: number, header: import("./pairing-crypto.js").FrameHeader, payload: Uint8Array) => Promise<Uint8Array>} seal
+ *   seals a frame for `matchId`'s partner (rejects if that pairing is no longer current)
  */
 
 /**
@@ -78,6 +87,8 @@ export class VideoSender {
     this.standby = new StandbyKeyframe();
     /** What was sent lately, for the partner's `Nack`s. */
     this.history = new SendHistory();
+    /** Frames being sealed, sent in number order. */
+    this.sealing = new InOrder(MAX_IN_ORDER);
     /** @type {VideoEncoder | null} */
     this.encoder = null;
     this.encoderKey = "";
@@ -112,6 +123,8 @@ export class VideoSender {
       fps: 0,
       encodeMs: 0,
       parityDatagrams: 0,
+      /** Frames dropped because too many waited to be sealed (or a seal failed). */
+      sealDropped: 0,
       limitation: /** @type {string} */ ("none"),
       scalabilityMode: /** @type {string | null} */ (null),
       lastKeyframeSentAt: 0,
@@ -378,27 +391,62 @@ export class VideoSender {
     const isKey = chunk.type === "key";
     const payload = isKey ? wrapKeyframe(this.description || codec, data) : data;
     const layer = /** @type {any} */ (metadata)?.svc?.temporalLayerId ?? 0;
+    // The encoder works again (a seal or a send that fails later is not its failure).
     if (this.sendFrame(matchId, payload, isKey, stamp.captureUs, layer)) this.failures = 0;
   }
 
   /**
-   * One encoded frame of the current pairing → fragments → datagrams.
+   * One encoded frame of the current pairing → sealed → fragments → datagrams. Its number
+   * and reference are taken now; it is cut and sent once sealed, after the frames before it.
    * @param {bigint} matchId @param {Uint8Array} payload @param {boolean} isKey
    * @param {bigint} captureUs @param {number} layer temporal layer id (0 without layers)
-   * @returns {boolean} sent (false: too big, the rate was halved and a keyframe asked for)
+   * @returns {boolean} on its way (false: dropped, and a keyframe asked for)
    */
   sendFrame(matchId, payload, isKey, captureUs, layer) {
-    const frameNo = this.fragmenter.frame;
-    const ref = this.layers.refFor(frameNo, isKey, layer);
+    const frameNo = this.fragmenter.reserve();
+    const refBack = (frameNo - this.layers.refFor(frameNo, isKey, layer)) >>> 0;
+    if (this.sealing.full) {
+      // Sealing has fallen far behind (it never should): a frame now would only add delay.
+      // Its number stays taken, so the partner sees a gap and decodes nothing that
+      // referenced it; the next frame is a keyframe.
+      this.dropForKeyframe();
+      return false;
+    }
+    const header = { frame: frameNo, keyframe: isKey, captureUs, refFrame: refFrameOf(frameNo, isKey, refBack) };
+    const turn = this.sealing.push(this.sink.seal(matchId, TRACK_VIDEO, header, payload), (sealed) => this.sendSealed(matchId, frameNo, sealed, isKey, captureUs, refBack));
+    turn?.catch((e) => {
+      // The pairing ended while the frame was sealed (nothing to send), or the seal failed.
+      if (this.sink.matchId() !== matchId) return;
+      console.warn("duet: a video frame could not be sealed", e);
+      this.dropForKeyframe();
+    });
+    return true;
+  }
+
+  /** A frame was dropped on its way: the next one is a keyframe, which references nothing. */
+  dropForKeyframe() {
+    this.stats.sealDropped++;
+    this.forceKey = true;
+    this.layers.reset();
+  }
+
+  /**
+   * A sealed frame, in number order: cut into datagrams and sent (not when the pairing
+   * changed meanwhile: the frame is for the last partner).
+   * @param {bigint} matchId @param {number} frameNo @param {Uint8Array} sealed @param {boolean} isKey
+   * @param {bigint} captureUs @param {number} refBack
+   */
+  sendSealed(matchId, frameNo, sealed, isKey, captureUs, refBack) {
+    if (this.sink.matchId() !== matchId) return;
     const protect = performance.now() < this.protectUntil;
-    const datagrams = this.fragmenter.fragment(matchId, payload, isKey, captureUs, this.sink.maxDatagramSize(), (frameNo - ref) >>> 0, protect);
+    const datagrams = this.fragmenter.fragment(matchId, sealed, isKey, captureUs, this.sink.maxDatagramSize(), refBack, protect, frameNo);
     if (!datagrams) {
       // Bigger than 256 datagrams: far past any sane bitrate. Ask for a keyframe at a lower rate.
       this.stats.oversized++;
       this.bitrateKbps = Math.max(100, Math.round(this.bitrateKbps / 2));
       this.forceKey = true;
       this.layers.reset();
-      return false;
+      return;
     }
     this.history.record(frameNo, datagrams, performance.now());
     this.stats.framesEncoded++;
@@ -418,6 +466,5 @@ export class VideoSender {
       this.stats.parityDatagrams++;
       this.stats.bytesSent += parity.length;
     }
-    return true;
   }
 }

@@ -12,6 +12,13 @@
  * pairing's media at once; so do `PeerLeft`, `Queued` and a `Welcome` that did not resume.
  * Every datagram is filtered by the current match id, so nothing of a previous partner is
  * shown. Each step after Next is timed in epoch milliseconds (the `timeline`).
+ *
+ * Media and chat are end-to-end encrypted (engine/pairing-crypto.js over wire/e2ee.js): a
+ * key pair is made ahead of each pairing; `Matched` sends its public half (`KeyShare`), a
+ * resumed `Matched` sends it again and keeps the keys; the partner's `PeerKey` agrees the
+ * keys, and only then does media go, starting with a keyframe. Frames are sealed before
+ * they are cut into datagrams and opened after they are put back together, in order; a
+ * frame or chat line that does not open, and a chat line in clear, is counted and dropped.
  */
 
 import { describe } from "./session.js";
@@ -29,6 +36,8 @@ import { epochMs } from "../wire/clock.js";
 import { checkStamp } from "./stamp-check.js";
 import { audioStream, hasTrackProcessor, videoStream } from "./capture-streams.js";
 import { CanvasDisplay, TrackDisplay } from "./video-display.js";
+import { InOrder, KEY_WAIT_MS, MAX_LINES_IN_ORDER, PairingCrypto, newE2eeStats } from "./pairing-crypto.js";
+import { generateKeyPair } from "../wire/e2ee.js";
 
 /** @typedef {import("./messages.js").ToWorker} ToWorker */
 /** @typedef {import("./messages.js").FromWorker} FromWorker */
@@ -53,6 +62,7 @@ const scope = globalThis;
  * @property {string} matchId
  * @property {string} partner
  * @property {number} matchedAt
+ * @property {number | null} keysAgreedAt the partner's key came and both directions' keys are derived
  * @property {number | null} firstKeyframeSentAt
  * @property {number | null} firstKeyframeAt first keyframe received whole
  * @property {number | null} firstDecodedAt
@@ -115,6 +125,16 @@ const engine = {
   /** @type {MatchTimes[]} */
   matches: [],
   inspect: false,
+  /** The current pairing's end-to-end encryption (null while unpaired). @type {PairingCrypto | null} */
+  crypto: null,
+  /** The key pair the next pairing will use, made ahead so `Matched` does not wait for it. @type {Promise<import("../wire/e2ee.js").KeyPair> | null} */
+  nextKeyPair: null,
+  /** What sealing and opening counted, over the whole session. */
+  e2eeStats: newE2eeStats(),
+  /** This browser cannot make the keys: said once. */
+  e2eeProblemShown: false,
+  /** Chat lines being sealed and sent, in the order typed. */
+  chatOut: new InOrder(MAX_LINES_IN_ORDER),
 };
 
 /** @param {FromWorker} msg @param {Transferable[]} [transfer] */
@@ -122,12 +142,78 @@ function post(msg, transfer = []) {
   scope.postMessage(msg, transfer);
 }
 
+/** Where senders put their frames. Until the pairing's keys are agreed it says no pairing, so nothing is sent in clear. @type {import("./video-send.js").MediaSink} */
 const sink = {
-  matchId: () => engine.matchId,
+  matchId: () => {
+    const c = engine.crypto;
+    return c !== null && c.ready && c.matchId === engine.matchId ? engine.matchId : null;
+  },
   maxDatagramSize: () => engine.session?.maxDatagramSize ?? 1100,
-  /** @param {Uint8Array} d */
   send: (d) => engine.session?.sendDatagram(d) ?? false,
+  seal: (matchId, track, header, payload) => {
+    const c = engine.crypto;
+    if (!c || c.matchId !== matchId || engine.matchId !== matchId) return Promise.reject(new Error("the pairing ended"));
+    return c.sealFrame(track, header, payload);
+  },
 };
+
+/** A key pair being made; a failure is reported when a pairing uses it (shareKey). */
+function freshKeyPair() {
+  const pair = generateKeyPair();
+  pair.catch(() => {});
+  return pair;
+}
+
+/** The key pair for a new pairing (made earlier), and the next one started now. */
+function takeKeyPair() {
+  const pair = engine.nextKeyPair ?? freshKeyPair();
+  engine.nextKeyPair = freshKeyPair();
+  return pair;
+}
+
+/**
+ * Sends this side's key for the pairing `crypto` belongs to (again, after a resume).
+ * @param {PairingCrypto} crypto
+ */
+async function shareKey(crypto) {
+  let msg;
+  try {
+    msg = await crypto.keyShare();
+  } catch (e) {
+    if (!engine.e2eeProblemShown) {
+      engine.e2eeProblemShown = true;
+      onProblem(describe(e));
+    }
+    return;
+  }
+  if (engine.crypto === crypto) engine.session?.send(msg);
+}
+
+/** @param {Extract<ServerMsg, {type: "PeerKey"}>} msg */
+async function onPeerKey(msg) {
+  const crypto = engine.crypto;
+  if (!crypto || crypto.matchId !== msg.match_id) return; // about a pairing that has ended
+  let result;
+  try {
+    result = await crypto.onPeerKey(msg.match_id, msg.public);
+  } catch (e) {
+    if (engine.crypto === crypto) {
+      post({ type: "e2eeProblem", matchId: crypto.matchId, text: `Your partner's encryption key was refused (${describe(e)}), so nothing can be exchanged with them safely. Press Next to meet someone else.` });
+    }
+    return;
+  }
+  if (result !== "agreed" || engine.crypto !== crypto) return;
+  const m = currentTimes();
+  if (m && m.keysAgreedAt === null) m.keysAgreedAt = epochMs();
+  post({ type: "e2ee", matchId: crypto.matchId, safetyCode: crypto.safetyCode });
+  // Media may go now (numbered from zero: nothing was numbered since Matched), the face
+  // first: the frame the camera already gave us, as a keyframe.
+  const sender = engine.videoSender;
+  if (sender) {
+    sender.requestKeyframe();
+    sender.sendHeldFrame();
+  }
+}
 
 function currentTimes() {
   const m = engine.matches[engine.matches.length - 1];
@@ -178,7 +264,15 @@ function makeVideoReceiver(target) {
 
 /** @param {Extract<ServerMsg, {type: "Matched"}>} msg */
 function onMatched(msg) {
-  if (engine.matchId === msg.match_id) return; // repeated after a resume: nothing changes
+  if (engine.matchId === msg.match_id) {
+    // Repeated after a resume: the same pairing and keys; our key again, in case it was
+    // lost with the old connection (the relay sends the partner's again too).
+    if (engine.crypto) void shareKey(engine.crypto);
+    return;
+  }
+  engine.crypto?.close();
+  const crypto = new PairingCrypto(msg.match_id, takeKeyPair(), engine.e2eeStats);
+  engine.crypto = crypto;
   engine.matchId = msg.match_id;
   engine.sendCodec = msg.send_codec;
   engine.videoFragmenter.reset();
@@ -197,6 +291,7 @@ function onMatched(msg) {
     matchId: msg.match_id.toString(),
     partner: msg.partner_name.trim() || "Someone",
     matchedAt: epochMs(),
+    keysAgreedAt: null,
     firstKeyframeSentAt: null,
     firstKeyframeAt: null,
     firstDecodedAt: null,
@@ -209,18 +304,27 @@ function onMatched(msg) {
   if (sender) {
     sender.setFamily(msg.send_codec);
     sender.setBitrate(engine.bitrate.target);
+    // Nothing goes until the keys are agreed (onPeerKey sends the first keyframe).
     sender.newPairing();
-    // The face first: encode the frame the camera already gave us, now.
-    sender.sendHeldFrame();
   }
   engine.audioSender?.newPairing();
   engine.videoReceiver?.newPairing(msg.recv_codec);
   engine.audioReceiver.reset();
+  void shareKey(crypto);
+  // A partner whose key never comes can be neither seen nor heard: say so rather than wait silently.
+  setTimeout(() => {
+    if (engine.crypto === crypto && !crypto.ready && engine.session) {
+      post({ type: "e2eeProblem", matchId: crypto.matchId, text: "Your partner's encryption key did not arrive, so you can neither see, hear nor chat with them. Press Next to meet someone else." });
+    }
+  }, KEY_WAIT_MS);
 }
 
 /** Media of the current pairing stops at once; nothing more from this partner is shown. */
 function unpair() {
   engine.matchId = null;
+  // Its keys go with it: what is still being opened or sealed for it is dropped.
+  engine.crypto?.close();
+  engine.crypto = null;
   engine.session?.setMatch(null);
   engine.videoReceiver?.unpair();
   engine.order.reset();
@@ -249,6 +353,9 @@ function onServerMsg(msg) {
       break;
     case "Matched":
       onMatched(msg);
+      break;
+    case "PeerKey":
+      void onPeerKey(msg);
       break;
     case "Queued":
     case "PeerLeft":
@@ -309,13 +416,20 @@ function onDatagram(datagram) {
   }
   if (!frame) return;
   const m = currentTimes();
-  if (frame.track === TRACK_VIDEO) {
-    if (m && frame.keyframe && m.firstKeyframeAt === null) m.firstKeyframeAt = epochMs();
-    if (engine.order.push(frame)) drainVideo();
-  } else {
-    if (m && m.firstAudioAt === null) m.firstAudioAt = epochMs();
-    engine.audioReceiver.push(frame);
-  }
+  if (m && frame.track === TRACK_VIDEO && frame.keyframe && m.firstKeyframeAt === null) m.firstKeyframeAt = epochMs();
+  // Opened in order per track (the crypto's queues); one that does not open is counted there and dropped.
+  const crypto = engine.crypto;
+  if (!crypto) return;
+  crypto.receiveFrame(frame, (opened) => {
+    if (engine.crypto !== crypto) return; // the pairing ended while it was opened
+    if (opened.track === TRACK_VIDEO) {
+      if (engine.order.push(opened)) drainVideo();
+    } else {
+      const t = currentTimes();
+      if (t && t.firstAudioAt === null) t.firstAudioAt = epochMs();
+      engine.audioReceiver.push(opened);
+    }
+  });
 }
 
 /**
@@ -374,8 +488,13 @@ async function connect(hello, base, webTransport) {
         onMessage: (m) => {
           if (ours()) onServerMsg(m);
         },
-        onChatLine: (matchId, text) => {
-          if (ours() && matchId === engine.matchId) post({ type: "chatLine", matchId, text });
+        onChatFrame: (matchId, frame) => {
+          const crypto = engine.crypto;
+          if (!ours() || matchId !== engine.matchId || !crypto || crypto.matchId !== matchId) return;
+          // Shown only if it opens; a line in clear is counted and never shown.
+          crypto.receiveLine(frame, (text) => {
+            if (engine.crypto === crypto) post({ type: "chatLine", matchId, text });
+          });
         },
         onDatagram: (d) => {
           if (ours()) onDatagram(d);
@@ -425,6 +544,38 @@ function sendControl(msg) {
   engine.session?.send(msg);
   // Leaving a pairing ends its media here at once, before the relay answers.
   if ((msg.type === "Next" && msg.match_id !== null) || msg.type === "Leave" || msg.type === "Report") unpair();
+}
+
+/**
+ * Seals a line for the current partner and sends it; lines go in the order typed (they
+ * are numbered in that order, and each waits for the one before).
+ * @param {number} id @param {string} text
+ */
+function sendChat(id, text) {
+  const session = engine.session;
+  const crypto = engine.crypto;
+  if (!session) {
+    post({ type: "chatResult", id, error: "not connected" });
+    return;
+  }
+  if (!crypto || crypto.matchId !== engine.matchId) {
+    post({ type: "chatResult", id, error: "not connected to anyone" });
+    return;
+  }
+  const turn = engine.chatOut.push(crypto.sealLine(text), (line) => {
+    // The session of the moment: a resume while the line was sealed brings a new one.
+    const now = engine.session;
+    if (!now) throw new Error("not connected");
+    return now.sendChat(crypto.matchId, line);
+  });
+  if (!turn) {
+    post({ type: "chatResult", id, error: "too many lines waiting to be sent; wait a moment" });
+    return;
+  }
+  turn.then(
+    () => post({ type: "chatResult", id, error: null }),
+    (e) => post({ type: "chatResult", id, error: describe(e) }),
+  );
 }
 
 /** About every RTT_SAMPLE_MS while sending video: the RTT and send rate for the bitrate controller's own queue signal. */
@@ -529,6 +680,28 @@ function snapshot() {
     transportRttMs: engine.transportRttMs,
     sendEstimateKbps: engine.sendEstimateKbps,
     matches: engine.matches.map((m) => ({ ...m })),
+    e2ee: e2eeSnapshot(),
+  };
+}
+
+/** The end-to-end encryption's state and counters (sealUs / openUs: mean µs per frame). */
+function e2eeSnapshot() {
+  const c = engine.crypto;
+  const st = engine.e2eeStats;
+  const code = c?.safetyCode ?? null;
+  const mean = (/** @type {number} */ total, /** @type {number} */ n) => (n > 0 ? Math.round((total / n) * 10) / 10 : null);
+  return {
+    /** "off": no pairing; "waiting": for the partner's key; "ready": keys agreed, everything sealed. */
+    state: c === null ? "off" : c.ready ? "ready" : "waiting",
+    safetyCode: code ? { emoji: code.emoji, words: code.words } : null,
+    unopened: { ...st.unopened },
+    plainLinesDropped: st.plainLinesDropped,
+    changedKeys: st.changedKeys,
+    dropped: st.dropped,
+    sealed: st.sealed,
+    opened: st.opened,
+    sealUs: mean(st.sealUsTotal, st.sealed),
+    openUs: mean(st.openUsTotal, st.opened),
   };
 }
 
@@ -575,18 +748,9 @@ function onCommand(msg) {
     case "send":
       sendControl(msg.msg);
       break;
-    case "chat": {
-      const session = engine.session;
-      if (!session) {
-        post({ type: "chatResult", id: msg.id, error: "not connected" });
-        break;
-      }
-      session.sendChat(msg.text).then(
-        () => post({ type: "chatResult", id: msg.id, error: null }),
-        (e) => post({ type: "chatResult", id: msg.id, error: describe(e) }),
-      );
+    case "chat":
+      sendChat(msg.id, msg.text);
       break;
-    }
     case "close":
       disconnect(msg.reason);
       break;
@@ -664,6 +828,8 @@ function stopCapture() {
 }
 
 scope.onmessage = (/** @type {MessageEvent<ToWorker>} */ ev) => onCommand(ev.data);
+// The first pairing's key pair too is ready before its Matched.
+engine.nextKeyPair = freshKeyPair();
 post({ type: "caps", trackProcessor: hasTrackProcessor() });
 setInterval(() => void everySecond(), REPORT_INTERVAL_MS);
 setInterval(() => void rttSample(), RTT_SAMPLE_MS);

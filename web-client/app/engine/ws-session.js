@@ -17,7 +17,8 @@
  * Everything the relay sends is untrusted, as in session.js: text messages, unknown kinds
  * and messages over MAX_WS_MESSAGE_BYTES end the session as `malformed`, chat lines for any
  * pairing but the current one are dropped, and nothing here throws into the page: failures
- * arrive through `onClosed` with a `reason` in words.
+ * arrive through `onClosed` with a `reason` in words. Chat lines pass through as frames
+ * (`Sealed` or `Line`); the worker opens them (engine/pairing-crypto.js).
  */
 
 import {
@@ -44,6 +45,7 @@ import { ConnectError, describe, describeErrorCode, untilMatch } from "./session
 /** @typedef {import("../wire/protocol.js").ClientMsg} ClientMsg */
 /** @typedef {import("../wire/protocol.js").ServerMsg} ServerMsg */
 /** @typedef {import("./session.js").CloseInfo} CloseInfo */
+/** @typedef {import("./session.js").ChatLine} ChatLine */
 
 /** How long the TCP (and TLS) handshake and the upgrade may take, as for WebTransport. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -93,7 +95,7 @@ export class WsSession {
   /**
    * @param {object} handlers
    * @param {(msg: ServerMsg) => void} handlers.onMessage a control message from the relay
-   * @param {(matchId: bigint, text: string) => void} handlers.onChatLine a chat line from the current partner
+   * @param {(matchId: bigint, frame: ChatLine) => void} handlers.onChatFrame a chat line (sealed or not) from the current partner
    * @param {(datagram: Uint8Array) => void} handlers.onDatagram a media datagram
    * @param {(info: CloseInfo) => void} handlers.onClosed the session ended (once)
    */
@@ -116,7 +118,7 @@ export class WsSession {
     /**
      * The pairing the relay's last chat `Open` named; `held` keeps its lines while we wait
      * for its `Matched`, `dead` drops them after that wait failed.
-     * @type {{matchId: bigint, held: string[] | null, dead: boolean} | null}
+     * @type {{matchId: bigint, held: ChatLine[] | null, dead: boolean} | null}
      */
     this.chatIn = null;
     /** @type {Set<() => void>} */
@@ -303,15 +305,18 @@ export class WsSession {
   }
 
   /**
-   * Sends one chat line to the current partner, after this pairing's `Open` the first time.
-   * The caller checks the size limit first, to tell the person.
-   * @param {string} text
+   * Sends one chat line (sealed for pairing `matchId`) to the current partner, after this
+   * pairing's `Open` the first time. The caller checks the size limit first, to tell the
+   * person.
+   * @param {bigint} matchId the pairing the line was sealed for
+   * @param {ChatLine} frame
    * @returns {Promise<void>}
    */
-  async sendChat(text) {
-    const matchId = this.matchId;
-    if (this.closed || !this.started || matchId === null) throw new Error("not connected to anyone");
-    const line = encodeChatFrame({ type: "Line", text });
+  async sendChat(matchId, frame) {
+    if (this.closed || !this.started || this.matchId === null) throw new Error("not connected to anyone");
+    // Sealed for a partner who has gone: the next one could not open it anyway.
+    if (this.matchId !== matchId) throw new Error("your partner changed before the line was sent");
+    const line = encodeChatFrame(frame);
     if (line.length > MAX_FRAME_BYTES) throw new Error("the line is too long");
     if (this.chatOutMatch !== matchId) {
       if (!this.sendMessage(WS_KIND_CHAT, encodeChatFrame({ type: "Open", match_id: matchId }))) throw new Error("the connection is closing");
@@ -452,38 +457,36 @@ export class WsSession {
         return;
       }
       // The `Open` of a partner whose `Matched` has not been handled yet: hold the lines.
-      const chat = { matchId, held: /** @type {string[] | null} */ ([]), dead: false };
+      const chat = { matchId, held: /** @type {ChatLine[] | null} */ ([]), dead: false };
       this.chatIn = chat;
       void this.waitForMatch(matchId).then((current) => {
         const held = chat.held ?? [];
         chat.held = null;
         chat.dead = !current;
         if (!current || this.closed) return;
-        for (const text of held) this.deliverChat(chat, text);
+        for (const line of held) this.deliverChat(chat, line);
       });
       return;
     }
     const chat = this.chatIn;
     // No Open yet, a pairing that could not be waited for, or one that ended: for nobody.
     if (!chat || chat.dead) return;
-    // A sealed line (end-to-end encrypted) is opened only where the pairing's keys are.
-    if (frame.type !== "Line") return;
     if (chat.held) {
-      if (chat.held.length < MAX_HELD_CHAT_LINES) chat.held.push(frame.text);
+      if (chat.held.length < MAX_HELD_CHAT_LINES) chat.held.push(frame);
       return;
     }
-    this.deliverChat(chat, frame.text);
+    this.deliverChat(chat, frame);
   }
 
   /**
    * @param {{matchId: bigint}} chat the `Open` the line came after
-   * @param {string} text
+   * @param {ChatLine} line
    */
-  deliverChat(chat, text) {
+  deliverChat(chat, line) {
     // A pairing that ended since: the line is for nobody.
     if (this.matchId !== chat.matchId) return;
     try {
-      this.handlers.onChatLine(chat.matchId, text);
+      this.handlers.onChatFrame(chat.matchId, line);
     } catch (e) {
       console.warn("duet: chat handler failed", e);
     }

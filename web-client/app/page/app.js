@@ -33,7 +33,7 @@ import { elapsedText, keepFocus, mediaProblem, overlay, renderQuality, renderTra
 import { fillPickers, setCamera, setMic, wireDevices } from "./devices.js";
 import { applyPartnerSound, wireControls } from "./controls.js";
 import { chatLine, onChatInput, onSendChat } from "./chat.js";
-import { findSomeoneNew, onMessage, partnerStoppedTyping, stayAfterLeft, unpair } from "./pairing.js";
+import { findSomeoneNew, onKeysAgreed, onMessage, partnerStoppedTyping, stayAfterLeft, unpair } from "./pairing.js";
 
 /** @typedef {import("../wire/protocol.js").ServerMsg} ServerMsg */
 
@@ -194,6 +194,13 @@ function onEngineMessage(msg) {
       break;
     case "codecFailed":
       onCodecFailed(msg.family);
+      break;
+    case "e2ee":
+      onKeysAgreed(msg.matchId, msg.safetyCode);
+      break;
+    case "e2eeProblem":
+      // About this pairing only: the chat (cleared at the next partner) says it.
+      if (msg.matchId === state.matchId && state.phase === "paired") chatLine("system", msg.text);
       break;
     case "problem":
       mediaProblem(msg.text);
@@ -493,6 +500,11 @@ async function snapshot() {
     relayStats: m?.relayStats ?? null,
     peerReport: m?.peerReport ?? null,
     timeline: { ...state.timeline, matches: m?.matches ?? [] },
+    /** End-to-end encryption: the worker's state and counters, and the code this page shows. */
+    e2ee: {
+      ...(m?.e2ee ?? { state: "off", safetyCode: null, unopened: { audio: 0, video: 0, chat: 0 }, plainLinesDropped: 0, changedKeys: 0, dropped: 0, sealed: 0, opened: 0, sealUs: null, openUs: null }),
+      shown: ui.safety.hidden ? null : ui.safetyLabel.textContent,
+    },
   };
 }
 

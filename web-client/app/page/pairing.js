@@ -14,7 +14,7 @@
 import { ERROR_CODES } from "../wire/protocol.js";
 import { describeErrorCode } from "../engine/session.js";
 import { state, ui } from "./state.js";
-import { focusForCall, overlay, renderQuality, renderStatus, setPhase, setStatus, show } from "./view.js";
+import { focusForCall, overlay, renderQuality, renderStatus, setPhase, setStatus, show, showSafetyCode } from "./view.js";
 import { chatError, chatLine } from "./chat.js";
 
 /** @typedef {import("../wire/protocol.js").ServerMsg} ServerMsg */
@@ -37,6 +37,8 @@ export function onMatched(msg) {
   setPhase("paired");
   ui.partnerName.textContent = state.partnerName;
   show(ui.partnerName, true);
+  // The new pairing's code comes with its keys (onKeysAgreed).
+  showSafetyCode(null);
   ui.partnerVideo.setAttribute("aria-label", "Partner video");
   // No codec from them: text only, camera-less, or nothing this browser decodes. Say so now
   // rather than after the stale-video wait.
@@ -53,6 +55,17 @@ export function onMatched(msg) {
 }
 
 /**
+ * The pairing's keys are agreed (the worker says so): its safety code goes beside the
+ * partner's name, its explanation one tap away (the chat stays for what people say).
+ * @param {bigint} matchId
+ * @param {{emoji: string, words: string} | null} code
+ */
+export function onKeysAgreed(matchId, code) {
+  if (matchId !== state.matchId || state.phase !== "paired" || !code) return;
+  showSafetyCode(code);
+}
+
+/**
  * Leaves the current pairing on this side (the worker has already stopped its media when
  * it carried the message that ended it).
  * @param {string} note the waiting line
@@ -64,6 +77,7 @@ export function unpair(note) {
   state.matchId = null;
   if (leaving !== null) state.engine?.post({ type: "unpair", matchId: leaving });
   show(ui.partnerName, false);
+  showSafetyCode(null);
   state.partnerReconnecting = false;
   state.waitingNote = note;
   state.waitingSince = performance.now();

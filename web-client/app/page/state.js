@@ -35,6 +35,10 @@ export const ui = {
   /** The partner's video: a `<video>` or a canvas, replaced by each new engine (page/engine.js). */
   partnerVideo: /** @type {HTMLVideoElement | HTMLCanvasElement} */ ($("partner-video")),
   partnerName: /** @type {HTMLElement} */ ($("partner-name")),
+  safety: /** @type {HTMLDetailsElement} */ ($("safety")),
+  safetyEmoji: /** @type {HTMLElement} */ ($("safety-emoji")),
+  safetyLabel: /** @type {HTMLElement} */ ($("safety-label")),
+  safetyWords: /** @type {HTMLElement} */ ($("safety-words")),
   overlay: /** @type {HTMLElement} */ ($("stage-overlay")),
   overlayText: /** @type {HTMLElement} */ ($("stage-overlay-text")),
   selfView: /** @type {HTMLVideoElement} */ ($("self-view")),

@@ -3,8 +3,8 @@
  * @file What the page shows for its state: the screen of each phase, the status line and
  * its timer, the overlay on the partner's video, the first screen's note, the error screen,
  * the connection-quality panel, media notes, the line saying the call runs over the
- * WebSocket fallback, the on/off toggles, and where focus goes when the control that had it
- * goes away.
+ * WebSocket fallback, the on/off toggles, where focus goes when the control that had it
+ * goes away, and the pairing's safety code beside the partner's name.
  */
 
 import { classifyQuality } from "../wire/quality.js";
@@ -208,4 +208,17 @@ export function mediaProblem(text) {
 /** @param {HTMLButtonElement} button @param {boolean} on */
 export function setToggle(button, on) {
   button.setAttribute("aria-pressed", String(on));
+}
+
+/**
+ * Shows the pairing's safety code beside the partner's name: the emoji to see, and for a
+ * screen reader (and in the expanded details) the words to read aloud. Null hides it.
+ * @param {{emoji: string, words: string} | null} code
+ */
+export function showSafetyCode(code) {
+  ui.safety.open = false;
+  ui.safetyEmoji.textContent = code?.emoji ?? "";
+  ui.safetyLabel.textContent = code ? `Safety code: ${code.words}` : "";
+  ui.safetyWords.textContent = code ? `Safety code: ${code.words}` : "";
+  show(ui.safety, code !== null);
 }

@@ -50,6 +50,15 @@ export function maxPayload(maxDatagram) {
   return Math.max(0, Math.min(maxDatagram, MAX_MEDIA_DATAGRAM_BYTES) - MAX_MEDIA_HEADER_BYTES);
 }
 
+/**
+ * The `ref_frame` a frame's header carries: its own number for a keyframe, else the frame
+ * `refBack` before it. Sealing binds it (wire/e2ee.js), so it is computed here only.
+ * @param {number} frame @param {boolean} keyframe @param {number} refBack
+ */
+export function refFrameOf(frame, keyframe, refBack) {
+  return keyframe ? frame : (frame - refBack) >>> 0;
+}
+
 /** Numbers one track's outgoing frames and datagrams and cuts frames into datagrams. */
 export class Fragmenter {
   /** @param {number} track TRACK_AUDIO or TRACK_VIDEO */
@@ -72,6 +81,17 @@ export class Fragmenter {
   }
 
   /**
+   * Takes the next frame number for a frame that will be cut later (`fragment`'s `frame`):
+   * a sealed frame is bound to its number before it is sealed, and sealing takes a while.
+   * @returns {number}
+   */
+  reserve() {
+    const frame = this.frame;
+    this.frame = (this.frame + 1) >>> 0;
+    return frame;
+  }
+
+  /**
    * Cuts one encoded frame into datagrams, each at most `maxDatagram` bytes.
    * @param {bigint} matchId the current pairing (the relay drops any other)
    * @param {Uint8Array} payload
@@ -82,9 +102,11 @@ export class Fragmenter {
    *   previous frame, unless temporal layers say otherwise); a keyframe references itself
    * @param {boolean} [parity] also make the frame's parity datagram (`lastParity`) when it
    *   has two fragments or more
+   * @param {number} [reserved] the frame's number, taken earlier with `reserve()`; by
+   *   default the next one (taken only if the frame fits)
    * @returns {Uint8Array[] | null} null when the frame needs more than MAX_FRAGMENTS datagrams
    */
-  fragment(matchId, payload, keyframe, captureUs, maxDatagram, refBack = 1, parity = false) {
+  fragment(matchId, payload, keyframe, captureUs, maxDatagram, refBack = 1, parity = false, reserved = undefined) {
     this.lastParity = null;
     const full = maxPayload(maxDatagram);
     // With parity, fragments leave room for its length prefix (one fragment: no parity).
@@ -92,10 +114,9 @@ export class Fragmenter {
     if (room <= 0) return null;
     const count = Math.max(1, Math.ceil(payload.length / room));
     if (count > MAX_FRAGMENTS) return null;
-    const frame = this.frame;
-    this.frame = (this.frame + 1) >>> 0;
+    const frame = reserved ?? this.reserve();
     // What every datagram of this frame says, its parity's included.
-    const shared = { match_id: matchId, frame, frag_count: count, keyframe, capture_us: captureUs, ref_frame: keyframe ? frame : (frame - refBack) >>> 0 };
+    const shared = { match_id: matchId, frame, frag_count: count, keyframe, capture_us: captureUs, ref_frame: refFrameOf(frame, keyframe, refBack) };
     const body = parity && count >= 2 ? new Uint8Array(PARITY_PREFIX_BYTES + room) : null;
     /** @type {Uint8Array[]} */
     const out = [];
