@@ -6,6 +6,7 @@
 #
 #   DUET_RELAY_PROFILE=release   test the release relay (default: debug, which `cargo test` builds anyway)
 #   DUET_RELAY_BIN=/path/relay   test that binary and build nothing
+#   DUET_CLIENT_BIN=/path/client the native client for native.test.js (default: beside the relay)
 #   DUET_TEST_PATIENCE=2         double every timeout on a loaded machine
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,11 +32,15 @@ fi
 if [ -z "${DUET_RELAY_BIN:-}" ]; then
   profile="${DUET_RELAY_PROFILE:-debug}"
   if [ "$profile" = release ]; then
-    cargo build --release -p duet-relay
+    cargo build --release -p duet-relay -p duet-client
   else
-    cargo build -p duet-relay
+    cargo build -p duet-relay -p duet-client
   fi
   export DUET_RELAY_BIN="$PWD/target/$profile/duet-relay"
+fi
+# The native client (tests/browser/native.test.js): the one beside the relay binary.
+if [ -z "${DUET_CLIENT_BIN:-}" ] && [ -x "$(dirname "$DUET_RELAY_BIN")/duet-client" ]; then
+  export DUET_CLIENT_BIN="$(dirname "$DUET_RELAY_BIN")/duet-client"
 fi
 
 mkdir -p test-output
