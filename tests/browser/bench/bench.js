@@ -583,6 +583,13 @@ function report(title, w, d, impaired) {
     const av = s?.receive?.avSync;
     rows.push({ label: `  ${dir} sound after picture, ms (sound ${av?.audioMs ?? "?"}, picture ${av?.videoMs ?? "?"})`, duet: av?.offsetMs ?? null });
   }
+  rows.push({ label: "end-to-end encryption at the end (Duet's engines: WebCrypto AES-256-GCM in the media worker, video and sound)" });
+  for (const [page, s] of /** @type {[string, any][]} */ ([["A", d.snapshotA], ["C", d.snapshotC]])) {
+    const e = s?.e2ee;
+    rows.push({ label: `  ${page} seals a frame, µs (mean of ${e?.sealed ?? "?"})`, duet: e?.sealUs ?? null });
+    rows.push({ label: `  ${page} opens a frame, µs (mean of ${e?.opened ?? "?"})`, duet: e?.openUs ?? null });
+    rows.push({ label: `  ${page}: frames and lines that did not open`, duet: e ? e.unopened.audio + e.unopened.video + e.unopened.chat : null, digits: 0 });
+  }
   const rtc = w.next.connection;
   const sent = d.snapshotA?.send;
   const duetSent = sent ? `${sent.codec ?? "?"} ${sent.video?.width ?? "?"}×${sent.video?.height ?? "?"}, limited by ${sent.video?.limitation ?? "?"}` : "not reported by window.duet.snapshot()";
