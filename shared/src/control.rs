@@ -77,6 +77,14 @@ pub enum ClientMsg {
         match_id: u64,
         public: [u8; crate::e2ee::PUBLIC_KEY_BYTES],
     },
+    /// The public key this client will use for its next pairing, registered ahead so that
+    /// the relay can put it in the partner's `Matched` ([`Matched::partner_key`]) and
+    /// neither side waits for a `KeyShare` to cross the relay. The relay uses a registered
+    /// key for one pairing only and tells the client which ([`Matched::your_key`]); a
+    /// newer registration replaces an unused one.
+    NextKey {
+        public: [u8; crate::e2ee::PUBLIC_KEY_BYTES],
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,6 +282,14 @@ pub struct Matched {
     /// The video codec the partner will send, so the decoder can be ready before the first
     /// keyframe arrives.
     pub recv_codec: Option<VideoCodec>,
+    /// The partner's public key for this pairing, when the partner registered one ahead
+    /// ([`ClientMsg::NextKey`]) or has sent it since (a resume): the keys can be derived at
+    /// once. `None`: it comes as [`ServerMsg::PeerKey`].
+    pub partner_key: Option<[u8; crate::e2ee::PUBLIC_KEY_BYTES]>,
+    /// Which of this client's registered keys the partner was given (`None`: none was
+    /// registered when the pair was made; the client makes a key pair for this pairing and
+    /// sends it in a `KeyShare`).
+    pub your_key: Option<[u8; crate::e2ee::PUBLIC_KEY_BYTES]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,8 +1,10 @@
 //! End-to-end encryption of a pairing's media and chat: the relay routes by the datagram
 //! header and never holds a key, so it cannot see a face, hear a voice or read a line.
 //!
-//! At `Matched` each side makes an X25519 key pair and sends the public half through the
-//! relay (`ClientMsg::KeyShare`, relayed as `ServerMsg::PeerKey`). Both then derive, with
+//! Each side has an X25519 key pair per pairing and gives the public half to the partner
+//! through the relay: registered ahead for its next pairing (`ClientMsg::NextKey`, which the
+//! relay puts in the partner's `Matched`), or, when the pair was made before the relay had
+//! it, sent at `Matched` (`ClientMsg::KeyShare`, relayed as `ServerMsg::PeerKey`). Both then derive, with
 //! HKDF-SHA-256 salted with the match id, one AES-256-GCM key per direction; the side whose
 //! public key sorts lower sends with the first. Every frame payload (audio, video) and chat
 //! line is sealed where it is made and opened where it is used:

@@ -36,7 +36,7 @@ pub use media::{MediaHeader, Reassembler, Track};
 
 /// The protocol version a client states in `Hello`. A relay refuses any other version with
 /// [`ErrorCode::UnsupportedVersion`] and a message naming the version it speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The WebTransport path on the relay's QUIC port.
 pub const SESSION_PATH: &str = "/chat";

@@ -103,6 +103,12 @@ pub fn all() -> Vec<Vector> {
         },
     ));
     v.push(client(
+        "next_key",
+        ClientMsg::NextKey {
+            public: e2ee_sample::pair().1.public(),
+        },
+    ));
+    v.push(client(
         "request_keyframe",
         ClientMsg::RequestKeyframe { match_id: 77 },
     ));
@@ -166,6 +172,20 @@ pub fn all() -> Vec<Vector> {
             shared_interests: vec!["chess".into()],
             send_codec: Some(VideoCodec::H264),
             recv_codec: Some(VideoCodec::Vp9),
+            partner_key: None,
+            your_key: None,
+        }),
+    ));
+    v.push(server(
+        "matched_with_keys",
+        ServerMsg::Matched(Matched {
+            match_id: 1 << 40,
+            partner_name: "Sam".into(),
+            shared_interests: vec![],
+            send_codec: Some(VideoCodec::Vp8),
+            recv_codec: Some(VideoCodec::Vp8),
+            partner_key: Some(e2ee_sample::pair().1.public()),
+            your_key: Some(e2ee_sample::pair().0.public()),
         }),
     ));
     v.push(server(
@@ -176,6 +196,8 @@ pub fn all() -> Vec<Vector> {
             shared_interests: vec![],
             send_codec: None,
             recv_codec: Some(VideoCodec::Av1),
+            partner_key: None,
+            your_key: None,
         }),
     ));
     for (name, reason) in [

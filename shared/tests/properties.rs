@@ -83,6 +83,9 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         })),
         caps().prop_map(ClientMsg::Caps),
         nack().prop_map(ClientMsg::Nack),
+        (any::<u64>(), any::<[u8; 32]>())
+            .prop_map(|(match_id, public)| ClientMsg::KeyShare { match_id, public }),
+        any::<[u8; 32]>().prop_map(|public| ClientMsg::NextKey { public }),
     ]
 }
 
@@ -102,15 +105,27 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             proptest::collection::vec("\\PC{0,8}", 0..4),
             proptest::option::of(proptest::sample::select(VideoCodec::ALL.to_vec())),
             proptest::option::of(proptest::sample::select(VideoCodec::ALL.to_vec())),
+            proptest::option::of(any::<[u8; 32]>()),
+            proptest::option::of(any::<[u8; 32]>()),
         )
             .prop_map(
-                |(match_id, partner_name, shared_interests, send_codec, recv_codec)| {
+                |(
+                    match_id,
+                    partner_name,
+                    shared_interests,
+                    send_codec,
+                    recv_codec,
+                    partner_key,
+                    your_key,
+                )| {
                     ServerMsg::Matched(Matched {
                         match_id,
                         partner_name,
                         shared_interests,
                         send_codec,
                         recv_codec,
+                        partner_key,
+                        your_key,
                     })
                 }
             ),
