@@ -287,11 +287,18 @@ impl Engine {
             else {
                 continue;
             };
-            for (me, partner) in [(&a, b.clone()), (&b, a.clone())] {
+            // Each side's key registered ahead goes to the other in `Matched`, used up here
+            // (in the engine's one task) so that a key serves exactly one pairing.
+            let (key_a, key_b) = (a.take_next_key(), b.take_next_key());
+            for (me, partner, own_key, partner_key) in
+                [(&a, b.clone(), key_a, key_b), (&b, a.clone(), key_b, key_a)]
+            {
                 let event = SessionEvent::Paired {
                     match_id: p.match_id,
                     partner,
                     shared_interests: p.shared_interests.clone(),
+                    partner_key,
+                    own_key,
                 };
                 stuck.extend(self.tell(me.id, event));
             }

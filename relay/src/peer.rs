@@ -25,6 +25,10 @@ pub enum SessionEvent {
         match_id: MatchId,
         partner: Arc<Peer>,
         shared_interests: Vec<String>,
+        /// The partner's key registered ahead for this pairing (`ClientMsg::NextKey`).
+        partner_key: Option<PublicKey>,
+        /// This session's own registered key, given to the partner.
+        own_key: Option<PublicKey>,
     },
     PartnerLeft {
         match_id: MatchId,
@@ -63,7 +67,13 @@ pub struct Peer {
     /// with a reason.
     kicked: Notify,
     kick_reason: Mutex<Option<Fatal>>,
+    /// The public key the client registered for its next pairing (`ClientMsg::NextKey`),
+    /// taken by the engine when it makes that pairing, so each key serves one pairing.
+    next_key: Mutex<Option<PublicKey>>,
 }
+
+/// An X25519 public key (end-to-end encryption; the relay only passes them on).
+pub type PublicKey = [u8; duet_proto::e2ee::PUBLIC_KEY_BYTES];
 
 impl Peer {
     pub fn new(
@@ -84,7 +94,21 @@ impl Peer {
             person,
             kicked: Notify::new(),
             kick_reason: Mutex::new(None),
+            next_key: Mutex::new(None),
         }
+    }
+
+    /// The client's key for its next pairing (a newer one replaces one not used yet).
+    pub fn register_next_key(&self, public: PublicKey) {
+        *self.next_key.lock().unwrap_or_else(|e| e.into_inner()) = Some(public);
+    }
+
+    /// Takes the registered key for the pairing being made (the engine, when it pairs).
+    pub fn take_next_key(&self) -> Option<PublicKey> {
+        self.next_key
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     pub fn caps(&self) -> MediaCaps {

@@ -199,3 +199,58 @@ async fn what_the_relay_forwards_is_sealed_and_a_flipped_bit_drops_only_that_fra
         "the agreed keys stand"
     );
 }
+
+/// Registers `secret`'s public key for the next pairing and returns the public key.
+async fn register(c: &mut Client, secret: [u8; 32]) -> [u8; 32] {
+    let public = duet_proto::e2ee::KeyPair::from_secret(secret).public();
+    c.send(&ClientMsg::NextKey { public })
+        .await
+        .expect("NextKey");
+    public
+}
+
+#[tokio::test]
+async fn keys_registered_ahead_come_in_matched_and_each_serves_one_pairing() {
+    let relay = TestRelay::default().await;
+    // Ana waits with a key registered; Bob is paired the moment he arrives, before he
+    // could register one: Bob gets Ana's key in Matched, Ana gets Bob's as PeerKey.
+    let mut a = relay.client("Ana", &[]).await;
+    let ka1 = register(&mut a, [1; 32]).await;
+    relay
+        .status_until("Ana waiting", |s| s["waiting"] == 1)
+        .await;
+    let mut b = relay.client("Bob", &[]).await;
+    let (ma, mb) = (matched(&mut a).await, matched(&mut b).await);
+    assert_eq!((ma.your_key, ma.partner_key), (Some(ka1), None));
+    assert_eq!((mb.your_key, mb.partner_key), (None, Some(ka1)));
+
+    // Cleo waits with her key; Ana registers her next one, then presses Next and meets
+    // Cleo: each has the other's key at once, and the relay says which of theirs it gave.
+    let mut c = relay.client("Cleo", &[]).await;
+    let kc = register(&mut c, [3; 32]).await;
+    let ka2 = register(&mut a, [2; 32]).await;
+    relay
+        .status_until("Cleo waiting", |s| s["waiting"] == 1)
+        .await;
+    a.send(&ClientMsg::Next {
+        match_id: Some(ma.match_id),
+    })
+    .await
+    .expect("Next");
+    let (mac, mca) = (matched(&mut a).await, matched(&mut c).await);
+    assert_eq!(mac.match_id, mca.match_id);
+    assert_eq!((mac.your_key, mac.partner_key), (Some(ka2), Some(kc)));
+    assert_eq!((mca.your_key, mca.partner_key), (Some(kc), Some(ka2)));
+
+    // Cleo presses Next without registering again, and meets Bob (requeued when Ana
+    // left): her used key is not given out a second time.
+    c.send(&ClientMsg::Next {
+        match_id: Some(mca.match_id),
+    })
+    .await
+    .expect("Next");
+    let (mcb, mbc) = (matched(&mut c).await, matched(&mut b).await);
+    assert_eq!(mcb.match_id, mbc.match_id);
+    assert_eq!((mcb.your_key, mcb.partner_key), (None, None));
+    assert_eq!((mbc.your_key, mbc.partner_key), (None, None));
+}

@@ -314,5 +314,6 @@ fn msg_name(msg: &ClientMsg) -> &'static str {
         ClientMsg::Typing { .. } => "Typing",
         ClientMsg::RequeueWhenLeft(_) => "RequeueWhenLeft",
         ClientMsg::KeyShare { .. } => "KeyShare",
+        ClientMsg::NextKey { .. } => "NextKey",
     }
 }

@@ -333,10 +333,14 @@ async fn serve(
             Wake::Lifecycle(Lifecycle::Closing) => Input::ShuttingDown,
             Wake::Lifecycle(Lifecycle::Serving) => continue,
         };
-        if let Input::Control(duet_proto::ClientMsg::Caps(caps)) = &input {
-            // The state machine ignores Caps: the handle is where the partner's session
-            // reads them when the next pair is made.
-            s.peer.set_caps(caps.clone());
+        match &input {
+            // The state machine ignores Caps and NextKey: the handle is where the partner's
+            // session reads the caps, and the engine takes the key, when the next pair is made.
+            Input::Control(duet_proto::ClientMsg::Caps(caps)) => s.peer.set_caps(caps.clone()),
+            Input::Control(duet_proto::ClientMsg::NextKey { public }) => {
+                s.peer.register_next_key(*public)
+            }
+            _ => {}
         }
         // A session lost with no grace goes straight from Lost to the end.
         let immediate_end = matches!(input, Input::GraceOver) && !s.state.is_away();
@@ -445,6 +449,8 @@ fn on_event(me: &Peer, event: Option<SessionEvent>) -> Wake {
                 match_id,
                 partner,
                 shared_interests,
+                partner_key,
+                own_key,
             } => {
                 let (mine, theirs) = (me.caps(), partner.caps());
                 Input::Paired(Pairing {
@@ -454,7 +460,8 @@ fn on_event(me: &Peer, event: Option<SessionEvent>) -> Wake {
                     shared_interests,
                     send_codec: MediaCaps::choose(&mine, &theirs),
                     recv_codec: MediaCaps::choose(&theirs, &mine),
-                    partner_key: None,
+                    partner_key,
+                    own_key,
                     partner,
                 })
             }

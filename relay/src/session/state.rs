@@ -58,9 +58,13 @@ pub struct Pairing<P> {
     /// The codecs chosen at pairing time, re-sent as they were on resume.
     pub send_codec: Option<VideoCodec>,
     pub recv_codec: Option<VideoCodec>,
-    /// The partner's public key for this pairing (its first `KeyShare`), re-sent on resume:
-    /// a client away when it came, or one that lost it with its connection, still gets it.
+    /// The partner's public key for this pairing (registered ahead and given by the
+    /// engine, or its first `KeyShare`), in `Matched` and re-sent on resume: a client away
+    /// when it came, or one that lost it with its connection, still gets it.
     pub partner_key: Option<[u8; duet_proto::e2ee::PUBLIC_KEY_BYTES]>,
+    /// This client's own key registered ahead and given to the partner (`Matched`'s
+    /// `your_key`, so the client knows which key pair the pairing uses).
+    pub own_key: Option<[u8; duet_proto::e2ee::PUBLIC_KEY_BYTES]>,
 }
 
 impl<P> Pairing<P> {
@@ -71,6 +75,8 @@ impl<P> Pairing<P> {
             shared_interests: self.shared_interests.clone(),
             send_codec: self.send_codec,
             recv_codec: self.recv_codec,
+            partner_key: self.partner_key,
+            your_key: self.own_key,
         })
     }
 }
@@ -516,7 +522,9 @@ impl<P: Clone> SessionState<P> {
                     }));
                 }
             }
-            ClientMsg::Caps(_) => {} // stored by the I/O in the handle the partner reads
+            // Stored by the I/O in the handle: the caps the partner reads, the key the engine
+            // takes when it pairs.
+            ClientMsg::Caps(_) | ClientMsg::NextKey { .. } => {}
             ClientMsg::RequeueWhenLeft(on) => {
                 out.push(Action::Engine(EngineCmd::RequeueWhenLeft(on)));
             }
@@ -604,6 +612,7 @@ mod tests {
             send_codec: Some(VideoCodec::Vp8),
             recv_codec: Some(VideoCodec::Vp8),
             partner_key: None,
+            own_key: None,
         }
     }
 
@@ -957,6 +966,47 @@ mod tests {
         assert!(!sent(&a)
             .iter()
             .any(|m| matches!(m, ServerMsg::PeerKey { .. })));
+    }
+
+    #[test]
+    fn keys_registered_ahead_go_in_matched_and_stand_for_the_pairing() {
+        let t0 = Instant::now();
+        let mut s = S::new(1, RATES, t0);
+        let a = s.handle(
+            Input::Paired(Pairing {
+                partner_key: Some([2; 32]),
+                own_key: Some([1; 32]),
+                ..pairing(7, 2)
+            }),
+            t0,
+        );
+        assert!(matches!(
+            &sent(&a)[..],
+            [ServerMsg::Matched(m)]
+                if m.partner_key == Some([2; 32]) && m.your_key == Some([1; 32])
+        ));
+        // The partner's registered key is the pairing's: another one is not passed on.
+        let from_partner = |b| Input::FromPartner {
+            match_id: 7,
+            msg: ServerMsg::PeerKey {
+                match_id: 7,
+                public: [b; 32],
+            },
+        };
+        assert!(s.handle(from_partner(3), t0).is_empty());
+        assert_eq!(
+            s.handle(from_partner(2), t0).len(),
+            1,
+            "the same key passes"
+        );
+        // A resume gets both again in Matched.
+        s.handle(Input::ConnectionLost, t0);
+        let a = s.handle(Input::Resumed, t0);
+        assert!(matches!(
+            sent(&a).first(),
+            Some(ServerMsg::Matched(m))
+                if m.partner_key == Some([2; 32]) && m.your_key == Some([1; 32])
+        ));
     }
 
     #[test]
