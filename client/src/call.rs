@@ -7,7 +7,7 @@
 //! Media and chat are sealed end to end ([`crate::e2ee`]): each pairing agrees keys first
 //! (`KeyShare` at `Matched`), and nothing is sent before that.
 
-use crate::e2ee::PairingCrypto;
+use crate::e2ee::{KeyAhead, PairingCrypto};
 use crate::synth;
 use crate::{Client, ClientError, ConnectOptions};
 use duet_proto::media::{Frame, MediaHeader, Reassembler, Track};
@@ -218,6 +218,30 @@ fn read_chat(client: &mut Client, pairing: Option<&mut Pairing>, report: &mut Ca
     }
 }
 
+/// The partner's key for `match_id` arrived (in `Matched`, or as `PeerKey`): once agreed,
+/// the safety code goes in the report and the first frame is a keyframe.
+fn agreed(
+    crypto: &mut PairingCrypto,
+    match_id: u64,
+    public: &[u8; 32],
+    report: &mut CallReport,
+    keyframe_due: &mut bool,
+) {
+    match crypto.on_peer_key(match_id, public) {
+        Ok(true) => {
+            let code = crypto.safety_code().unwrap_or_default();
+            report.safety_code.get_or_insert_with(|| code.clone());
+            report.safety_codes.push(code);
+            report.e2ee = true;
+            *keyframe_due = true;
+        }
+        Ok(false) => {}
+        Err(e) => report.errors.push(format!(
+            "the partner's key for pairing {match_id} was refused: {e}"
+        )),
+    }
+}
+
 /// Runs a whole call and reports on it.
 pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
     let started = Instant::now();
@@ -237,6 +261,11 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
     let mut latency = histogram();
     let mut rematch = histogram();
     let mut pairing: Option<Pairing> = None;
+    // The next pairing's key, registered ahead so that `Matched` brings the partner's.
+    let mut ahead = KeyAhead::new();
+    if let Some(msg) = ahead.register(rand::random()) {
+        client.send(&msg).await?;
+    }
     let mut unpaired_at: Option<Instant> = None;
     let mut end: Option<Instant> = None;
     let match_deadline = started + opts.match_timeout;
@@ -285,8 +314,11 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
                     ServerMsg::Matched(m) if pairing.as_ref().is_some_and(|p| p.match_id == m.match_id) => {
                         // A resumed session: the same pairing, the same keys; the key is
                         // sent again in case it was lost with the old connection.
-                        if let Some(p) = &pairing {
+                        if let Some(p) = &mut pairing {
                             let _ = client.send(&p.crypto.key_share()).await;
+                            if let Some(public) = m.partner_key {
+                                agreed(&mut p.crypto, m.match_id, &public, &mut report, &mut keyframe_due);
+                            }
                         }
                     }
                     ServerMsg::Matched(m) => {
@@ -298,8 +330,17 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
                         }
                         report.matches += 1;
                         report.partners.push(m.partner_name.clone());
-                        let crypto = PairingCrypto::new(m.match_id, rand::random());
-                        let _ = client.send(&crypto.key_share()).await;
+                        let (secret, partner_has_it) = ahead.secret_for(m.your_key, rand::random());
+                        let mut crypto = PairingCrypto::new(m.match_id, secret);
+                        if !partner_has_it {
+                            let _ = client.send(&crypto.key_share()).await;
+                        }
+                        if let Some(msg) = ahead.register(rand::random()) {
+                            let _ = client.send(&msg).await;
+                        }
+                        if let Some(public) = m.partner_key {
+                            agreed(&mut crypto, m.match_id, &public, &mut report, &mut keyframe_due);
+                        }
                         pairing = Some(Pairing {
                             match_id: m.match_id,
                             crypto,
@@ -313,17 +354,7 @@ pub async fn run(opts: CallOptions) -> Result<CallReport, ClientError> {
                     }
                     ServerMsg::PeerKey { match_id, public } => {
                         let Some(p) = pairing.as_mut().filter(|p| p.match_id == match_id) else { continue };
-                        match p.crypto.on_peer_key(match_id, &public) {
-                            Ok(true) => {
-                                let code = p.crypto.safety_code().unwrap_or_default();
-                                report.safety_code.get_or_insert_with(|| code.clone());
-                                report.safety_codes.push(code);
-                                report.e2ee = true;
-                                keyframe_due = true;
-                            }
-                            Ok(false) => {}
-                            Err(e) => report.errors.push(format!("the partner's key for pairing {match_id} was refused: {e}")),
-                        }
+                        agreed(&mut p.crypto, match_id, &public, &mut report, &mut keyframe_due);
                     }
                     ServerMsg::PeerLeft { .. } => {
                         pairing = None;

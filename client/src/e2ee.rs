@@ -4,7 +4,8 @@
 //! does the sending), so every rule is tested without sockets.
 //!
 //! The rules (the browser's `web-client/app/wire/e2ee.js` follows the same):
-//! * a new pairing, a new key pair: [`PairingCrypto::new`] at `Matched`, whose
+//! * a new pairing, a new key pair: the one registered ahead ([`KeyAhead`]) when `Matched`
+//!   says the partner has it, else a fresh one whose
 //!   [`key_share`](PairingCrypto::key_share) goes to the relay; a resumed `Matched` (the
 //!   same match id) keeps the pairing's state and sends the same key again;
 //! * the partner's first key stands: a different `PeerKey` for the same pairing is refused
@@ -180,6 +181,50 @@ impl PairingCrypto {
                 None
             }
             ChatFrame::Open { .. } => None,
+        }
+    }
+}
+
+/// The key pair registered with the relay for this client's next pairing
+/// (`ClientMsg::NextKey`), so that the partner gets the public half in `Matched` and
+/// neither side waits for a `KeyShare` to cross the relay. At most one is outstanding: a
+/// new one is registered only once the relay has used the last (`Matched::your_key`).
+#[derive(Debug, Default)]
+pub struct KeyAhead {
+    outstanding: Option<([u8; 32], [u8; PUBLIC_KEY_BYTES])>,
+}
+
+impl KeyAhead {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A key pair to register from 32 random bytes, unless one is outstanding already.
+    pub fn register(&mut self, secret: [u8; 32]) -> Option<ClientMsg> {
+        if self.outstanding.is_some() {
+            return None;
+        }
+        let public = KeyPair::from_secret(secret).public();
+        self.outstanding = Some((secret, public));
+        Some(ClientMsg::NextKey { public })
+    }
+
+    /// The secret for a new pairing whose `Matched` says the relay gave the partner
+    /// `your_key`: the registered one (`(secret, true)`: the partner has it already), or
+    /// else `fresh` (`(fresh, false)`: send it in a `KeyShare`). A `your_key` that is not
+    /// the registered key cannot be used (a relay's mistake): `fresh`, and the partner
+    /// refuses it, so the pairing stays unencrypted and sends nothing.
+    pub fn secret_for(
+        &mut self,
+        your_key: Option<[u8; PUBLIC_KEY_BYTES]>,
+        fresh: [u8; 32],
+    ) -> ([u8; 32], bool) {
+        match (your_key, self.outstanding) {
+            (Some(k), Some((secret, public))) if k == public => {
+                self.outstanding = None;
+                (secret, true)
+            }
+            _ => (fresh, false),
         }
     }
 }
@@ -368,6 +413,32 @@ mod tests {
         assert_eq!(a.safety_code(), code);
         let line = a.seal_line("still us").expect("sealed");
         assert_eq!(b.open_line(&line).as_deref(), Some("still us"));
+    }
+
+    #[test]
+    fn a_key_registered_ahead_serves_one_pairing_and_then_a_new_one_is_registered() {
+        let mut ahead = KeyAhead::new();
+        let Some(ClientMsg::NextKey { public }) = ahead.register([5; 32]) else {
+            panic!("a key to register");
+        };
+        assert_eq!(public, KeyPair::from_secret([5; 32]).public());
+        assert!(
+            ahead.register([6; 32]).is_none(),
+            "one outstanding at a time"
+        );
+        // Paired before the relay had the key: a fresh one, sent in a KeyShare; the
+        // registered key stays for a later pairing.
+        assert_eq!(ahead.secret_for(None, [7; 32]), ([7; 32], false));
+        // The relay gave it to the partner: it is used, and a new one can be registered.
+        assert_eq!(ahead.secret_for(Some(public), [8; 32]), ([5; 32], true));
+        assert_eq!(
+            ahead.secret_for(Some(public), [9; 32]),
+            ([9; 32], false),
+            "used once"
+        );
+        assert!(ahead.register([6; 32]).is_some());
+        // A key this client never registered is not taken for its own.
+        assert_eq!(ahead.secret_for(Some([1; 32]), [3; 32]), ([3; 32], false));
     }
 
     #[test]
