@@ -152,6 +152,12 @@ describe("end-to-end encryption in the browser", () => {
       await ana.button("Next").click();
       const second = await expectSecured(ana, cho);
       assert.notDeepEqual(second, first, "Next brings a new safety code");
+      // Both had registered their next key with the relay while they waited or talked: each
+      // got the other's in Matched, so no key had to cross the relay after the pairing.
+      for (const p of [ana, cho]) {
+        const t = (await p.snapshot()).timeline.matches.at(-1);
+        assert.deepEqual(t.keysInMatched, { partner: true, ours: true }, `${p.name}: the keys came with Matched`);
+      }
       await ben.until((s) => s.phase === "waiting" && s.e2ee.state === "off" && s.e2ee.shown === null, "Ben waiting, his code gone");
       for (const p of [ana, cho]) {
         await p.until((s) => s.receive.video.framesDecoded >= 10, "the new partner's video decoded", 30_000);

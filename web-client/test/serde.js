@@ -43,7 +43,7 @@ const NEWTYPE_VALUE = new Set(["RequeueWhenLeft"]);
 /** Fields that are `u64` in Rust (BigInt here, numbers or decimal strings in serde's JSON). */
 const U64_FIELDS = new Set(["match_id", "session_id", "capture_us"]);
 /** Fields that are fixed byte arrays in Rust (Uint8Array here, number arrays in JSON). */
-const BYTE_FIELDS = new Set(["resume", "resume_token", "visitor", "public", "sealed"]);
+const BYTE_FIELDS = new Set(["resume", "resume_token", "visitor", "public", "sealed", "partner_key", "your_key"]);
 
 /** @param {Record<string, any>} fields @returns {Record<string, any>} */
 function fieldsToSerde(fields) {

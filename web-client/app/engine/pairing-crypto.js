@@ -6,8 +6,10 @@
  * same rules as the native client (client/src/e2ee.rs), over wire/e2ee.js:
  *
  * - a new pairing, a new key pair (made ahead of `Matched`, so pairing does not wait for
- *   it); its `keyShare` goes to the relay at `Matched`, and again after a resumed
- *   `Matched` (the same match id keeps this object, so the keys too);
+ *   it: the worker registers it with the relay, which gives it to the partner in `Matched`);
+ *   when the partner did not get it that way, its `keyShare` goes to the relay at
+ *   `Matched`, and again after a resumed `Matched` (the same match id keeps this object,
+ *   so the keys too);
  * - the partner's first key stands: the same key again changes nothing, a different one is
  *   refused and counted (an honest partner never changes keys mid-call, a relay swapping
  *   keys would);

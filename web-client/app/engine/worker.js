@@ -14,9 +14,12 @@
  * shown. Each step after Next is timed in epoch milliseconds (the `timeline`).
  *
  * Media and chat are end-to-end encrypted (engine/pairing-crypto.js over wire/e2ee.js): a
- * key pair is made ahead of each pairing; `Matched` sends its public half (`KeyShare`), a
- * resumed `Matched` sends it again and keeps the keys; the partner's `PeerKey` agrees the
- * keys, and only then does media go, starting with a keyframe. Frames are sealed before
+ * key pair is made ahead of each pairing and its public half registered with the relay
+ * (`NextKey`), which puts it in the partner's `Matched` (`partner_key`) and tells us it did
+ * (`your_key`), so both sides agree the keys the moment they are paired. A pairing made
+ * before the relay had our key uses a fresh key pair sent in a `KeyShare` (and the
+ * partner's comes as `PeerKey`); a resumed `Matched` sends it again and keeps the keys.
+ * Only once the keys are agreed does media go, starting with a keyframe. Frames are sealed before
  * they are cut into datagrams and opened after they are put back together, in order; a
  * frame or chat line that does not open, and a chat line in clear, is counted and dropped.
  */
@@ -37,7 +40,7 @@ import { checkStamp } from "./stamp-check.js";
 import { audioStream, hasTrackProcessor, videoStream } from "./capture-streams.js";
 import { CanvasDisplay, TrackDisplay } from "./video-display.js";
 import { InOrder, KEY_WAIT_MS, MAX_LINES_IN_ORDER, PairingCrypto, newE2eeStats } from "./pairing-crypto.js";
-import { generateKeyPair } from "../wire/e2ee.js";
+import { compareBytes, generateKeyPair } from "../wire/e2ee.js";
 
 /** @typedef {import("./messages.js").ToWorker} ToWorker */
 /** @typedef {import("./messages.js").FromWorker} FromWorker */
@@ -63,6 +66,8 @@ const scope = globalThis;
  * @property {string} partner
  * @property {number} matchedAt
  * @property {number | null} keysAgreedAt the partner's key came and both directions' keys are derived
+ * @property {{partner: boolean, ours: boolean}} keysInMatched whether `Matched` brought the partner's key,
+ *   and gave them ours (both: the keys were agreed without a message crossing the relay)
  * @property {number | null} firstKeyframeSentAt
  * @property {number | null} firstKeyframeAt first keyframe received whole
  * @property {number | null} firstDecodedAt
@@ -129,6 +134,12 @@ const engine = {
   crypto: null,
   /** The key pair the next pairing will use, made ahead so `Matched` does not wait for it. @type {Promise<import("../wire/e2ee.js").KeyPair> | null} */
   nextKeyPair: null,
+  /**
+   * The key pair registered with the relay for the next pairing (`NextKey`; `public` null
+   * until it is made and sent), until a `Matched` names it as `your_key`. At most one.
+   * @type {{pair: Promise<import("../wire/e2ee.js").KeyPair>, public: Uint8Array | null} | null}
+   */
+  registered: null,
   /** What sealing and opening counted, over the whole session. */
   e2eeStats: newE2eeStats(),
   /** This browser cannot make the keys: said once. */
@@ -187,6 +198,42 @@ async function shareKey(crypto) {
     return;
   }
   if (engine.crypto === crypto) engine.session?.send(msg);
+}
+
+/**
+ * Registers a key pair with the relay for the next pairing, unless one is registered
+ * already (the relay uses each for one pairing and says so in `Matched`).
+ */
+async function registerNextKey() {
+  if (engine.registered) return;
+  const pair = takeKeyPair();
+  const reg = { pair, public: /** @type {Uint8Array | null} */ (null) };
+  engine.registered = reg;
+  let made;
+  try {
+    made = await pair;
+  } catch {
+    if (engine.registered === reg) engine.registered = null; // reported when a pairing needs a key (shareKey)
+    return;
+  }
+  if (engine.registered !== reg) return;
+  reg.public = made.public;
+  engine.session?.send({ type: "NextKey", public: made.public });
+}
+
+/**
+ * The key pair for a new pairing: the registered one if the relay gave it to the partner
+ * (`your_key`), else one made ahead that the partner has not seen.
+ * @param {Uint8Array | null} yourKey
+ * @returns {{pair: Promise<import("../wire/e2ee.js").KeyPair>, partnerHasIt: boolean}}
+ */
+function keyPairFor(yourKey) {
+  const reg = engine.registered;
+  if (yourKey && reg?.public && compareBytes(yourKey, reg.public) === 0) {
+    engine.registered = null;
+    return { pair: reg.pair, partnerHasIt: true };
+  }
+  return { pair: takeKeyPair(), partnerHasIt: false };
 }
 
 /** @param {Extract<ServerMsg, {type: "PeerKey"}>} msg */
@@ -268,10 +315,12 @@ function onMatched(msg) {
     // Repeated after a resume: the same pairing and keys; our key again, in case it was
     // lost with the old connection (the relay sends the partner's again too).
     if (engine.crypto) void shareKey(engine.crypto);
+    if (msg.partner_key) void onPeerKey({ type: "PeerKey", match_id: msg.match_id, public: msg.partner_key });
     return;
   }
   engine.crypto?.close();
-  const crypto = new PairingCrypto(msg.match_id, takeKeyPair(), engine.e2eeStats);
+  const { pair, partnerHasIt } = keyPairFor(msg.your_key);
+  const crypto = new PairingCrypto(msg.match_id, pair, engine.e2eeStats);
   engine.crypto = crypto;
   engine.matchId = msg.match_id;
   engine.sendCodec = msg.send_codec;
@@ -292,6 +341,7 @@ function onMatched(msg) {
     partner: msg.partner_name.trim() || "Someone",
     matchedAt: epochMs(),
     keysAgreedAt: null,
+    keysInMatched: { partner: msg.partner_key !== null, ours: partnerHasIt },
     firstKeyframeSentAt: null,
     firstKeyframeAt: null,
     firstDecodedAt: null,
@@ -310,7 +360,10 @@ function onMatched(msg) {
   engine.audioSender?.newPairing();
   engine.videoReceiver?.newPairing(msg.recv_codec);
   engine.audioReceiver.reset();
-  void shareKey(crypto);
+  // The partner has our key already when the relay gave them the registered one.
+  if (!partnerHasIt) void shareKey(crypto);
+  if (msg.partner_key) void onPeerKey({ type: "PeerKey", match_id: msg.match_id, public: msg.partner_key });
+  void registerNextKey();
   // A partner whose key never comes can be neither seen nor heard: say so rather than wait silently.
   setTimeout(() => {
     if (engine.crypto === crypto && !crypto.ready && engine.session) {
@@ -350,6 +403,9 @@ function onServerMsg(msg) {
       } else if (!msg.resumed && engine.matchId !== null) {
         unpair();
       }
+      // A new session on the relay knows no key of ours: register one for its first pairing.
+      if (!msg.resumed) engine.registered = null;
+      void registerNextKey();
       break;
     case "Matched":
       onMatched(msg);

@@ -17,7 +17,7 @@ import { DecodeError, Reader, Writer, utf8Length } from "./postcard.js";
 export { DecodeError };
 
 /** The protocol version sent in `Hello`. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 /** The WebTransport path on the relay's QUIC port. */
 export const SESSION_PATH = "/chat";
 
@@ -114,13 +114,14 @@ export const TRACK_VIDEO_PARITY = 2;
  *   | ({type: "Nack"} & Nack)
  *   | {type: "Typing", match_id: bigint}
  *   | {type: "RequeueWhenLeft", on: boolean}
- *   | {type: "KeyShare", match_id: bigint, public: Uint8Array}} ClientMsg
+ *   | {type: "KeyShare", match_id: bigint, public: Uint8Array}
+ *   | {type: "NextKey", public: Uint8Array}} ClientMsg
  */
 
 /**
  * @typedef {{type: "Welcome", session_id: bigint, resume_token: Uint8Array, resumed: boolean}
  *   | {type: "Queued", waiting: number}
- *   | {type: "Matched", match_id: bigint, partner_name: string, shared_interests: string[], send_codec: VideoCodec | null, recv_codec: VideoCodec | null}
+ *   | {type: "Matched", match_id: bigint, partner_name: string, shared_interests: string[], send_codec: VideoCodec | null, recv_codec: VideoCodec | null, partner_key: Uint8Array | null, your_key: Uint8Array | null}
  *   | {type: "PeerLeft", reason: LeaveReason}
  *   | {type: "PeerReconnecting"} | {type: "PeerReturned"} | {type: "KeyframeRequested"}
  *   | ({type: "PeerReport"} & ReceiverReport)
@@ -147,7 +148,7 @@ export const TRACK_VIDEO_PARITY = 2;
  * @property {number} ref_frame the frame this one references (its own number for a keyframe)
  */
 
-const CLIENT_VARIANTS = ["Hello", "Next", "Leave", "RequestKeyframe", "ReceiverReport", "Report", "Caps", "Nack", "Typing", "RequeueWhenLeft", "KeyShare"];
+const CLIENT_VARIANTS = ["Hello", "Next", "Leave", "RequestKeyframe", "ReceiverReport", "Report", "Caps", "Nack", "Typing", "RequeueWhenLeft", "KeyShare", "NextKey"];
 const SERVER_VARIANTS = [
   "Welcome",
   "Queued",
@@ -375,6 +376,9 @@ export function encodeClientMsg(msg) {
       w.u64(msg.match_id);
       writePublicKey(w, msg.public);
       break;
+    case "NextKey":
+      writePublicKey(w, msg.public);
+      break;
     case "Leave":
       break;
   }
@@ -437,6 +441,9 @@ export function decodeClientMsg(body) {
     case "KeyShare":
       msg = { type: "KeyShare", match_id: r.u64(), public: r.raw(PUBLIC_KEY_BYTES).slice() };
       break;
+    case "NextKey":
+      msg = { type: "NextKey", public: r.raw(PUBLIC_KEY_BYTES).slice() };
+      break;
     default:
       throw new DecodeError(`unknown ClientMsg variant ${variant}`);
   }
@@ -464,6 +471,8 @@ export function encodeServerMsg(msg) {
       writeStrings(w, msg.shared_interests);
       writeOptionalCodec(w, msg.send_codec);
       writeOptionalCodec(w, msg.recv_codec);
+      writeOptionalArray(w, msg.partner_key, PUBLIC_KEY_BYTES);
+      writeOptionalArray(w, msg.your_key, PUBLIC_KEY_BYTES);
       break;
     case "PeerLeft":
       w.u32(LEAVE_REASONS.indexOf(msg.reason));
@@ -527,6 +536,8 @@ export function decodeServerMsg(body) {
         shared_interests: readStrings(r),
         send_codec: readOptionalCodec(r),
         recv_codec: readOptionalCodec(r),
+        partner_key: readOptionalArray(r, PUBLIC_KEY_BYTES),
+        your_key: readOptionalArray(r, PUBLIC_KEY_BYTES),
       };
       break;
     case "PeerLeft": {
