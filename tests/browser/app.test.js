@@ -27,17 +27,8 @@ after(async () => {
   await browser?.close();
 });
 
-/**
- * @param {Person[]} people
- * @param {string} url
- * @param {string} name
- * @param {{viewport?: {width: number, height: number}, isMobile?: boolean, beforeLoad?: (page: import("playwright-core").Page) => Promise<unknown>}} [options]
- */
-async function join(people, url, name, options = {}) {
-  const p = await Person.open(browser, url, name, options);
-  people.push(p);
-  return p;
-}
+/** @param {Person[]} people @param {string} url @param {string} name @param {Parameters<typeof Person.open>[3]} [options] */
+const join = (people, url, name, options) => Person.join(browser, people, url, name, options);
 
 /** @param {Person} a @param {Person} b */
 async function expectPaired(a, b) {

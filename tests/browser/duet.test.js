@@ -55,10 +55,8 @@ const relayPanics = [];
  * @param {string} name
  * @param {{viewport?: {width: number, height: number}, isMobile?: boolean, in?: import("playwright-core").Browser, beforeLoad?: (page: import("playwright-core").Page) => Promise<unknown>}} [options]
  */
-async function join(people, url, name, options = {}) {
-  const p = await Person.open(options.in ?? browser, url, name, options);
-  people.push(p);
-  return p;
+function join(people, url, name, options = {}) {
+  return Person.join(options.in ?? browser, people, url, name, options);
 }
 
 /**
@@ -364,10 +362,7 @@ describe("duet in the browser", () => {
    */
   async function callThroughProxy(people, relay, proxy) {
     const ana = await join(people, relay.url, "Ana");
-    await ana.page.route("**/config.json", async (route) => {
-      const res = await route.fetch();
-      await route.fulfill({ response: res, json: { ...(await res.json()), quic_port: proxy.port } });
-    });
+    await ana.quicVia(proxy.port);
     const sam = await join(people, relay.url, "Sam");
     await ana.start();
     await sam.start();
@@ -691,10 +686,7 @@ describe("the media engine", () => {
         const ana = await join(people, relay.url, "Ana");
         await useStampedCamera(ana.page);
         await ana.page.reload();
-        await ana.page.route("**/config.json", async (route) => {
-          const res = await route.fetch();
-          await route.fulfill({ response: res, json: { ...(await res.json()), quic_port: shaper.port } });
-        });
+        await ana.quicVia(shaper.port);
         const sam = await join(people, relay.url, "Sam");
         await ana.start();
         await sam.start();
@@ -781,10 +773,7 @@ describe("the media engine", () => {
       const proxy = await startUdpProxy(relay.quic, { reorder: { every: 9, holdMs: 25 } });
       try {
         const ana = await join(people, relay.url, "Ana");
-        await ana.page.route("**/config.json", async (route) => {
-          const res = await route.fetch();
-          await route.fulfill({ response: res, json: { ...(await res.json()), quic_port: proxy.port } });
-        });
+        await ana.quicVia(proxy.port);
         const sam = await join(people, relay.url, "Sam");
         await ana.start();
         await sam.start();

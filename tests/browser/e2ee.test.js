@@ -34,17 +34,8 @@ after(async () => {
   await browser?.close();
 });
 
-/**
- * @param {Person[]} people
- * @param {string} url
- * @param {string} name
- * @param {{beforeLoad?: (page: import("playwright-core").Page) => Promise<unknown>}} [options]
- */
-async function join(people, url, name, options = {}) {
-  const p = await Person.open(browser, url, name, options);
-  people.push(p);
-  return p;
-}
+/** @param {Person[]} people @param {string} url @param {string} name @param {Parameters<typeof Person.open>[3]} [options] */
+const join = (people, url, name, options) => Person.join(browser, people, url, name, options);
 
 /**
  * Waits until `a` and `b` are paired with each other with their keys agreed, checks both
@@ -178,10 +169,7 @@ describe("end-to-end encryption in the browser", () => {
         try {
           // Ana reaches the relay's QUIC port through the proxy, which can black out.
           const ana = await join(people, relay.url, "Ana");
-          await ana.page.route("**/config.json", async (route) => {
-            const res = await route.fetch();
-            await route.fulfill({ response: res, json: { ...(await res.json()), quic_port: proxy.port } });
-          });
+          await ana.quicVia(proxy.port);
           const sam = await join(people, relay.url, "Sam");
           await ana.start();
           await sam.start();

@@ -58,13 +58,23 @@ export const CHROMIUM_ARGS = [
 ];
 
 export function relayBinary() {
-  if (process.env.DUET_RELAY_BIN) return process.env.DUET_RELAY_BIN;
-  // The newer of the two builds: an old release binary must not shadow today's debug one.
+  return builtBinary("duet-relay", "DUET_RELAY_BIN");
+}
+
+/**
+ * A workspace binary: the one `envVar` names, else the newer of its release and debug
+ * builds (an old release binary must not shadow today's debug one).
+ * @param {string} name e.g. "duet-client"
+ * @param {string} envVar e.g. "DUET_CLIENT_BIN"
+ */
+export function builtBinary(name, envVar) {
+  const named = process.env[envVar];
+  if (named) return named;
   const built = ["release", "debug"]
-    .map((profile) => path.join(REPO, "target", profile, "duet-relay"))
+    .map((profile) => path.join(REPO, "target", profile, name))
     .filter((p) => existsSync(p))
     .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
-  if (!built.length) throw new Error("No relay binary: run `cargo build -p duet-relay` (or set DUET_RELAY_BIN).");
+  if (!built.length) throw new Error(`No ${name} binary: run \`cargo build -p ${name}\` (or set ${envVar}).`);
   return built[0];
 }
 
@@ -298,6 +308,33 @@ export class Person {
     await options.beforeLoad?.(page);
     await page.goto(url);
     return new Person(page, name);
+  }
+
+  /**
+   * Opens a person's page and adds them to `people` (whom `withRelay` closes after the test).
+   * @param {import("playwright-core").Browser} browser
+   * @param {Person[]} people
+   * @param {string} url
+   * @param {string} name
+   * @param {{viewport?: {width: number, height: number}, isMobile?: boolean, beforeLoad?: (page: import("playwright-core").Page) => Promise<unknown>}} [options]
+   */
+  static async join(browser, people, url, name, options = {}) {
+    const p = await Person.open(browser, url, name, options);
+    people.push(p);
+    return p;
+  }
+
+  /**
+   * Points this page's WebTransport at `port` on the relay's host (a proxy or shaper in
+   * front of the relay's QUIC port) by rewriting the config the app fetches. Call before
+   * Start.
+   * @param {number} port
+   */
+  async quicVia(port) {
+    await this.page.route("**/config.json", async (route) => {
+      const res = await route.fetch();
+      await route.fulfill({ response: res, json: { ...(await res.json()), quic_port: port } });
+    });
   }
 
   /**

@@ -10,9 +10,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, statSync } from "node:fs";
-import path from "node:path";
-import { Person, REPO, launchBrowser, patient, screenshot, withRelay } from "./helpers.js";
+import { Person, builtBinary, launchBrowser, patient, screenshot, withRelay } from "./helpers.js";
 
 /** @type {import("playwright-core").Browser} */
 let browser;
@@ -25,17 +23,6 @@ after(async () => {
   await browser?.close();
 });
 
-/** The native client binary: DUET_CLIENT_BIN, else the newer of the release and debug builds. */
-function clientBinary() {
-  if (process.env.DUET_CLIENT_BIN) return process.env.DUET_CLIENT_BIN;
-  const built = ["release", "debug"]
-    .map((profile) => path.join(REPO, "target", profile, "duet-client"))
-    .filter((p) => existsSync(p))
-    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
-  if (!built.length) throw new Error("No native client binary: run `cargo build -p duet-client` (or set DUET_CLIENT_BIN).");
-  return built[0];
-}
-
 /**
  * Runs `duet-client call` to its end and returns its JSON report.
  * @param {import("./helpers.js").Relay} relay
@@ -43,7 +30,7 @@ function clientBinary() {
  * @returns {{report: Promise<any>, kill: () => void}}
  */
 function nativeCall(relay, args) {
-  const proc = spawn(clientBinary(), ["call", "--relay", `https://${relay.quic}`, "--cert-hash", relay.certSha256, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(builtBinary("duet-client", "DUET_CLIENT_BIN"), ["call", "--relay", `https://${relay.quic}`, "--cert-hash", relay.certSha256, ...args], { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   let err = "";
   proc.stdout.on("data", (/** @type {Buffer} */ d) => (out += d.toString()));
