@@ -205,8 +205,7 @@ fn send_frame(
 
 /// Counts the chat lines waiting: those of the current pairing that open are received;
 /// the rest (another pairing's, or lines that do not open) are not shown.
-fn read_chat(client: &mut Client, pairing: Option<&mut Pairing>, report: &mut CallReport) {
-    let mut pairing = pairing;
+fn read_chat(client: &mut Client, mut pairing: Option<&mut Pairing>, report: &mut CallReport) {
     while let Some((m, line)) = client.try_recv_chat_frame() {
         let Some(p) = pairing.as_deref_mut().filter(|p| p.match_id == m) else {
             continue;

@@ -606,6 +606,16 @@ pub struct ForwardRun {
     pub targets: Vec<Target>,
 }
 
+/// The forwarder CPU per datagram of `run` over `base`'s (same load, same run), to three
+/// significant figures.
+fn cpu_per_datagram_ratio(run: &PathRun, base: &PathRun) -> Option<f64> {
+    ratio(
+        run.relay_cpu_us_per_datagram?,
+        base.relay_cpu_us_per_datagram?,
+    )
+    .map(|v| round_sig(v, 3))
+}
+
 /// `forward` (and `floor`): each load size through a fresh relay, then (`sealed_too`)
 /// through another with every frame sealed, then through the floor.
 pub async fn forward(
@@ -642,13 +652,9 @@ pub async fn forward(
         } else {
             None
         };
-        let sealed_ratio = sealed_run.as_ref().and_then(|s| {
-            ratio(
-                s.relay_cpu_us_per_datagram?,
-                relay_run.relay_cpu_us_per_datagram?,
-            )
-            .map(|v| round_sig(v, 3))
-        });
+        let sealed_ratio = sealed_run
+            .as_ref()
+            .and_then(|s| cpu_per_datagram_ratio(s, &relay_run));
         let floor_run = if with_floor {
             eprintln!(
                 "forward: {pairs} pairs through the plain UDP floor for {:.0} s…",
@@ -661,13 +667,9 @@ pub async fn forward(
         } else {
             None
         };
-        let cpu_ratio = floor_run.as_ref().and_then(|f| {
-            ratio(
-                relay_run.relay_cpu_us_per_datagram?,
-                f.relay_cpu_us_per_datagram?,
-            )
-            .map(|v| round_sig(v, 3))
-        });
+        let cpu_ratio = floor_run
+            .as_ref()
+            .and_then(|f| cpu_per_datagram_ratio(&relay_run, f));
         let lat_ratio = floor_run.as_ref().and_then(|f| {
             ratio(relay_run.latency_ms_p99?, f.latency_ms_p99?).map(|v| round_sig(v, 3))
         });

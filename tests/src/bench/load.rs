@@ -366,27 +366,18 @@ pub async fn send_media(
                                 &mut s.aseq,
                             )
                         };
+                        let header = frame_header(match_id, track, frame_no, key, capture_us);
                         let mut data = payload.get(..len).unwrap_or(&payload);
                         if let Some(keys) = s.keys.as_mut() {
-                            let aad = Aad::media(
-                                &frame_header(match_id, track, frame_no, key, capture_us),
-                                Kind::of_track(track).unwrap_or(Kind::Video),
-                            );
-                            if keys.seal(&aad, data, &mut sealed).is_ok() {
+                            let kind = Kind::of_track(track).unwrap_or(Kind::Video);
+                            if keys
+                                .seal(&Aad::media(&header, kind), data, &mut sealed)
+                                .is_ok()
+                            {
                                 data = &sealed;
                             }
                         }
-                        let sent = send_frame(
-                            &slot.transport,
-                            match_id,
-                            track,
-                            frame_no,
-                            key,
-                            capture_us,
-                            data,
-                            seq,
-                            &mut buf,
-                        );
+                        let sent = send_frame(&slot.transport, header, data, seq, &mut buf);
                         report.datagrams_sent += sent.0;
                         report.send_errors += sent.1;
                         slot.bytes_sent.fetch_add(sent.2, Relaxed);
@@ -440,19 +431,13 @@ fn frame_header(
 }
 
 /// Sends one frame as fragments; returns (datagrams sent, datagrams refused, bytes sent).
-#[allow(clippy::too_many_arguments)]
 fn send_frame(
     transport: &Transport,
-    match_id: u64,
-    track: Track,
-    frame: u32,
-    keyframe: bool,
-    capture_us: u64,
+    header: MediaHeader,
     data: &[u8],
     seq: &mut u32,
     buf: &mut Vec<u8>,
 ) -> (u64, u64, u64) {
-    let header = frame_header(match_id, track, frame, keyframe, capture_us);
     let (mut sent, mut failed, mut bytes) = (0, 0, 0);
     let fragments =
         duet_proto::media::fragment(header, data, transport.max_payload(), seq, buf, |d| {
