@@ -26,6 +26,7 @@ import { TRACK_VIDEO } from "../wire/protocol.js";
 import { START_VIDEO_KBPS } from "../wire/quality.js";
 import { LayerReferences } from "../wire/reference.js";
 import { EncoderLoad } from "../wire/encoder-load.js";
+import { encodeSize } from "../wire/encode-size.js";
 import { epochMs, nowUs } from "../wire/clock.js";
 import { codecFamily } from "../wire/codecs.js";
 import { pump } from "./pump.js";
@@ -47,6 +48,8 @@ const PROTECT_FROM_LOSS_PERMILLE = 3;
 const PROTECT_FOR_MS = 15_000;
 /** Encoder errors in a row after which the codec counts as failed on this machine. */
 const FAILURES_BEFORE_GIVING_UP = 3;
+/** Logical cores (wire/encode-size.js keeps the encode under two threads' size on a weak machine). */
+const CORES = navigator.hardwareConcurrency || 2;
 
 /**
  * Where senders put their datagrams: the session, as it is at the moment of sending.
@@ -260,7 +263,8 @@ export class VideoSender {
   }
 
   /**
-   * An encoder configured for this frame's size (scaled by the CPU adaptation), or null.
+   * An encoder configured for this frame's size (scaled by the CPU adaptation, and under the
+   * two-thread size on a weak machine: wire/encode-size.js), or null.
    * @param {VideoFrame} frame
    * @returns {VideoEncoder | null}
    */
@@ -269,9 +273,7 @@ export class VideoSender {
     if (!choice) return null;
     this.stats.captureWidth = frame.displayWidth;
     this.stats.captureHeight = frame.displayHeight;
-    const scale = this.load.scale;
-    const width = Math.max(2, Math.round((frame.displayWidth * scale) / 2) * 2);
-    const height = Math.max(2, Math.round((frame.displayHeight * scale) / 2) * 2);
+    const { width, height } = encodeSize(frame.displayWidth, frame.displayHeight, this.load.scale, CORES);
     const key = `${choice.codec} ${width}x${height}`;
     const bitrateMoved = Math.abs(this.bitrateKbps - this.configuredKbps) > this.configuredKbps * 0.1;
     if (this.encoder && this.encoder.state === "configured" && this.encoderKey === key && !bitrateMoved) return this.encoder;
