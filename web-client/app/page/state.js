@@ -40,6 +40,7 @@ export const ui = {
   safetyLabel: /** @type {HTMLElement} */ ($("safety-label")),
   safetyWords: /** @type {HTMLElement} */ ($("safety-words")),
   overlay: /** @type {HTMLElement} */ ($("stage-overlay")),
+  spinner: /** @type {HTMLElement} */ ($("stage-spinner")),
   overlayText: /** @type {HTMLElement} */ ($("stage-overlay-text")),
   selfView: /** @type {HTMLVideoElement} */ ($("self-view")),
   stage: /** @type {HTMLElement} */ ($("stage")),

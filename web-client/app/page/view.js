@@ -10,6 +10,7 @@
 import { classifyQuality } from "../wire/quality.js";
 import { codecLabel } from "../wire/codecs.js";
 import { state, ui } from "./state.js";
+import { spin } from "./spinner.js";
 
 /** @typedef {import("./state.js").Phase} Phase */
 
@@ -133,6 +134,7 @@ export function renderStatus() {
 /** @param {string | null} text shown over the partner video; null hides the overlay */
 export function overlay(text) {
   show(ui.overlay, text !== null);
+  spin(ui.spinner, text !== null);
   if (text !== null) ui.overlayText.textContent = text;
 }
 
