@@ -1,7 +1,8 @@
 // @ts-check
 /**
  * @file The app as a person uses it, in headless Chromium against the real relay: Stop
- * while connecting sticks (the relay's `/status` agrees), the whole flow by keyboard alone
+ * while connecting sticks (the relay's `/status` agrees), the waiting spinner (turned in
+ * steps, still with reduced motion), the whole flow by keyboard alone
  * with focus always on a visible control, the partner's volume and mute (the level heard,
  * measured in the page), Text only, the camera's light going out when it is turned off,
  * and every screen (desktop and phone, light and dark) checked by axe-core and saved as a
@@ -148,6 +149,42 @@ describe("the app, as a person uses it", () => {
       assert.equal(status.pairs, 0);
       assert.equal((await ana.snapshot()).phase, "start");
       assert.equal((await ben.snapshot()).phase, "start");
+    });
+  });
+
+  test("while someone waits, the spinner turns in steps with no CSS animation (the compositor is not kept drawing), and stands still with reduced motion", async () => {
+    await withRelay(async (relay, people) => {
+      const spinner = (/** @type {Person} */ p) =>
+        p.page.evaluate(() => {
+          const el = /** @type {HTMLElement} */ (document.getElementById("stage-spinner"));
+          return { transform: getComputedStyle(el).transform, animations: el.getAnimations().length, visible: el.checkVisibility() };
+        });
+      const ana = await join(people, relay.url, "Ana");
+      await ana.start();
+      await ana.waitStatus(/Looking for someone…/);
+      const first = await spinner(ana);
+      assert.ok(first.visible, "the spinner shows while Ana waits");
+      assert.equal(first.animations, 0, "no CSS animation runs on the spinner");
+      // It turns: its transform changes, and changes again.
+      for (let turns = 0, last = first.transform; turns < 2; turns++) {
+        await ana.page.waitForFunction((was) => getComputedStyle(/** @type {HTMLElement} */ (document.getElementById("stage-spinner"))).transform !== was, last, { timeout: patient(5000) });
+        last = (await spinner(ana)).transform;
+      }
+
+      // Ana stops, so Ben waits alone rather than meeting her.
+      await ana.button("Stop").click();
+      await ana.until((s) => s.phase === "start", "Ana back on the first screen");
+      const ben = await join(people, relay.url, "Ben", { beforeLoad: (page) => page.emulateMedia({ reducedMotion: "reduce" }) });
+      await ben.start();
+      await ben.waitStatus(/Looking for someone…/);
+      const still = await spinner(ben);
+      // The status timer's next second: eight steps' worth of time has passed.
+      const shown = await ben.page.evaluate(() => /** @type {HTMLElement} */ (document.getElementById("status-timer")).textContent);
+      await ben.page.waitForFunction((was) => /** @type {HTMLElement} */ (document.getElementById("status-timer")).textContent !== was, shown, { timeout: patient(5000) });
+      const later = await spinner(ben);
+      assert.ok(later.visible, "the spinner shows while Ben waits");
+      assert.equal(later.transform, still.transform, "with reduced motion the spinner stands still");
+      assert.equal(later.transform, "none");
     });
   });
 

@@ -135,6 +135,14 @@ describe("duet in the browser", () => {
         av_sync: { sam_to_ana: la.receive.avSync, ana_to_sam: ls.receive.avSync },
       });
       assert.ok(la.receive.latencyMs.median < 500, `capture-to-render median ${la.receive.latencyMs.median} ms`);
+      // On a machine of four cores or fewer the encoder stays under 640×480 pixels, where
+      // Chromium's libvpx runs one thread (web-client/app/wire/encode-size.js).
+      if ((await ana.page.evaluate(() => navigator.hardwareConcurrency)) <= 4) {
+        for (const v of [la.send.video, ls.send.video]) {
+          assert.ok(v.width * v.height < 640 * 480, `encoding ${v.width}x${v.height} from a ${v.captureWidth}x${v.captureHeight} camera`);
+          if (v.cpuStep === 0 && v.captureWidth === 640 && v.captureHeight === 480) assert.deepEqual([v.width, v.height], [640, 478], "a 640x480 camera at full quality loses two rows");
+        }
+      }
       const status = await relay.status();
       assert.equal(status.pairs, 1);
       assert.ok(status.datagrams_forwarded > 100, "media went through the relay");
