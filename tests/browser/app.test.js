@@ -342,6 +342,9 @@ describe("the app, as a person uses it", () => {
       await ben.button("Stay here").click();
       await ben.page.getByText("Ana left. Press Find someone new when you're ready.").waitFor({ state: "visible" });
       assert.equal((await ben.snapshot()).phase, "left");
+      // "Ana left" is a statement, not a wait: no spinner beside it.
+      await ben.page.locator("#stage-overlay-text").getByText("Ana left").waitFor({ state: "visible" });
+      assert.equal(await ben.page.locator("#stage-spinner").isVisible(), false, "no spinner beside 'Ana left'");
       await ben.page.getByRole("log").getByText("see you").waitFor({ state: "visible" });
       // Ana is queued alone: the relay left Ben idle.
       await ana.until((s) => s.phase === "waiting", "Ana in the queue");

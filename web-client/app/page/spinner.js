@@ -1,7 +1,8 @@
 // @ts-check
 /**
- * @file The spinner on the partner's stage while connecting or looking for someone, turned
- * in steps by a timer instead of a CSS animation.
+ * @file The spinner on the partner's stage while something is under way (connecting,
+ * looking for someone, reconnecting: view.js's `overlay`), turned in steps by a timer
+ * instead of a CSS animation.
  *
  * A spinning CSS animation makes the compositor draw a frame 60 times a second for as long
  * as someone waits. Measured on a waiting page on this project's two-core machine

@@ -131,10 +131,17 @@ export function renderStatus() {
   }
 }
 
-/** @param {string | null} text shown over the partner video; null hides the overlay */
+/**
+ * @param {string | null} text shown over the partner video; null hides the overlay. A text
+ *   ending in "…" is something under way (connecting, looking, reconnecting) and shows the
+ *   turning spinner; a statement ("Ana left", "No video from Ana", "Text only — …") shows
+ *   without it, as nothing is being waited for.
+ */
 export function overlay(text) {
+  const busy = text !== null && text.endsWith("…");
   show(ui.overlay, text !== null);
-  spin(ui.spinner, text !== null);
+  show(ui.spinner, busy);
+  spin(ui.spinner, busy);
   if (text !== null) ui.overlayText.textContent = text;
 }
 
