@@ -6,7 +6,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { EncoderLoad, LADDER } from "../app/wire/encoder-load.js";
+import { EncoderLoad, LADDER, LAG_OVERUSE_MS, LAG_UNDERUSE_MS } from "../app/wire/encoder-load.js";
 
 /** Feeds `seconds` of 30 fps frames taking `ms` each. @param {EncoderLoad} l @param {number} ms @param {number} from @param {number} seconds */
 function run(l, ms, from, seconds) {
@@ -55,4 +55,36 @@ test("the bottom step holds however slow the encoder", () => {
   const l = new EncoderLoad();
   run(l, 500, 0, 60);
   assert.equal(l.step, LADDER.length - 1);
+});
+
+/** Feeds `seconds` of quick 30 fps encodes and 20 ms timer ticks running `lagMs` late. @param {EncoderLoad} l @param {number} lagMs @param {number} from @param {number} seconds */
+function runLagging(l, lagMs, from, seconds) {
+  let t = from;
+  for (; t < from + seconds * 1000; t += 20) {
+    l.onLag(lagMs, t);
+    if (t % 33 < 20) l.onEncoded(4, t);
+  }
+  return t;
+}
+
+test("a worker whose timers run late is short of CPU even when each encode is quick: it steps down and says cpu, and back up once on time", () => {
+  const l = new EncoderLoad();
+  let t = runLagging(l, 35, 0, 4);
+  assert.ok(l.step > 0, `stepped down to ${l.step} with quick encodes and late timers`);
+  assert.equal(l.limitation, "cpu");
+  assert.ok(l.lagMs > LAG_OVERUSE_MS);
+  t = runLagging(l, 10, t, 30);
+  assert.ok(l.step > 0, "a lateness between the thresholds neither steps down further nor up");
+  const held = l.step;
+  t = runLagging(l, 10, t, 10);
+  assert.equal(l.step, held);
+  runLagging(l, 1, t, 60);
+  assert.equal(l.step, 0, "on time again: back to full quality");
+  assert.equal(l.limitation, "none");
+});
+
+test("a busy but healthy worker (timers a few ms late) keeps full quality", () => {
+  const l = new EncoderLoad();
+  runLagging(l, LAG_UNDERUSE_MS - 1, 0, 30);
+  assert.equal(l.step, 0);
 });

@@ -713,7 +713,7 @@ function snapshot() {
     send: {
       codec: vs?.choice?.codec ?? null,
       bitrateKbps: engine.bitrate.target,
-      video: vs ? { ...vs.stats, cpuStep: vs.load.step, standby: { ...vs.standby.stats } } : null,
+      video: vs ? { ...vs.stats, cpuStep: vs.load.step, workerLagMs: Math.round(vs.load.lagMs * 10) / 10, standby: { ...vs.standby.stats } } : null,
       audio: engine.audioSender ? { ...engine.audioSender.stats } : null,
       datagramsDropped: engine.session?.datagramsDropped ?? 0,
       maxDatagramSize: engine.session?.maxDatagramSize ?? null,
@@ -889,7 +889,12 @@ engine.nextKeyPair = freshKeyPair();
 post({ type: "caps", trackProcessor: hasTrackProcessor() });
 setInterval(() => void everySecond(), REPORT_INTERVAL_MS);
 setInterval(() => void rttSample(), RTT_SAMPLE_MS);
-// A gap's wait ends even when nothing more arrives.
+// A gap's wait ends even when nothing more arrives. The same tick tells the CPU adaptation
+// how late the worker's timers run (a short CPU makes them late however quick each encode is).
+let orderTickDue = performance.now() + ORDER_TICK_MS;
 setInterval(() => {
+  const now = performance.now();
+  engine.videoSender?.load.onLag(now - orderTickDue, now);
+  orderTickDue = now + ORDER_TICK_MS;
   if (engine.order.held.size > 0) drainVideo();
 }, ORDER_TICK_MS);

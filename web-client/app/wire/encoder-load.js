@@ -8,7 +8,8 @@
  *
  * Usage is encode time over the frame interval of the current step: above OVERUSE the
  * encoder cannot keep up (every frame would wait for the one before it), below UNDERUSE it
- * has room to spare. Decisions come at most once per CHECK_MS; going down is quick
+ * has room to spare. A worker whose own timers run late (LAG_OVERUSE_MS) is short of CPU
+ * too, however quick each encode is. Decisions come at most once per CHECK_MS; going down is quick
  * (DOWN_HOLDOFF_MS), going up is slow (UP_HOLDOFF_MS), so the picture does not pump.
  *
  * No browser API here: Node's test runner covers it. Times are milliseconds, passed in.
@@ -29,6 +30,16 @@ export const OVERUSE = 0.85;
 export const UNDERUSE = 0.4;
 /** Frames dropped because the encoder was behind, within one check, that count as overuse. */
 export const OVERUSE_DROPS = 3;
+/**
+ * The media worker's timers firing this late on average over a check, ms: the CPU is short
+ * even though each encode is quick (every stage waits for its turn, the camera's frames
+ * come late and fewer). Seen with the browser held to 0.2 of a core: the encoder kept up
+ * (5 ms a frame at 640×478) while the frame rate fell to 12 and the stats blamed the
+ * network. A healthy worker, even on a busy two-core machine, runs its timers a few ms late.
+ */
+export const LAG_OVERUSE_MS = 20;
+/** Below this mean lateness the CPU shows no sign of being short. */
+export const LAG_UNDERUSE_MS = 5;
 const CHECK_MS = 1000;
 const DOWN_HOLDOFF_MS = 1500;
 const UP_HOLDOFF_MS = 8000;
@@ -44,6 +55,11 @@ export class EncoderLoad {
     this.encodeMs = 0;
     this.samples = 0;
     this.drops = 0;
+    /** Lateness of the worker's timers in the current check: sum and count. */
+    this.lagSum = 0;
+    this.lagCount = 0;
+    /** Mean lateness over the last check, ms. */
+    this.lagMs = 0;
     /** @type {number | null} */
     this.checkStart = null;
     this.lastChangeMs = -Infinity;
@@ -94,13 +110,24 @@ export class EncoderLoad {
     this.evaluate(nowMs);
   }
 
+  /**
+   * One of the worker's periodic timers fired `lagMs` after it was due.
+   * @param {number} lagMs @param {number} nowMs
+   */
+  onLag(lagMs, nowMs) {
+    this.lagSum += Math.max(0, lagMs);
+    this.lagCount++;
+    this.evaluate(nowMs);
+  }
+
   /** @param {number} nowMs */
   evaluate(nowMs) {
     if (this.checkStart === null) this.checkStart = nowMs;
     if (nowMs - this.checkStart < CHECK_MS) return;
     const usage = this.encodeMs / (1000 / LADDER[this.step].fps);
-    const overused = usage > OVERUSE || this.drops >= OVERUSE_DROPS;
-    const underused = usage < UNDERUSE && this.drops === 0;
+    this.lagMs = this.lagCount > 0 ? this.lagSum / this.lagCount : 0;
+    const overused = usage > OVERUSE || this.drops >= OVERUSE_DROPS || this.lagMs > LAG_OVERUSE_MS;
+    const underused = usage < UNDERUSE && this.drops === 0 && this.lagMs < LAG_UNDERUSE_MS;
     if (overused && this.step < LADDER.length - 1 && nowMs - this.lastChangeMs >= DOWN_HOLDOFF_MS) {
       this.step++;
       this.lastChangeMs = nowMs;
@@ -112,5 +139,7 @@ export class EncoderLoad {
     }
     this.checkStart = nowMs;
     this.drops = 0;
+    this.lagSum = 0;
+    this.lagCount = 0;
   }
 }
