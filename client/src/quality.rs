@@ -10,9 +10,11 @@
 //! that goes at once under 85 % of what the partner received, fast recovery to just under a
 //! rate backed off from in the last 10 s, never above 85 % of what the transport
 //! estimates it can send, and a cut within a few hundred ms when the sender's own smoothed
-//! RTT shows a queue rising on its uplink ([`BitrateController::on_rtt`]). Pure: time is
-//! passed in (milliseconds on any monotonic clock), and the unit tests below drive it
-//! without sockets.
+//! RTT shows a queue rising on its uplink ([`BitrateController::on_rtt`]), and video paused
+//! (audio going on alone) while the path carries less than the video's floor or ACKs starve
+//! for half a second while we send ([`BitrateController::video_paused`],
+//! [`BitrateController::on_acks`]: native only, as a page's `getStats` counts no ACKs). Pure: time is passed in (milliseconds on any monotonic clock), and the unit tests
+//! below drive it without sockets.
 
 use duet_proto::{MediaHeader, ReceiverReport, Track};
 use std::collections::VecDeque;
@@ -29,6 +31,9 @@ pub const BACKOFF_QUEUE_MS: u16 = 60;
 pub const HEAVY_QUEUE_MS: u16 = 200;
 /// At most one decrease per this long; clean time after a decrease before increasing.
 const DECREASE_HOLDOFF_MS: f64 = 1000.0;
+/// The RTT rule may cut again this soon: its samples come ten times a second, and a link
+/// that keeps falling (a walk down into a fade) keeps the queue growing after a cut.
+const RTT_DECREASE_HOLDOFF_MS: f64 = 500.0;
 const INCREASE_HOLDOFF_MS: f64 = 2000.0;
 /// A rate backed off from is remembered this long, at most this many of them.
 const RECOVERY_MEMORY_MS: f64 = 10_000.0;
@@ -64,6 +69,33 @@ pub const RTT_HEAVY_QUEUE_MS: f64 = 200.0;
 pub const RTT_RISE_MS: f64 = 20.0;
 /// The samples a queue's growth is measured over (about 500 ms).
 const RTT_SLOPE_SAMPLES: usize = 6;
+/// Video pauses (audio goes on alone) when a congestion cut would go under this share of
+/// the floor: the path carries less than the least video we send, so every frame would
+/// wait behind the last and hold the voice back with it (a radio fade, a tunnel, a lift).
+/// WebRTC suspends video below its minimum bitrate for the same reason.
+const PAUSE_BELOW_FLOOR_SHARE: f64 = 0.75;
+/// The RTT rule pauses only on a queue seen in this many samples in a row (about 300 ms): a
+/// new path's first sample after a move can read far above the base once.
+const PAUSE_RTT_SAMPLES: usize = 3;
+/// A pause lasts at least this long; one that follows a resume within
+/// [`PAUSE_REPEAT_MS`] (the fade went on) lasts twice the last, up to [`PAUSE_MAX_MS`].
+pub const PAUSE_MIN_MS: f64 = 1000.0;
+pub const PAUSE_MAX_MS: f64 = 8000.0;
+const PAUSE_REPEAT_MS: f64 = 3000.0;
+/// A receiver report this soon after a resume covers the pause (its rate is audio's): it
+/// may cut, but not pause again.
+const REPORT_AFTER_RESUME_MS: f64 = REPORT_INTERVAL_MS as f64 + 250.0;
+/// The first clean report of video after a pause (the fade is over) takes the rate back at
+/// once to this share of the rate before the pause, rather than climbing from the floor for
+/// ten seconds: radio links come back from a fade about where they were.
+const RESUME_SHARE: f64 = 0.5;
+/// ACKs starve ([`BitrateController::on_acks`]) when the samples of about 500 ms in which we
+/// kept sending bring this many ACK frames or fewer. Flowing, they come every other packet
+/// or every 25 ms (a dozen a sample at 1 Mbit/s, two or three for audio alone). A handover's
+/// blackout is shorter than the window; a fade that fills the queues both ways lets a
+/// trickle through, so none-at-all would miss it.
+pub const ACK_STARVED_SAMPLES: usize = 5;
+pub const ACK_STARVED_FRAMES: u64 = 2;
 
 /// Picks the video encoder's target bitrate, kbit/s.
 #[derive(Debug, Clone)]
@@ -83,6 +115,18 @@ pub struct BitrateController {
     rtt_samples: VecDeque<(f64, f64, Option<f64>)>,
     /// Smoothed RTTs of the last [`RTT_BASE_MS`]: (time, ms).
     rtt_base: VecDeque<(f64, f64)>,
+    /// RTT samples in a row with a queue at least [`RTT_BACKOFF_QUEUE_MS`] deep.
+    queue_run: usize,
+    /// ACK frames received in each of the last samples in which we sent (at most
+    /// [`ACK_STARVED_SAMPLES`]).
+    ack_counts: VecDeque<u64>,
+    /// When video paused, while it is paused; how long this pause lasts at least.
+    paused_at: Option<f64>,
+    pause_hold_ms: f64,
+    /// When the last pause ended.
+    resumed_at: f64,
+    /// The rate before the last pause, until the first clean report after it (0: none).
+    paused_from: f64,
     /// The network held the rate back at the last decision.
     pub limited: bool,
 }
@@ -109,6 +153,12 @@ impl BitrateController {
             loss_seen: false,
             rtt_samples: VecDeque::new(),
             rtt_base: VecDeque::new(),
+            queue_run: 0,
+            ack_counts: VecDeque::new(),
+            paused_at: None,
+            pause_hold_ms: PAUSE_MIN_MS,
+            resumed_at: f64::NEG_INFINITY,
+            paused_from: 0.0,
             limited: false,
         }
     }
@@ -130,6 +180,61 @@ impl BitrateController {
         kbps.clamp(self.min, self.max).round()
     }
 
+    /// Whether video is paused: the sender sends none (audio goes on) until the pause has
+    /// lasted its hold and our own queue has drained, then resumes at the floor. The encoder
+    /// simply gets no frames meanwhile, so the next one references the last one sent.
+    pub fn video_paused(&self) -> bool {
+        self.paused_at.is_some()
+    }
+
+    /// A congestion cut to `wanted` kbit/s at most once per `holdoff_ms`; under the floor's
+    /// pause share (and `may_pause`) video pauses, even within the holdoff of the last cut.
+    fn cut(&mut self, wanted: f64, may_pause: bool, holdoff_ms: f64, now_ms: f64) {
+        self.limited = true;
+        if may_pause && wanted < self.min * PAUSE_BELOW_FLOOR_SHARE {
+            self.pause(now_ms);
+        } else if now_ms - self.last_decrease_ms >= holdoff_ms {
+            self.remember_backoff(now_ms);
+            self.target = self.clamp(wanted);
+            self.paused_from = 0.0; // congested since: no jump back
+        }
+    }
+
+    fn pause(&mut self, now_ms: f64) {
+        if self.paused_at.is_some() {
+            return;
+        }
+        self.pause_hold_ms = if now_ms - self.resumed_at < PAUSE_REPEAT_MS {
+            (self.pause_hold_ms * 2.0).min(PAUSE_MAX_MS)
+        } else {
+            PAUSE_MIN_MS
+        };
+        self.paused_at = Some(now_ms);
+        // The rate before the fade is remembered: fast recovery climbs back toward it.
+        if self.target > self.min {
+            self.remember_backoff(now_ms);
+            self.paused_from = self.target;
+        }
+        self.last_decrease_ms = now_ms;
+        self.target = self.min;
+    }
+
+    /// Ends a pause that has lasted its hold once our own queue has drained. True while
+    /// video stays paused.
+    fn still_paused(&mut self, now_ms: f64) -> bool {
+        let Some(at) = self.paused_at else {
+            return false;
+        };
+        if now_ms - at < self.pause_hold_ms || self.own_queue_standing() || self.acks_starved() {
+            return true;
+        }
+        self.paused_at = None;
+        self.resumed_at = now_ms;
+        self.queue_seen = false;
+        self.loss_seen = false;
+        false
+    }
+
     fn remember_backoff(&mut self, now_ms: f64) {
         self.backed_off_from.push_back((now_ms, self.target));
         if self.backed_off_from.len() > MAX_BACKOFFS_REMEMBERED {
@@ -147,6 +252,9 @@ impl BitrateController {
 
     /// The partner's receiver report about our media. Returns the new target.
     pub fn on_peer_report(&mut self, report: &ReceiverReport, now_ms: f64) -> u32 {
+        if self.still_paused(now_ms) {
+            return self.target_kbps(); // a report of audio alone says nothing of video's rate
+        }
         let (loss, queue) = (report.loss_permille, report.queue_delay_ms);
         let queued = queue >= BACKOFF_QUEUE_MS;
         let queue_counts = queue >= HEAVY_QUEUE_MS || (queued && self.queue_seen);
@@ -158,18 +266,15 @@ impl BitrateController {
         let loss_counts = lossy && (self.loss_seen || queue >= BACKOFF_QUEUE_MS / 2);
         self.loss_seen = lossy;
         if loss_counts || queue_counts {
-            self.limited = true;
-            if now_ms - self.last_decrease_ms >= DECREASE_HOLDOFF_MS {
-                let heavy = loss >= HEAVY_LOSS_PERMILLE || queue >= HEAVY_QUEUE_MS;
-                self.remember_backoff(now_ms);
-                let mut next = self.target * if heavy { 0.6 } else { 0.85 };
-                // What reached the partner is what the path carried: a link that fell far
-                // below our rate is met in one step, not in a cut a second.
-                if report.bitrate_kbps > 0 {
-                    next = next.min(f64::from(report.bitrate_kbps) * DELIVERED_SHARE);
-                }
-                self.target = self.clamp(next);
+            let heavy = loss >= HEAVY_LOSS_PERMILLE || queue >= HEAVY_QUEUE_MS;
+            let mut next = self.target * if heavy { 0.6 } else { 0.85 };
+            // What reached the partner is what the path carried: a link that fell far
+            // below our rate is met in one step, not in a cut a second.
+            if report.bitrate_kbps > 0 {
+                next = next.min(f64::from(report.bitrate_kbps) * DELIVERED_SHARE);
             }
+            let may_pause = now_ms - self.resumed_at >= REPORT_AFTER_RESUME_MS;
+            self.cut(next, may_pause, DECREASE_HOLDOFF_MS, now_ms);
         } else if lossy {
             self.limited = true; // held, not cut: see above
         } else if loss <= BACKOFF_LOSS_PERMILLE / 2
@@ -186,6 +291,10 @@ impl BitrateController {
             let mut next = self.target + (self.target * 0.05).max(MIN_INCREASE_KBPS);
             if self.target < recover_to {
                 next = next.max(recover_to.min(self.target * RECOVERY_GROWTH));
+            }
+            if self.paused_from > 0.0 && now_ms - self.resumed_at >= REPORT_AFTER_RESUME_MS {
+                next = next.max(self.paused_from * RESUME_SHARE);
+                self.paused_from = 0.0;
             }
             if let Some(e) = self.estimate_kbps {
                 next = next.min(self.target.max(e * ESTIMATE_SHARE));
@@ -234,6 +343,14 @@ impl BitrateController {
         while self.rtt_samples.len() > RTT_SLOPE_SAMPLES {
             self.rtt_samples.pop_front();
         }
+        self.queue_run = if queue >= RTT_BACKOFF_QUEUE_MS {
+            self.queue_run + 1
+        } else {
+            0
+        };
+        if self.still_paused(now_ms) {
+            return self.target_kbps();
+        }
         let rising = self
             .rtt_samples
             .front()
@@ -243,32 +360,71 @@ impl BitrateController {
         if !counts {
             return self.target_kbps();
         }
-        self.limited = true;
-        if now_ms - self.last_decrease_ms < DECREASE_HOLDOFF_MS {
-            return self.target_kbps();
-        }
         let mut next = self.target * if heavy { 0.6 } else { 0.85 };
-        if let Some(carried) = self.carried_kbps() {
-            next = next.min(carried * DELIVERED_SHARE);
+        if let Some(c) = self.carried_kbps(RTT_SLOPE_SAMPLES) {
+            next = next.min(c * DELIVERED_SHARE);
         }
-        self.remember_backoff(now_ms);
-        self.target = self.clamp(next);
+        // Pausing wants a queue that has stood for a few samples while rising, and what the
+        // link carried meanwhile under the floor: not one high reading after a move, nor a
+        // step to a longer path (its queue does not grow within the run).
+        if self.queue_run >= PAUSE_RTT_SAMPLES && rising {
+            if let Some(c) = self.carried_kbps(self.queue_run.min(RTT_SLOPE_SAMPLES)) {
+                if c * DELIVERED_SHARE < self.min * PAUSE_BELOW_FLOOR_SHARE {
+                    next = next.min(c * DELIVERED_SHARE);
+                    self.cut(next, true, RTT_DECREASE_HOLDOFF_MS, now_ms);
+                    return self.target_kbps();
+                }
+            }
+        }
+        self.cut(next, false, RTT_DECREASE_HOLDOFF_MS, now_ms);
         self.target_kbps()
     }
 
-    /// What the uplink carried over the recent samples, kbit/s: the mean of what we sent
-    /// over 1 + the queue's growth per unit of time (a queue that holds steady means the link
-    /// carried what we sent). `None` without send rates or with fewer than two samples.
-    fn carried_kbps(&self) -> Option<f64> {
-        let (first, last) = (self.rtt_samples.front()?, self.rtt_samples.back()?);
+    /// The ACK frames received since the last sample, and whether we sent meanwhile (quinn
+    /// counts the ACK frames it receives), about every [`RTT_SAMPLE_MS`]. In a fade that
+    /// fills the queues both ways the ACKs wait behind the partner's media, so the smoothed
+    /// RTT stands still or moves late and [`on_rtt`](Self::on_rtt) sees the queue late;
+    /// meanwhile a large congestion window (quinn's BBR grows it to megabytes on a fast
+    /// path) keeps the media going into the fade. ACKs starving while we send (see
+    /// [`ACK_STARVED_FRAMES`]) pause video, which resumes after the pause's hold once ACKs
+    /// flow again and the RTT shows no queue. Returns the target.
+    pub fn on_acks(&mut self, acks: u64, sent: bool, now_ms: f64) -> u32 {
+        if !sent {
+            self.ack_counts.clear(); // nothing to acknowledge: no expectation
+            return self.target_kbps();
+        }
+        self.ack_counts.push_back(acks);
+        while self.ack_counts.len() > ACK_STARVED_SAMPLES {
+            self.ack_counts.pop_front();
+        }
+        if self.acks_starved() {
+            self.limited = true;
+            self.pause(now_ms);
+        }
+        self.target_kbps()
+    }
+
+    fn acks_starved(&self) -> bool {
+        self.ack_counts.len() >= ACK_STARVED_SAMPLES
+            && self.ack_counts.iter().sum::<u64>() <= ACK_STARVED_FRAMES
+    }
+
+    /// What the uplink carried over the last `n` samples (all of them when fewer), kbit/s:
+    /// the mean of what we sent over 1 + the queue's growth per unit of time (a queue that
+    /// holds steady means the link carried what we sent). `None` without send rates or with
+    /// fewer than two samples. The queue's growth as seen through the RTT is at most about
+    /// one second a second (its ACKs are late too), so a link far below our rate shows in
+    /// what we send once the congestion window is full: the ACKs clock it to the link's.
+    fn carried_kbps(&self, n: usize) -> Option<f64> {
+        let skip = self.rtt_samples.len().saturating_sub(n.max(2));
+        let mut recent = self.rtt_samples.iter().skip(skip);
+        let first = recent.next()?;
+        let last = self.rtt_samples.back()?;
         let span = last.0 - first.0;
         if span <= 0.0 {
             return None;
         }
-        let (sum, n) = self
-            .rtt_samples
-            .iter()
-            .skip(1)
+        let (sum, n) = recent
             .filter_map(|s| s.2)
             .fold((0.0, 0usize), |(sum, n), k| (sum + k, n + 1));
         if n == 0 {
@@ -282,7 +438,7 @@ impl BitrateController {
     /// The transport's estimate of what it can send for the whole session, kbit/s (for
     /// QUIC, the congestion window over the smoothed RTT). Returns the new target.
     pub fn on_send_estimate(&mut self, kbps: f64, now_ms: f64) -> u32 {
-        if !kbps.is_finite() || kbps <= 0.0 {
+        if !kbps.is_finite() || kbps <= 0.0 || self.still_paused(now_ms) {
             return self.target_kbps();
         }
         let previous = self.estimate_kbps.replace(kbps);
@@ -538,7 +694,7 @@ mod tests {
         assert_eq!(
             c.on_rtt(300.0, Some(900.0), 400.0),
             1116,
-            "one cut a second"
+            "one RTT cut per half second"
         );
         assert!(c.limited);
         assert_eq!(
@@ -592,6 +748,196 @@ mod tests {
             c.on_peer_report(&report(0, 0), t + 2000.0) > last,
             "climbs again"
         );
+    }
+
+    /// Feeds RTT samples every 100 ms from `t`: a queue growing by `grow_ms` a sample while
+    /// sending `sent` kbit/s. Returns the time after the last sample.
+    fn rtt_ramp(c: &mut BitrateController, t: f64, samples: usize, grow_ms: f64, sent: f64) -> f64 {
+        let mut t = t;
+        for i in 0..samples {
+            c.on_rtt(40.0 + grow_ms * i as f64, Some(sent), t);
+            t += 100.0;
+        }
+        t
+    }
+
+    #[test]
+    fn a_fade_below_the_floor_pauses_video_until_the_queue_drains_then_resumes_at_the_floor() {
+        let mut c = BitrateController::new(150, 2500, 1200);
+        let mut t = rtt_ramp(&mut c, 0.0, 10, 0.0, 1300.0);
+        assert!(!c.video_paused());
+        // The link falls to 100 kbit/s. The queue grows as fast as its ACKs can show it,
+        // and once the congestion window is full the ACKs clock what we send to the link's.
+        let fade = [
+            (100.0, 1300.0),
+            (250.0, 400.0),
+            (400.0, 120.0),
+            (500.0, 110.0),
+            (550.0, 110.0),
+            (550.0, 110.0),
+        ];
+        let mut paused_at = None;
+        for (i, (queue, sent)) in fade.into_iter().enumerate() {
+            c.on_rtt(40.0 + queue, Some(sent), t);
+            if c.video_paused() && paused_at.is_none() {
+                paused_at = Some((i + 1, t));
+            }
+            t += 100.0;
+        }
+        let (first, paused_ms) = paused_at.expect("a fade below the floor pauses video");
+        assert_eq!(first, PAUSE_RTT_SAMPLES, "on the third sample of the queue");
+        assert_eq!(c.target_kbps(), 150);
+        // Paused: reports of audio alone change nothing, the queue drains, and after the
+        // hold video comes back at the floor.
+        assert_eq!(c.on_peer_report(&report(300, 0), t), 150);
+        assert!(c.video_paused(), "a report does not end a pause");
+        let resumed = loop {
+            c.on_rtt(45.0, Some(60.0), t);
+            if !c.video_paused() {
+                break t;
+            }
+            t += 100.0;
+            assert!(t < 20_000.0, "never resumed");
+        };
+        assert!(
+            (PAUSE_MIN_MS..PAUSE_MIN_MS + 200.0).contains(&(resumed - paused_ms)),
+            "resumed {} ms after pausing",
+            resumed - paused_ms
+        );
+        assert_eq!(c.target_kbps(), 150);
+        // Fast recovery toward the rate before the fade once reports are clean.
+        let mut now = resumed;
+        for _ in 0..4 {
+            now += 1000.0;
+            c.on_peer_report(&report(0, 0), now);
+        }
+        assert!(c.target_kbps() > 250, "{}", c.target_kbps());
+    }
+
+    #[test]
+    fn one_high_rtt_reading_after_a_move_cuts_but_does_not_pause() {
+        let mut c = BitrateController::new(150, 2500, 200);
+        let t = rtt_ramp(&mut c, 0.0, 10, 0.0, 60.0);
+        // A new path's first smoothed RTT is quinn's initial 333 ms, then the real one.
+        c.on_rtt(333.0, Some(10.0), t);
+        c.on_rtt(70.0, Some(250.0), t + 100.0);
+        c.on_rtt(70.0, Some(250.0), t + 200.0);
+        assert!(!c.video_paused());
+        assert_eq!(c.target_kbps(), 150, "the heavy cut, to the floor");
+    }
+
+    #[test]
+    fn acks_starving_for_half_a_second_while_sending_pause_until_they_flow_again() {
+        let mut c = BitrateController::new(150, 2500, 1200);
+        let mut t = rtt_ramp(&mut c, 0.0, 10, 0.0, 1300.0);
+        // A handover's blackout: 300 ms without ACKs, then they come again.
+        for acks in [12, 0, 0, 0, 14, 12] {
+            c.on_acks(acks, true, t);
+            t += 100.0;
+        }
+        assert!(!c.video_paused(), "a blackout is shorter than the window");
+        assert_eq!(c.target_kbps(), 1200);
+        // Nothing sent, nothing acknowledged: no expectation.
+        for _ in 0..10 {
+            c.on_acks(0, false, t);
+            t += 100.0;
+        }
+        assert!(!c.video_paused());
+        // A fade: a trickle of ACKs while we send.
+        for acks in [1, 0, 1, 0, 0] {
+            c.on_acks(acks, true, t);
+            c.on_rtt(40.0, Some(1300.0), t);
+            t += 100.0;
+        }
+        assert!(c.video_paused());
+        let paused_at = t - 100.0;
+        // Still starved after the hold: still paused.
+        while t < paused_at + 2.0 * PAUSE_MIN_MS {
+            c.on_acks(0, true, t);
+            c.on_rtt(40.0, Some(60.0), t);
+            t += 100.0;
+        }
+        assert!(c.video_paused(), "ACKs still starved");
+        c.on_acks(3, true, t);
+        c.on_rtt(45.0, Some(60.0), t);
+        assert!(
+            !c.video_paused(),
+            "ACKs flow again and no queue: video resumes"
+        );
+        assert_eq!(c.target_kbps(), 150);
+    }
+
+    #[test]
+    fn the_first_clean_report_of_video_after_a_pause_goes_back_to_half_the_rate_before_it() {
+        let mut c = BitrateController::new(150, 2500, 800);
+        let faded = ReceiverReport {
+            bitrate_kbps: 90,
+            ..report(200, 150)
+        };
+        c.on_peer_report(&faded, 0.0);
+        assert!(c.video_paused());
+        assert_eq!(c.on_peer_report(&report(0, 0), 1000.0), 150, "resumed");
+        assert!(!c.video_paused());
+        assert_eq!(
+            c.on_peer_report(&report(0, 0), 2000.0),
+            188,
+            "a report of the pause: fast recovery's step only"
+        );
+        assert_eq!(c.on_peer_report(&report(0, 0), 3000.0), 400, "800 × 0.5");
+        assert_eq!(c.on_peer_report(&report(0, 0), 4000.0), 500, "then × 1.25");
+        // Congestion after a resume: no jump back.
+        let mut c = BitrateController::new(150, 2500, 800);
+        c.on_peer_report(&faded, 0.0);
+        c.on_peer_report(&report(0, 0), 1000.0);
+        let congested = ReceiverReport {
+            bitrate_kbps: 400,
+            ..report(50, 100)
+        };
+        c.on_peer_report(&congested, 2500.0);
+        assert!(!c.video_paused());
+        assert!(c.on_peer_report(&report(0, 0), 5000.0) < 300);
+    }
+
+    #[test]
+    fn a_step_to_a_much_longer_path_at_the_floor_does_not_pause() {
+        let mut c = BitrateController::new(150, 2500, 150);
+        let mut t = rtt_ramp(&mut c, 0.0, 10, 0.0, 200.0);
+        for _ in 0..30 {
+            c.on_rtt(250.0, Some(200.0), t);
+            assert!(!c.video_paused(), "at {t} ms");
+            t += 100.0;
+        }
+    }
+
+    #[test]
+    fn a_report_far_under_the_floor_pauses_and_a_pause_that_follows_a_resume_lasts_longer() {
+        let mut c = BitrateController::new(150, 2500, 800);
+        let faded = ReceiverReport {
+            bitrate_kbps: 90,
+            ..report(200, 150)
+        };
+        c.on_peer_report(&report(0, 0), 0.0);
+        c.on_peer_report(&faded, 1000.0);
+        assert!(c.video_paused(), "heavy loss at 90 kbit/s received");
+        assert!(c.on_peer_report(&faded, 1500.0) == 150 && c.video_paused());
+        // No RTT signal: the hold alone ends the pause.
+        assert_eq!(c.on_peer_report(&report(0, 0), 2000.0), 150);
+        assert!(!c.video_paused(), "after {PAUSE_MIN_MS} ms");
+        // The next report covers the pause: it may not pause again; the one after may.
+        c.on_peer_report(&faded, 3000.0);
+        assert!(!c.video_paused(), "a report of the pause itself");
+        c.on_peer_report(&faded, 4000.0);
+        assert!(c.video_paused(), "the fade goes on");
+        assert_eq!(c.on_peer_report(&report(0, 0), 5500.0), 150);
+        assert!(
+            c.video_paused(),
+            "twice the hold: {} ms",
+            2.0 * PAUSE_MIN_MS
+        );
+        c.on_peer_report(&report(0, 0), 6000.0);
+        assert!(!c.video_paused());
+        c.reset();
+        assert!(!c.video_paused() && c.target_kbps() == 800);
     }
 
     fn header(track: Track, seq: u32, capture_ms: u64) -> MediaHeader {

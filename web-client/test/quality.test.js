@@ -5,7 +5,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { BitrateController, ReceiveMeter, classifyQuality, MIN_VIDEO_KBPS, MAX_VIDEO_KBPS } from "../app/wire/quality.js";
+import { BitrateController, ReceiveMeter, classifyQuality, MIN_VIDEO_KBPS, MAX_VIDEO_KBPS, PAUSE_MIN_MS, PAUSE_RTT_SAMPLES } from "../app/wire/quality.js";
 import { TRACK_AUDIO, TRACK_VIDEO } from "../app/wire/protocol.js";
 
 test("quality classes: good, fair, poor, unknown", () => {
@@ -83,7 +83,7 @@ test("an RTT queue seen twice while rising cuts under what the uplink carried, a
   assert.equal(c.onRtt(160, 2100, 200), 2000, "once may be noise");
   // The queue grew 180 ms in 300 ms while we sent 2100 kbit/s: the link carried 2100 / 1.6.
   assert.equal(c.onRtt(260, 2100, 300), 1116);
-  assert.equal(c.onRtt(300, 900, 400), 1116, "one cut a second");
+  assert.equal(c.onRtt(300, 900, 400), 1116, "one RTT cut per half second");
   assert.ok(c.limited);
   assert.equal(c.onPeerReport({ loss_permille: 0, queue_delay_ms: 0 }, 3000), 1116, "no climbing into our own queue");
   assert.equal(c.onRtt(90, 900, 3100), 1116);
@@ -118,6 +118,102 @@ test("a move to a path with a longer round trip cuts once at most, then becomes 
   assert.equal(cuts, 1, "one cut for the step, none while it holds");
   assert.ok(!c.ownQueueStanding(), "the longer round trip is the base");
   assert.ok(c.onPeerReport({ loss_permille: 0, queue_delay_ms: 0 }, t + 2000) > last, "climbs again");
+});
+
+test("a fade below the floor pauses video until the queue drains, then it resumes at the floor (as the native controller)", () => {
+  const c = new BitrateController({ start: 1200 });
+  let t = 0;
+  for (let i = 0; i < 10; i++, t += 100) c.onRtt(40, 1300, t);
+  assert.ok(!c.videoPaused);
+  // The link falls to 100 kbit/s: the queue grows as fast as its ACKs show it, and once the
+  // congestion window is full the ACKs clock what we send to the link's.
+  const fade = [
+    [100, 1300],
+    [250, 400],
+    [400, 120],
+    [500, 110],
+    [550, 110],
+    [550, 110],
+  ];
+  let pausedSample = 0;
+  let pausedAt = 0;
+  for (const [i, [queue, sent]] of fade.entries()) {
+    c.onRtt(40 + queue, sent, t);
+    if (c.videoPaused && pausedSample === 0) [pausedSample, pausedAt] = [i + 1, t];
+    t += 100;
+  }
+  assert.equal(pausedSample, PAUSE_RTT_SAMPLES, "paused, on the third sample of the queue");
+  assert.equal(c.target, MIN_VIDEO_KBPS);
+  assert.equal(c.onPeerReport({ loss_permille: 300, queue_delay_ms: 0 }, t), MIN_VIDEO_KBPS);
+  assert.ok(c.videoPaused, "a report does not end a pause");
+  while (c.videoPaused) {
+    c.onRtt(45, 60, t);
+    if (c.videoPaused) t += 100;
+    assert.ok(t < 20_000, "never resumed");
+  }
+  const after = t - pausedAt;
+  assert.ok(after >= PAUSE_MIN_MS && after < PAUSE_MIN_MS + 200, `resumed ${after} ms after pausing`);
+  assert.equal(c.target, MIN_VIDEO_KBPS);
+  for (let i = 0; i < 4; i++) c.onPeerReport({ loss_permille: 0, queue_delay_ms: 0 }, (t += 1000));
+  assert.ok(c.target > 250, `fast recovery toward the rate before the fade: ${c.target}`);
+});
+
+test("one high RTT reading after a move cuts but does not pause; nor does a step to a much longer path at the floor", () => {
+  const c = new BitrateController({ start: 200 });
+  let t = 0;
+  for (let i = 0; i < 10; i++, t += 100) c.onRtt(40, 60, t);
+  c.onRtt(333, 10, t);
+  c.onRtt(70, 250, t + 100);
+  c.onRtt(70, 250, t + 200);
+  assert.ok(!c.videoPaused);
+  assert.equal(c.target, MIN_VIDEO_KBPS, "the heavy cut, to the floor");
+  const d = new BitrateController({ start: MIN_VIDEO_KBPS });
+  t = 0;
+  for (let i = 0; i < 10; i++, t += 100) d.onRtt(40, 200, t);
+  for (let i = 0; i < 30; i++, t += 100) {
+    d.onRtt(250, 200, t);
+    assert.ok(!d.videoPaused, `at ${t} ms`);
+  }
+});
+
+test("the first clean report of video after a pause goes back to half the rate before it; congestion since, no jump", () => {
+  const faded = { loss_permille: 200, queue_delay_ms: 150, bitrate_kbps: 90 };
+  const clean = { loss_permille: 0, queue_delay_ms: 0 };
+  const c = new BitrateController({ start: 800 });
+  c.onPeerReport(faded, 0);
+  assert.ok(c.videoPaused);
+  assert.equal(c.onPeerReport(clean, 1000), MIN_VIDEO_KBPS, "resumed");
+  assert.ok(!c.videoPaused);
+  assert.equal(c.onPeerReport(clean, 2000), 188, "a report of the pause: fast recovery's step only");
+  assert.equal(c.onPeerReport(clean, 3000), 400, "800 × 0.5");
+  assert.equal(c.onPeerReport(clean, 4000), 500, "then × 1.25");
+  const d = new BitrateController({ start: 800 });
+  d.onPeerReport(faded, 0);
+  d.onPeerReport(clean, 1000);
+  d.onPeerReport({ loss_permille: 50, queue_delay_ms: 100, bitrate_kbps: 400 }, 2500);
+  assert.ok(!d.videoPaused);
+  assert.ok(d.onPeerReport(clean, 5000) < 300);
+});
+
+test("a report far under the floor pauses; a report of the pause does not pause again; a pause after a resume lasts longer", () => {
+  const c = new BitrateController({ start: 800 });
+  const faded = { loss_permille: 200, queue_delay_ms: 150, bitrate_kbps: 90 };
+  const clean = { loss_permille: 0, queue_delay_ms: 0 };
+  c.onPeerReport(clean, 0);
+  c.onPeerReport(faded, 1000);
+  assert.ok(c.videoPaused, "heavy loss at 90 kbit/s received");
+  assert.equal(c.onPeerReport(clean, 2000), MIN_VIDEO_KBPS);
+  assert.ok(!c.videoPaused, "no RTT signal: the hold alone ends the pause");
+  c.onPeerReport(faded, 3000);
+  assert.ok(!c.videoPaused, "a report of the pause itself");
+  c.onPeerReport(faded, 4000);
+  assert.ok(c.videoPaused, "the fade goes on");
+  c.onPeerReport(clean, 5500);
+  assert.ok(c.videoPaused, "twice the hold");
+  c.onPeerReport(clean, 6000);
+  assert.ok(!c.videoPaused);
+  c.reset();
+  assert.ok(!c.videoPaused && c.target === 800);
 });
 
 test("the receive meter counts loss from sequence gaps per track, bitrate and frames decoded", () => {

@@ -13,6 +13,11 @@
  * creeps up slowly while the reports are clean, so a call settles just under what the path
  * carries instead of oscillating. Between reports, the sender's own smoothed RTT (sampled
  * every 100 ms) catches a queue rising on its uplink within a few hundred ms (`onRtt`).
+ * When a cut would go well under the video's floor (a radio fade, a tunnel), video pauses
+ * and the voice goes on alone (`videoPaused`), until the pause's hold has passed and the
+ * queue has drained; a pause that follows a resume lasts twice as long. The native
+ * controller also pauses when ACKs starve for half a second while it sends; a page cannot
+ * (`getStats` counts no ACKs), so it has its RTT and its partner's reports.
  *
  * It must not collapse on a busy machine: a receiver starved of CPU stamps arrivals late,
  * which looks like queue delay for a moment. So the receiver reports the *standing* queue
@@ -61,6 +66,8 @@ const BACKOFF_LOSS_PERMILLE = 30;
 const HEAVY_LOSS_PERMILLE = 100;
 /** At most one decrease per this long: each report covers about a second. */
 const DECREASE_HOLDOFF_MS = 1000;
+/** The RTT rule may cut again this soon: its samples come ten times a second, and a link that keeps falling (a walk down into a fade) keeps the queue growing after a cut. */
+const RTT_DECREASE_HOLDOFF_MS = 500;
 /** Clean time after a decrease before increasing again. */
 const INCREASE_HOLDOFF_MS = 2000;
 /** A rate we backed off from is remembered this long: climbing back to just under it is fast. */
@@ -95,6 +102,25 @@ export const RTT_HEAVY_QUEUE_MS = 200;
 export const RTT_RISE_MS = 20;
 /** The samples a queue's growth is measured over (about 500 ms). */
 const RTT_SLOPE_SAMPLES = 6;
+/**
+ * Video pauses (audio goes on alone) when a congestion cut would go under this share of the
+ * floor: the path carries less than the least video we send, so every frame would wait
+ * behind the last and hold the voice back with it (a radio fade, a tunnel, a lift). WebRTC
+ * suspends video below its minimum bitrate for the same reason.
+ */
+const PAUSE_BELOW_FLOOR_SHARE = 0.75;
+/** The RTT rule pauses only on a queue seen in this many samples in a row (about 300 ms): a new path's first sample after a move can read far above the base once. */
+export const PAUSE_RTT_SAMPLES = 3;
+/** A pause lasts at least this long; one that follows a resume within PAUSE_REPEAT_MS (the fade went on) twice the last, up to PAUSE_MAX_MS. */
+export const PAUSE_MIN_MS = 1000;
+export const PAUSE_MAX_MS = 8000;
+const PAUSE_REPEAT_MS = 3000;
+/**
+ * The first clean report of video after a pause (the fade is over) takes the rate back at
+ * once to this share of the rate before the pause, rather than climbing from the floor for
+ * ten seconds: radio links come back from a fade about where they were.
+ */
+const RESUME_SHARE = 0.5;
 
 /** Picks the video encoder's target bitrate. */
 export class BitrateController {
@@ -120,6 +146,64 @@ export class BitrateController {
     this.rttSamples = [];
     /** Smoothed RTTs of the last RTT_BASE_MS, oldest first. @type {{atMs: number, rttMs: number}[]} */
     this.rttBase = [];
+    /** RTT samples in a row with a queue at least RTT_BACKOFF_QUEUE_MS deep. */
+    this.queueRun = 0;
+    /** When video paused, while it is paused. @type {number | null} */
+    this.pausedAt = null;
+    /** How long this pause lasts at least. */
+    this.pauseHoldMs = PAUSE_MIN_MS;
+    /** When the last pause ended. */
+    this.resumedAt = -Infinity;
+    /** The rate before the last pause, until the first clean report after it (0: none). */
+    this.pausedFrom = 0;
+  }
+
+  /**
+   * Whether video is paused: the sender encodes none (audio goes on) until the pause has
+   * lasted its hold and our own queue has drained, then resumes at the floor. The encoder
+   * simply gets no frames meanwhile, so the next one references the last one sent.
+   */
+  get videoPaused() {
+    return this.pausedAt !== null;
+  }
+
+  /**
+   * A congestion cut to `wanted` kbit/s at most once per `holdoffMs`; under the floor's
+   * pause share (and `mayPause`) video pauses, even within the holdoff of the last cut.
+   * @param {number} wanted @param {boolean} mayPause @param {number} holdoffMs @param {number} nowMs
+   */
+  cut(wanted, mayPause, holdoffMs, nowMs) {
+    this.limited = true;
+    if (mayPause && wanted < this.min * PAUSE_BELOW_FLOOR_SHARE) this.pause(nowMs);
+    else if (nowMs - this.lastDecreaseMs >= holdoffMs) {
+      this.decrease(1, nowMs, wanted);
+      this.pausedFrom = 0; // congested since: no jump back
+    }
+  }
+
+  /** @param {number} nowMs */
+  pause(nowMs) {
+    if (this.pausedAt !== null) return;
+    this.pauseHoldMs = nowMs - this.resumedAt < PAUSE_REPEAT_MS ? Math.min(PAUSE_MAX_MS, this.pauseHoldMs * 2) : PAUSE_MIN_MS;
+    this.pausedAt = nowMs;
+    // The rate before the fade is remembered: fast recovery climbs back toward it.
+    if (this.target > this.min) {
+      this.pausedFrom = this.target;
+      this.decrease(0, nowMs);
+    }
+    this.lastDecreaseMs = nowMs;
+    this.target = this.min;
+  }
+
+  /** Ends a pause that has lasted its hold once our own queue has drained. @param {number} nowMs @returns {boolean} video stays paused */
+  stillPaused(nowMs) {
+    if (this.pausedAt === null) return false;
+    if (nowMs - this.pausedAt < this.pauseHoldMs || this.ownQueueStanding()) return true;
+    this.pausedAt = null;
+    this.resumedAt = nowMs;
+    this.queueSeen = false;
+    this.lossSeen = false;
+    return false;
   }
 
   /** The highest rate we backed off from lately, or null. @param {number} nowMs */
@@ -151,6 +235,11 @@ export class BitrateController {
     this.lossSeen = false;
     this.rttSamples = [];
     this.rttBase = [];
+    this.queueRun = 0;
+    this.pausedAt = null;
+    this.pauseHoldMs = PAUSE_MIN_MS;
+    this.resumedAt = -Infinity;
+    this.pausedFrom = 0;
   }
 
   /** @param {number} kbps */
@@ -167,6 +256,7 @@ export class BitrateController {
    * @returns {number} the new target
    */
   onPeerReport(report, nowMs) {
+    if (this.stillPaused(nowMs)) return this.target; // a report of audio alone says nothing of video's rate
     const loss = report.loss_permille;
     const queue = report.queue_delay_ms ?? 0;
     const queued = queue >= BACKOFF_QUEUE_MS;
@@ -180,13 +270,12 @@ export class BitrateController {
     const lossCounts = lossy && (this.lossSeen || queue >= BACKOFF_QUEUE_MS / 2);
     this.lossSeen = lossy;
     if (lossCounts || queueCounts) {
-      this.limited = true;
-      if (nowMs - this.lastDecreaseMs >= DECREASE_HOLDOFF_MS) {
-        // What reached the partner is what the path carried: a link that fell far below our
-        // rate is met in one step, not in a cut a second.
-        const delivered = (report.bitrate_kbps ?? 0) > 0 ? (report.bitrate_kbps ?? 0) * DELIVERED_SHARE : Infinity;
-        this.decrease(loss >= HEAVY_LOSS_PERMILLE || queue >= HEAVY_QUEUE_MS ? 0.6 : 0.85, nowMs, delivered);
-      }
+      // What reached the partner is what the path carried: a link that fell far below our
+      // rate is met in one step, not in a cut a second.
+      const delivered = (report.bitrate_kbps ?? 0) > 0 ? (report.bitrate_kbps ?? 0) * DELIVERED_SHARE : Infinity;
+      const heavy = loss >= HEAVY_LOSS_PERMILLE || queue >= HEAVY_QUEUE_MS;
+      // A report this soon after a resume covers the pause (its rate is audio's): it may cut, but not pause again.
+      this.cut(Math.min(this.target * (heavy ? 0.6 : 0.85), delivered), nowMs - this.resumedAt >= REPORT_INTERVAL_MS + 250, DECREASE_HOLDOFF_MS, nowMs);
     } else if (lossy) {
       this.limited = true; // held, not cut: see above
     } else if (
@@ -201,6 +290,11 @@ export class BitrateController {
       let next = this.target + Math.max(MIN_INCREASE_KBPS, this.target * 0.05);
       // Back to where we were before a backoff quickly: the path carried that a moment ago.
       if (this.target < recoverTo) next = Math.max(next, Math.min(recoverTo, this.target * RECOVERY_GROWTH));
+      // The first clean report of video after a pause: the fade is over.
+      if (this.pausedFrom > 0 && nowMs - this.resumedAt >= REPORT_INTERVAL_MS + 250) {
+        next = Math.max(next, this.pausedFrom * RESUME_SHARE);
+        this.pausedFrom = 0;
+      }
       // Never climb past what the transport says it can send.
       if (this.estimateKbps !== null) next = Math.min(next, Math.max(this.target, this.estimateKbps * 0.85));
       this.target = this.clamp(next);
@@ -239,27 +333,43 @@ export class BitrateController {
     const seenBefore = this.ownQueueStanding();
     this.rttSamples.push({ atMs: nowMs, queueMs, sentKbps: sentKbps !== null && Number.isFinite(sentKbps) && sentKbps > 0 ? sentKbps : null });
     while (this.rttSamples.length > RTT_SLOPE_SAMPLES) this.rttSamples.shift();
+    this.queueRun = queueMs >= RTT_BACKOFF_QUEUE_MS ? this.queueRun + 1 : 0;
+    if (this.stillPaused(nowMs)) return this.target;
     const rising = queueMs - this.rttSamples[0].queueMs >= RTT_RISE_MS;
     const heavy = queueMs >= RTT_HEAVY_QUEUE_MS;
     if (!heavy && !(queueMs >= RTT_BACKOFF_QUEUE_MS && seenBefore && rising)) return this.target;
-    this.limited = true;
-    if (nowMs - this.lastDecreaseMs < DECREASE_HOLDOFF_MS) return this.target;
-    const carried = this.carriedKbps();
-    this.decrease(heavy ? 0.6 : 0.85, nowMs, carried === null ? Infinity : carried * DELIVERED_SHARE);
+    const carried = this.carriedKbps(RTT_SLOPE_SAMPLES);
+    let next = Math.min(this.target * (heavy ? 0.6 : 0.85), carried === null ? Infinity : carried * DELIVERED_SHARE);
+    // Pausing wants a queue that has stood for a few samples while rising, and what the link
+    // carried meanwhile under the floor: not one high reading after a move, nor a step to a
+    // longer path (its queue does not grow within the run).
+    if (this.queueRun >= PAUSE_RTT_SAMPLES && rising) {
+      const recent = this.carriedKbps(Math.min(this.queueRun, RTT_SLOPE_SAMPLES));
+      if (recent !== null && recent * DELIVERED_SHARE < this.min * PAUSE_BELOW_FLOOR_SHARE) {
+        this.cut(Math.min(next, recent * DELIVERED_SHARE), true, RTT_DECREASE_HOLDOFF_MS, nowMs);
+        return this.target;
+      }
+    }
+    this.cut(next, false, RTT_DECREASE_HOLDOFF_MS, nowMs);
     return this.target;
   }
 
   /**
-   * What the uplink carried over the recent RTT samples, kbit/s: the mean of what we sent
-   * over 1 + the queue's growth per unit of time (a queue that holds steady means the link
-   * carried what we sent); null without send rates or with fewer than two samples.
+   * What the uplink carried over the last `n` RTT samples (all of them when fewer), kbit/s:
+   * the mean of what we sent over 1 + the queue's growth per unit of time (a queue that
+   * holds steady means the link carried what we sent); null without send rates or with
+   * fewer than two samples. The queue's growth as seen through the RTT is at most about one
+   * second a second (its ACKs are late too), so a link far below our rate shows in what we
+   * send once the congestion window is full: the ACKs clock it to the link's.
+   * @param {number} n
    * @returns {number | null}
    */
-  carriedKbps() {
-    const first = this.rttSamples[0];
-    const last = this.rttSamples[this.rttSamples.length - 1];
+  carriedKbps(n) {
+    const recent = this.rttSamples.slice(Math.max(0, this.rttSamples.length - Math.max(2, n)));
+    const first = recent[0];
+    const last = recent[recent.length - 1];
     if (!first || !last || last.atMs <= first.atMs) return null;
-    const sent = this.rttSamples.slice(1).flatMap((x) => (x.sentKbps === null ? [] : [x.sentKbps]));
+    const sent = recent.slice(1).flatMap((x) => (x.sentKbps === null ? [] : [x.sentKbps]));
     if (sent.length === 0) return null;
     const mean = sent.reduce((a, b) => a + b, 0) / sent.length;
     const growth = Math.max(0, (last.queueMs - first.queueMs) / (last.atMs - first.atMs));
@@ -274,7 +384,7 @@ export class BitrateController {
    * @returns {number} the new target
    */
   onSendEstimate(kbps, nowMs) {
-    if (kbps === null || !Number.isFinite(kbps) || kbps <= 0) return this.target;
+    if (kbps === null || !Number.isFinite(kbps) || kbps <= 0 || this.stillPaused(nowMs)) return this.target;
     const previous = this.estimateKbps;
     this.estimateKbps = kbps;
     const ceiling = kbps * 0.85;
