@@ -96,6 +96,8 @@ export class VideoSender {
     this.encoder = null;
     this.encoderKey = "";
     this.bitrateKbps = START_VIDEO_KBPS;
+    /** Video paused by the bitrate controller (wire/quality.js `videoPaused`). */
+    this.paused = false;
     this.configuredKbps = 0;
     this.forceKey = true;
     this.lastKeyAt = -Infinity;
@@ -115,6 +117,8 @@ export class VideoSender {
       keyframes: 0,
       framesDropped: 0,
       framesSkippedForRate: 0,
+      /** Camera frames not encoded while video was paused for the network. */
+      framesPaused: 0,
       bytesSent: 0,
       datagramsSent: 0,
       datagramsResent: 0,
@@ -227,9 +231,15 @@ export class VideoSender {
     if (lossPermille >= PROTECT_FROM_LOSS_PERMILLE) this.protectUntil = nowMs + PROTECT_FOR_MS;
   }
 
-  /** @param {number} kbps */
-  setBitrate(kbps) {
+  /**
+   * The bitrate controller's decision: the target, and whether video is paused (the path
+   * carries less than its floor: no frame is encoded, audio goes on; the next frame after
+   * the pause references the last one sent, so nothing else changes).
+   * @param {number} kbps @param {boolean} paused
+   */
+  setBitrate(kbps, paused) {
     this.bitrateKbps = kbps;
+    this.paused = paused;
   }
 
   closeEncoder() {
@@ -332,6 +342,10 @@ export class VideoSender {
       return;
     }
     this.dropHeld();
+    if (this.paused) {
+      this.stats.framesPaused++;
+      return;
+    }
     // The CPU adaptation's frame-rate cap: skip frames that come sooner than it allows.
     if (now - this.lastFrameAt < this.load.minIntervalMs && !this.forceKey) {
       this.stats.framesSkippedForRate++;

@@ -353,7 +353,7 @@ function onMatched(msg) {
   const sender = engine.videoSender;
   if (sender) {
     sender.setFamily(msg.send_codec);
-    sender.setBitrate(engine.bitrate.target);
+    sender.setBitrate(engine.bitrate.target, engine.bitrate.videoPaused);
     // Nothing goes until the keys are agreed (onPeerKey sends the first keyframe).
     sender.newPairing();
   }
@@ -436,7 +436,7 @@ function onServerMsg(msg) {
     case "PeerReport":
       if (msg.match_id !== engine.matchId) break; // about a pairing that has ended
       engine.peerReport = { ...msg };
-      engine.videoSender?.setBitrate(engine.bitrate.onPeerReport(msg, performance.now()));
+      engine.videoSender?.setBitrate(engine.bitrate.onPeerReport(msg, performance.now()), engine.bitrate.videoPaused);
       engine.videoSender?.onPeerLoss(msg.loss_permille, performance.now());
       break;
     case "Stats":
@@ -652,7 +652,7 @@ async function rttSample() {
   const sentKbps = t.bytesSent !== null && last !== null && now > last.atMs ? ((t.bytesSent - last.bytes) * 8) / (now - last.atMs) : null;
   engine.lastSent = t.bytesSent === null ? null : { atMs: now, bytes: t.bytesSent };
   const sender = engine.videoSender;
-  if (sender && engine.matchId !== null) sender.setBitrate(engine.bitrate.onRtt(t.rttMs, sentKbps, now));
+  if (sender && engine.matchId !== null) sender.setBitrate(engine.bitrate.onRtt(t.rttMs, sentKbps, now), engine.bitrate.videoPaused);
 }
 
 /** Once a second: our receiver report, the transport's figures for the bitrate controller. */
@@ -663,7 +663,7 @@ async function everySecond() {
   engine.transportRttMs = t.rttMs;
   engine.sendEstimateKbps = t.sendRateKbps;
   const sender = engine.videoSender;
-  if (t.sendRateKbps !== null) sender?.setBitrate(engine.bitrate.onSendEstimate(t.sendRateKbps, performance.now()));
+  if (t.sendRateKbps !== null) sender?.setBitrate(engine.bitrate.onSendEstimate(t.sendRateKbps, performance.now()), engine.bitrate.videoPaused);
   if (sender) sender.load.bandwidthLimited = engine.bitrate.limited;
   const receiver = engine.videoReceiver;
   if (engine.matchId !== null && receiver?.stalled(performance.now())) {
@@ -713,6 +713,8 @@ function snapshot() {
     send: {
       codec: vs?.choice?.codec ?? null,
       bitrateKbps: engine.bitrate.target,
+      /** Video is paused: the network carries less than its floor, audio goes on alone (wire/quality.js). */
+      videoPaused: engine.bitrate.videoPaused,
       video: vs ? { ...vs.stats, cpuStep: vs.load.step, workerLagMs: Math.round(vs.load.lagMs * 10) / 10, standby: { ...vs.standby.stats } } : null,
       audio: engine.audioSender ? { ...engine.audioSender.stats } : null,
       datagramsDropped: engine.session?.datagramsDropped ?? 0,
@@ -860,7 +862,7 @@ function startVideo(source, encoders) {
     },
   });
   sender.fragmenter = engine.videoFragmenter;
-  sender.setBitrate(engine.bitrate.target);
+  sender.setBitrate(engine.bitrate.target, engine.bitrate.videoPaused);
   if (engine.matchId !== null) sender.setFamily(engine.sendCodec);
   engine.videoSender = sender;
   void sender.run();

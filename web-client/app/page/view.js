@@ -178,7 +178,9 @@ export function renderQuality() {
   const level = classifyQuality({ rttMs: rttMs ?? null, lossPermille: loss });
   const words = { good: "good", fair: "fair", poor: "poor", unknown: "measuring…" }[level];
   ui.qualityButton.dataset.level = level;
-  ui.qualityLabel.textContent = `Connection: ${words}`;
+  // Video paused for the network (wire/quality.js): say so where the person looks for why.
+  const paused = state.phase === "paired" && m?.send?.videoPaused === true;
+  ui.qualityLabel.textContent = paused ? `Connection: ${words}, your video paused` : `Connection: ${words}`;
   const fmtLoss = (/** @type {number | undefined} */ p) => (typeof p === "number" ? `${(p / 10).toFixed(1)}%` : "—");
   const video = m?.send?.video;
   const sending = video && state.phase === "paired" && ui.camera.getAttribute("aria-pressed") === "true";
@@ -189,7 +191,7 @@ export function renderQuality() {
     ["Loss to partner", fmtLoss(m?.peerReport?.loss_permille)],
     ["Relay-measured loss", fmtLoss(relay?.lost_permille)],
     ["Receiving", m?.ownReport ? `${m.ownReport.bitrate_kbps} kbit/s` : "—"],
-    ["Sending video", sending ? `${m.send.bitrateKbps} kbit/s target, ${video.width}×${video.height}${limits[/** @type {"none"} */ (video.limitation)] ?? ""}` : "—"],
+    ["Sending video", paused ? "paused: the network carries too little for video; your voice goes on" : sending ? `${m.send.bitrateKbps} kbit/s target, ${video.width}×${video.height}${limits[/** @type {"none"} */ (video.limitation)] ?? ""}` : "—"],
     ["Send estimate", m?.sendEstimateKbps ? `${Math.round(m.sendEstimateKbps)} kbit/s` : "—"],
     ["Relay → you", relay ? `${relay.send_rate_kbps} kbit/s` : "—"],
     ["Jitter", m?.ownReport ? `${m.ownReport.jitter_ms} ms` : "—"],
