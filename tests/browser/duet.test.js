@@ -471,6 +471,50 @@ describe("duet in the browser", () => {
     });
   });
 
+  // A lift, a tunnel: the shaper's `fade` profile carries 4 Mbit/s for 10 s, then 80 kbit/s
+  // for 5 s, over and over (both ways). No video fits in 80 kbit/s. Ana's own RTT shows the
+  // queue within a few hundred ms and her video pauses (wire/quality.js) while her voice
+  // goes on; her page says so; her picture comes back after the fade, in the same pairing.
+  test("a fade below any video's floor: the sender's video pauses and says so, its voice goes on, and the picture comes back", async () => {
+    await withRelay(async (relay, people) => {
+      const shaper = await startImpair(relay.quic, "fade", 5);
+      try {
+        const { ana, sam, matchId } = await callThroughProxy(people, relay, shaper);
+        await ana.until((s) => s.send.videoPaused === true, "Ana's video paused in a fade", 40_000);
+        const pausedFrom = await sam.snapshot();
+        // While she is paused, count what reaches Sam: her voice, and no new picture.
+        let last = pausedFrom;
+        let polls = 0;
+        let labelled = false;
+        for (;;) {
+          const a = await ana.snapshot();
+          if (!a.send.videoPaused) break;
+          last = await sam.snapshot();
+          labelled ||= /your video paused/.test((await ana.page.textContent("#quality-label")) ?? "");
+          polls++;
+          assert.ok(polls < 200, "Ana's video stayed paused for over 40 s");
+          await new Promise((resolve) => setTimeout(resolve, 200)); // a poll interval
+        }
+        const voice = last.receive.audio.framesDecoded - pausedFrom.receive.audio.framesDecoded;
+        const pictures = last.receive.video.framesDecoded - pausedFrom.receive.video.framesDecoded;
+        const a = await ana.snapshot();
+        recordFigure("fade_video_pause", { polls_while_paused: polls, voice_frames_during_pause: voice, pictures_during_pause: pictures, frames_paused: a.send.video.framesPaused });
+        assert.ok(polls >= 2, "the pause lasted a while (a second at least)");
+        assert.ok(voice >= 10, `Ana's voice went on while her video paused: ${voice} audio frames reached Sam`);
+        assert.ok(pictures <= 5, `no new picture while paused (at most the few in flight): ${pictures}`);
+        assert.ok(a.send.video.framesPaused > 0, "the camera's frames were not encoded while paused");
+        assert.ok(labelled, "Ana's page said her video was paused");
+        const v0 = (await sam.snapshot()).receive.video.framesDecoded;
+        await sam.until((s) => s.receive.video.framesDecoded > v0 + 15, "Ana's picture after the pause", 40_000);
+        for (const p of [ana, sam]) assert.equal((await p.snapshot()).matchId, matchId, "the same pairing throughout");
+        const status = await (await fetch(`${relay.url}status`)).json();
+        assert.equal(status.matches_made, 1, "nobody was re-matched");
+      } finally {
+        shaper.close();
+      }
+    });
+  });
+
   // Hand the page a fingerprint that is not the relay's, as a stale or tampered one would be.
   const WRONG_FINGERPRINT = "00".repeat(32);
   /** @param {import("playwright-core").Page} page */

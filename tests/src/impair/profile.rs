@@ -33,7 +33,7 @@ pub const HANDOVER_BLACKOUT: Duration = Duration::from_millis(300);
 pub const HANDOVER_AT: Duration = Duration::from_secs(10);
 
 /// The names [`Profile::named`] knows, in the order a help text lists them.
-pub const PROFILE_NAMES: [&str; 9] = [
+pub const PROFILE_NAMES: [&str; 10] = [
     "lan",
     "wifi",
     "cellular",
@@ -43,7 +43,16 @@ pub const PROFILE_NAMES: [&str; 9] = [
     "loss1-rtt80",
     "cellular-walk",
     "train",
+    "fade",
 ];
+
+/// The `fade` profile's cycle: this long at [`FADE_GOOD_BPS`], then [`FADE_LOW`] at
+/// [`FADE_LOW_BPS`], over and over from the shaper's start.
+pub const FADE_GOOD: Duration = Duration::from_secs(10);
+pub const FADE_LOW: Duration = Duration::from_secs(5);
+pub const FADE_GOOD_BPS: u64 = 4_000_000;
+/// Below the least video any sender sends (150 kbit/s) with its audio: video cannot fit.
+pub const FADE_LOW_BPS: u64 = 80_000;
 
 /// Queue of the time-varying profiles' bottleneck: 100 ms at 3 Mbit/s, as `cellular`'s.
 /// Real radio buffers are sized in bytes, so at a fade's low rate the same queue holds
@@ -487,6 +496,28 @@ impl Profile {
         link(100).with_timeline(timeline.repeating(period))
     }
 
+    /// [`wifi`](Self::wifi)'s delay and jitter (no random loss: what is lost is the fade's)
+    /// on a 4 Mbit/s link that falls to 80 kbit/s for 5 s in every 15 (a lift, a tunnel),
+    /// with a byte-sized queue ([`WALK_QUEUE_BYTES`]): the same fade every cycle, so a test
+    /// knows one is coming.
+    pub fn fade() -> Self {
+        let step = Duration::from_secs(1);
+        let pieces = |d: Duration| (d.as_secs() / step.as_secs()) as usize;
+        let rates: Vec<u64> = std::iter::repeat_n(FADE_GOOD_BPS, pieces(FADE_GOOD))
+            .chain(std::iter::repeat_n(FADE_LOW_BPS, pieces(FADE_LOW)))
+            .collect();
+        Self::wifi()
+            .with_loss(0.0)
+            .with_rate(RateLimit {
+                bits_per_second: FADE_GOOD_BPS,
+                queue_bytes: WALK_QUEUE_BYTES,
+            })
+            .with_capacity(CapacityTrace {
+                step,
+                rates: rates.into(),
+            })
+    }
+
     /// The profile called `name`, one of [`PROFILE_NAMES`].
     pub fn named(name: &str) -> Result<Self, UnknownProfile> {
         match name {
@@ -499,6 +530,7 @@ impl Profile {
             "loss1-rtt80" => Ok(Self::loss1_rtt80()),
             "cellular-walk" => Ok(Self::cellular_walk()),
             "train" => Ok(Self::train()),
+            "fade" => Ok(Self::fade()),
             other => Err(UnknownProfile(other.to_owned())),
         }
     }
@@ -732,6 +764,27 @@ mod tests {
         assert!(
             matches!(&from_cellular.steps[0].step, Step::Handover { to, .. } if **to == Profile::wifi())
         );
+    }
+
+    #[test]
+    fn the_fade_profile_falls_below_the_floor_for_five_seconds_in_every_fifteen(
+    ) -> Result<(), UnknownProfile> {
+        let fade = Profile::named("fade")?;
+        let trace = fade.capacity.clone().expect("a capacity trace");
+        assert_eq!(trace.period(), FADE_GOOD + FADE_LOW);
+        assert_eq!(trace.rate_at(Duration::from_millis(9_999)), FADE_GOOD_BPS);
+        assert_eq!(trace.rate_at(Duration::from_millis(10_000)), FADE_LOW_BPS);
+        assert_eq!(trace.rate_at(Duration::from_millis(25_000)), FADE_LOW_BPS);
+        let below = trace.spans_below(150_000, Duration::from_secs(30));
+        assert_eq!(
+            below.iter().map(|b| (b.start, b.end)).collect::<Vec<_>>(),
+            vec![
+                (Duration::from_secs(10), Duration::from_secs(15)),
+                (Duration::from_secs(25), Duration::from_secs(30))
+            ]
+        );
+        assert_eq!((fade.loss, fade.delay), (0.0, Profile::wifi().delay));
+        Ok(())
     }
 
     #[test]
