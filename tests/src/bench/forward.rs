@@ -84,6 +84,10 @@ pub struct PathRun {
     pub frames_in_fades_share: Option<f64>,
     pub delivered_ratio_outside_fades: Option<f64>,
     pub latency_ms_p95_outside_fades: Option<f64>,
+    /// The share of video frames captured in the window that adaptive senders did not send
+    /// because their video was paused (the link carried less than their floor): they are
+    /// in neither `frames_sent` nor `frames_delivered`.
+    pub video_frames_paused_share: Option<f64>,
     pub relay_cpu_s: f64,
     pub relay_cpu_user_s: f64,
     pub relay_cpu_system_s: f64,
@@ -571,6 +575,13 @@ pub async fn drive(
         .map(round);
         run.latency_ms_p95_outside_fades = outside.quantile_ms(0.95);
     }
+    if sent.video_frames_paused > 0 {
+        run.video_frames_paused_share = ratio(
+            sent.video_frames_paused as f64,
+            sent.video_frames_in_window as f64,
+        )
+        .map(|v| (v * 1e5).round() / 1e5);
+    }
     run.loadgen_behind =
         run.frames_skipped > 0 || run.send_lag_ms_p99.is_some_and(|l| l > BEHIND_LAG_MS);
 
@@ -841,6 +852,7 @@ pub fn fades_table(rows: &[(String, &PathRun)]) -> Table {
             "delivered outside fades",
             "p95 ms",
             "p95 ms outside fades",
+            "video frames paused",
         ],
     );
     for (label, r) in rows {
@@ -851,6 +863,7 @@ pub fn fades_table(rows: &[(String, &PathRun)]) -> Table {
             pct(r.delivered_ratio_outside_fades),
             num(r.latency_ms_p95, 1),
             num(r.latency_ms_p95_outside_fades, 1),
+            pct(r.video_frames_paused_share),
         ]);
     }
     t

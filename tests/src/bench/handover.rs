@@ -285,6 +285,7 @@ pub fn tables(r: &HandoverReport) -> Vec<Table> {
             "PeerLeft",
             "PeerReconnecting",
             "delivered",
+            "video frames paused",
         ],
     );
     survival.row(vec![
@@ -296,6 +297,7 @@ pub fn tables(r: &HandoverReport) -> Vec<Table> {
         r.peer_left.to_string(),
         r.peer_reconnecting.to_string(),
         super::report::pct(r.media.delivered_ratio),
+        super::report::pct(r.media.video_frames_paused_share),
     ]);
     let mut tables = vec![gaps, survival];
     if let Some(a) = &r.adaptation {

@@ -37,7 +37,7 @@ use duet_proto::limits::MAX_MEDIA_DATAGRAM_BYTES;
 use duet_proto::media::{peek_match_id, MediaHeader, Track};
 use duet_proto::{ClientMsg, ServerMsg};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -189,6 +189,9 @@ pub struct Slot {
     pub match_id: AtomicU64,
     /// The video target, kbit/s, set by an adaptive session's receive task (0: the spec's).
     pub video_kbps: AtomicU32,
+    /// An adaptive session's video is paused ([`BitrateController::video_paused`]): its
+    /// sender sends audio alone.
+    pub video_paused: AtomicBool,
     /// Media datagram bytes sent (headers included), and those of video alone.
     pub bytes_sent: AtomicU64,
     pub video_bytes_sent: AtomicU64,
@@ -224,10 +227,17 @@ impl Slot {
             transport,
             match_id: AtomicU64::new(match_id),
             video_kbps: AtomicU32::new(0),
+            video_paused: AtomicBool::new(false),
             bytes_sent: AtomicU64::new(0),
             video_bytes_sent: AtomicU64::new(0),
             fades,
         })
+    }
+
+    /// What the session's controller decided: the video rate, and whether video is paused.
+    fn follow(&self, c: &BitrateController) {
+        self.video_kbps.store(c.target_kbps(), Relaxed);
+        self.video_paused.store(c.video_paused(), Relaxed);
     }
 
     /// The video rate to send at now.
@@ -250,6 +260,10 @@ pub struct SendReport {
     pub datagrams_sent: u64,
     pub send_errors: u64,
     pub frames_skipped: u64,
+    /// Video frames captured in the window, and of those, the ones not sent because the
+    /// session's video was paused (the link carried less than its floor).
+    pub video_frames_in_window: u64,
+    pub video_frames_paused: u64,
     /// How late frames went out against their schedule.
     pub lag: LatencyHistogram,
 }
@@ -263,6 +277,8 @@ impl SendReport {
         self.datagrams_sent += other.datagrams_sent;
         self.send_errors += other.send_errors;
         self.frames_skipped += other.frames_skipped;
+        self.video_frames_in_window += other.video_frames_in_window;
+        self.video_frames_paused += other.video_frames_paused;
         self.lag.merge(&other.lag);
     }
 }
@@ -346,6 +362,15 @@ pub async fn send_media(
                     if match_id != NO_MATCH {
                         let capture_us = now_us();
                         let in_window = window.contains(capture_us);
+                        if video && in_window {
+                            report.video_frames_in_window += 1;
+                        }
+                        if video && slot.video_paused.load(Relaxed) {
+                            // Not sent, not numbered: the next frame sent follows the last.
+                            report.video_frames_paused += u64::from(in_window);
+                            earliest = earliest.min(*next);
+                            continue;
+                        }
                         let (track, len, key, frame_no, seq) = if video {
                             let key = now.duration_since(s.last_key) >= spec.keyframe_every
                                 || s.vframe == 0;
@@ -716,11 +741,16 @@ fn send_estimate_kbps(conn: &wtransport::Connection) -> f64 {
     path.cwnd as f64 * 8.0 / rtt_ms
 }
 
-/// What the connection says of its own uplink for [`BitrateController::on_rtt`]: its
-/// smoothed RTT, ms, and the bytes it has sent in all.
-fn rtt_sample(conn: &wtransport::Connection) -> (f64, u64) {
+/// What the connection says of its own uplink for [`BitrateController::on_rtt`] and
+/// [`BitrateController::on_acks`]: its smoothed RTT, ms, the bytes it has sent in
+/// all, and the ACK frames it has received in all.
+fn rtt_sample(conn: &wtransport::Connection) -> (f64, u64, u64) {
     let stats = conn.quic_connection().stats();
-    (stats.path.rtt.as_secs_f64() * 1000.0, stats.udp_tx.bytes)
+    (
+        stats.path.rtt.as_secs_f64() * 1000.0,
+        stats.udp_tx.bytes,
+        stats.frame_rx.acks,
+    )
 }
 
 /// Receives one WebTransport session's media and control until `stop` turns true. With
@@ -741,7 +771,7 @@ pub async fn receive_quic(
     let ms = || started.elapsed().as_secs_f64() * 1000.0;
     if let Some(c) = &controller {
         rx.meter = Some(ReceiveMeter::default());
-        slot.video_kbps.store(c.target_kbps(), Relaxed);
+        slot.follow(c);
     }
     let mut reports = tokio::time::interval(Duration::from_millis(REPORT_INTERVAL_MS));
     reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -749,18 +779,22 @@ pub async fn receive_quic(
     rtt_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let rtt_signal = media.rtt_signal && controller.is_some();
     let mut last_sent: Option<(f64, u64)> = None;
+    let mut acks_seen = 0u64;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             _ = rtt_ticks.tick(), if rtt_signal => {
-                let (srtt, bytes) = rtt_sample(&conn);
+                let (srtt, bytes, acks) = rtt_sample(&conn);
+                let last_acks = std::mem::replace(&mut acks_seen, acks);
                 let now = ms();
                 let sent_kbps = last_sent
                     .filter(|(t, _)| now > *t)
                     .map(|(t, b)| bytes.saturating_sub(b) as f64 * 8.0 / (now - t));
                 last_sent = Some((now, bytes));
                 if let (Some(c), true) = (controller.as_mut(), slot.match_id.load(Relaxed) != NO_MATCH) {
-                    slot.video_kbps.store(c.on_rtt(srtt, sent_kbps, now), Relaxed);
+                    c.on_acks(acks.saturating_sub(last_acks), sent_kbps.is_some_and(|k| k > 0.0), now);
+                    c.on_rtt(srtt, sent_kbps, now);
+                    slot.follow(c);
                 }
             }
             _ = reports.tick(), if controller.is_some() => {
@@ -771,7 +805,8 @@ pub async fn receive_quic(
                     let _ = client.send(&ClientMsg::ReceiverReport(r)).await;
                 }
                 if let Some(c) = controller.as_mut() {
-                    slot.video_kbps.store(c.on_send_estimate(send_estimate_kbps(&conn), ms()), Relaxed);
+                    c.on_send_estimate(send_estimate_kbps(&conn), ms());
+                    slot.follow(c);
                 }
             }
             dg = conn.receive_datagram() => match dg {
@@ -788,12 +823,13 @@ pub async fn receive_quic(
                     slot.match_id.store(m.match_id, Relaxed);
                     if let Some(c) = controller.as_mut() {
                         c.reset();
-                        slot.video_kbps.store(c.target_kbps(), Relaxed);
+                        slot.follow(c);
                     }
                 }
                 Ok(ServerMsg::PeerReport(r)) => {
                     if let (Some(c), true) = (controller.as_mut(), r.match_id == slot.match_id.load(Relaxed)) {
-                        slot.video_kbps.store(c.on_peer_report(&r, ms()), Relaxed);
+                        c.on_peer_report(&r, ms());
+                        slot.follow(c);
                     }
                 }
                 Ok(ServerMsg::PeerLeft { .. }) => {
