@@ -13,8 +13,9 @@
 //! RTT shows a queue rising on its uplink ([`BitrateController::on_rtt`]), and video paused
 //! (audio going on alone) while the path carries less than the video's floor or ACKs starve
 //! for half a second while we send ([`BitrateController::video_paused`],
-//! [`BitrateController::on_acks`]: native only, as a page's `getStats` counts no ACKs). Pure: time is passed in (milliseconds on any monotonic clock), and the unit tests
-//! below drive it without sockets.
+//! [`BitrateController::on_acks`]: native only, as a page's `getStats` counts no ACKs).
+//! Pure: time is passed in (milliseconds on any monotonic clock), and the unit tests below
+//! drive it without sockets.
 
 use duet_proto::{MediaHeader, ReceiverReport, Track};
 use std::collections::VecDeque;

@@ -785,14 +785,14 @@ pub async fn receive_quic(
             _ = stop.changed() => break,
             _ = rtt_ticks.tick(), if rtt_signal => {
                 let (srtt, bytes, acks) = rtt_sample(&conn);
-                let last_acks = std::mem::replace(&mut acks_seen, acks);
+                let acked = acks.saturating_sub(std::mem::replace(&mut acks_seen, acks));
                 let now = ms();
                 let sent_kbps = last_sent
                     .filter(|(t, _)| now > *t)
                     .map(|(t, b)| bytes.saturating_sub(b) as f64 * 8.0 / (now - t));
                 last_sent = Some((now, bytes));
                 if let (Some(c), true) = (controller.as_mut(), slot.match_id.load(Relaxed) != NO_MATCH) {
-                    c.on_acks(acks.saturating_sub(last_acks), sent_kbps.is_some_and(|k| k > 0.0), now);
+                    c.on_acks(acked, sent_kbps.is_some_and(|k| k > 0.0), now);
                     c.on_rtt(srtt, sent_kbps, now);
                     slot.follow(c);
                 }
