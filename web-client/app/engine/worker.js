@@ -353,7 +353,7 @@ function onMatched(msg) {
   const sender = engine.videoSender;
   if (sender) {
     sender.setFamily(msg.send_codec);
-    sender.setBitrate(engine.bitrate.target, engine.bitrate.videoPaused);
+    followBitrate(sender);
     // Nothing goes until the keys are agreed (onPeerKey sends the first keyframe).
     sender.newPairing();
   }
@@ -436,7 +436,8 @@ function onServerMsg(msg) {
     case "PeerReport":
       if (msg.match_id !== engine.matchId) break; // about a pairing that has ended
       engine.peerReport = { ...msg };
-      engine.videoSender?.setBitrate(engine.bitrate.onPeerReport(msg, performance.now()), engine.bitrate.videoPaused);
+      engine.bitrate.onPeerReport(msg, performance.now());
+      followBitrate(engine.videoSender);
       engine.videoSender?.onPeerLoss(msg.loss_permille, performance.now());
       break;
     case "Stats":
@@ -634,6 +635,14 @@ function sendChat(id, text) {
   );
 }
 
+/**
+ * The bitrate controller's decision (its target, and whether video is paused), to the video sender.
+ * @param {VideoSender | null | undefined} sender
+ */
+function followBitrate(sender) {
+  sender?.setBitrate(engine.bitrate.target, engine.bitrate.videoPaused);
+}
+
 /** About every RTT_SAMPLE_MS while sending video: the RTT and send rate for the bitrate controller's own queue signal. */
 async function rttSample() {
   const session = engine.session;
@@ -652,7 +661,10 @@ async function rttSample() {
   const sentKbps = t.bytesSent !== null && last !== null && now > last.atMs ? ((t.bytesSent - last.bytes) * 8) / (now - last.atMs) : null;
   engine.lastSent = t.bytesSent === null ? null : { atMs: now, bytes: t.bytesSent };
   const sender = engine.videoSender;
-  if (sender && engine.matchId !== null) sender.setBitrate(engine.bitrate.onRtt(t.rttMs, sentKbps, now), engine.bitrate.videoPaused);
+  if (sender && engine.matchId !== null) {
+    engine.bitrate.onRtt(t.rttMs, sentKbps, now);
+    followBitrate(sender);
+  }
 }
 
 /** Once a second: our receiver report, the transport's figures for the bitrate controller. */
@@ -663,7 +675,10 @@ async function everySecond() {
   engine.transportRttMs = t.rttMs;
   engine.sendEstimateKbps = t.sendRateKbps;
   const sender = engine.videoSender;
-  if (t.sendRateKbps !== null) sender?.setBitrate(engine.bitrate.onSendEstimate(t.sendRateKbps, performance.now()), engine.bitrate.videoPaused);
+  if (t.sendRateKbps !== null) {
+    engine.bitrate.onSendEstimate(t.sendRateKbps, performance.now());
+    followBitrate(sender);
+  }
   if (sender) sender.load.bandwidthLimited = engine.bitrate.limited;
   const receiver = engine.videoReceiver;
   if (engine.matchId !== null && receiver?.stalled(performance.now())) {
@@ -862,7 +877,7 @@ function startVideo(source, encoders) {
     },
   });
   sender.fragmenter = engine.videoFragmenter;
-  sender.setBitrate(engine.bitrate.target, engine.bitrate.videoPaused);
+  followBitrate(sender);
   if (engine.matchId !== null) sender.setFamily(engine.sendCodec);
   engine.videoSender = sender;
   void sender.run();
